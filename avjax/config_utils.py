@@ -1,0 +1,49 @@
+"""Helpers for config files: parsing the ``:arg`` of ``--config file.py:arg``.
+
+``arg`` is a comma-separated list of tokens. A bare token names a variant
+(``quick``, a dataset such as ``ave``); ``key=value`` tokens set values
+(``seed=3``). Every config file validates its tokens against the variants it
+knows, so a typo is an error, not a silently ignored option.
+"""
+
+from __future__ import annotations
+
+import ast
+
+
+def parse_config_arg(arg: str | None, variants: set[str] | frozenset[str],
+                     keys: set[str] | frozenset[str] = frozenset(),
+                     config_name: str = "config") -> tuple[set[str], dict]:
+  """Splits ``arg`` into variant names and ``key=value`` settings.
+
+  Args:
+    arg: e.g. ``"quick,one_stage,seed=2"`` or None.
+    variants: allowed bare tokens.
+    keys: allowed ``key=value`` keys; values are parsed as Python literals
+      when possible (``2`` → int), otherwise kept as strings.
+    config_name: used in error messages.
+
+  Returns:
+    (set of variant names, dict of settings).
+
+  Raises:
+    ValueError: naming an unknown token or key and listing the valid ones.
+  """
+  names, settings = set(), {}
+  for token in filter(None, (t.strip() for t in (arg or "").split(","))):
+    if "=" in token:
+      key, value = token.split("=", 1)
+      if key not in keys:
+        raise ValueError(f"{config_name}: unknown config argument key {key!r}"
+                         f"; valid keys: {sorted(keys)}")
+      try:
+        settings[key] = ast.literal_eval(value)
+      except (ValueError, SyntaxError):
+        settings[key] = value
+    elif token in variants:
+      names.add(token)
+    else:
+      raise ValueError(f"{config_name}: unknown config argument {token!r}; "
+                       f"valid: {sorted(variants)} or key=value with keys "
+                       f"{sorted(keys)}")
+  return names, settings

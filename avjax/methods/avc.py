@@ -1,0 +1,365 @@
+"""AVC: positive / negative sampling for audio-visual correspondence.
+
+Wang, Tripathy, Heittola & Mesaros, "Positive and negative sampling
+strategies for self-supervised learning on audio-video data", arXiv
+2402.02899 (ICASSP 2024 workshops).
+
+The self-supervised task is audio-visual correspondence: for an audio anchor,
+is this visual clip its partner? Which visual clips are shown as positives
+and negatives is the object of study (``avjax.methods.sampling``): the own
+paired clip or a *soft positive* (another clip of the same class), and
+random, easy (far, other class) or hard (close, other class) negatives. The
+encoders are then judged by linear probes on frozen features
+(``avjax.eval.linear_probe``), against a supervised baseline trained with
+the labels end to end.
+
+Objectives (``config.avc.objective``):
+  * ``binary``: the classic AVC head (L3-Net): each audio anchor forms one
+    positive pair (its chosen positive) and one negative pair (its chosen
+    negative); a ``CorrespondenceHead`` on the fused embeddings is trained
+    with binary cross-entropy, positives and valid negatives weighted equally.
+  * ``contrastive``: ``losses.info_nce(audio, visual[positive])``: row i's
+    positive is its chosen positive; every other row's partner is a negative
+    (in-batch, so negative strategies do not apply; the config rejects them).
+  * ``supervised``: the baseline: a ``LinearClassifier`` per modality on the
+    embeddings, mean cross-entropy of the two, on the sampling labels.
+
+Decisions the paper leaves open (all config fields):
+  * partners are mined in-batch on device (pure jnp, inside the jitted step):
+    batches are drawn at random (no class-aware batching), so a soft positive
+    exists for an anchor whose class has another clip in the batch; otherwise
+    it falls back to its own pair and the fallback rate is logged;
+  * easy / hard negatives are farthest / closest by the current embedding
+    distance (cosine) between the anchor clip's *visual* embedding and the
+    candidates' (``sampling.mining_space``; "cross" uses anchor audio vs
+    candidate visual, meaningful for the contrastive objective whose spaces
+    are aligned); easy negatives may use label distance instead;
+  * the linear probe is fitted on the full training split (every strategy is
+    probed on the same labelled data; ``probe.fit_on="subset"`` uses the
+    training subset instead), L2 chosen on validation;
+  * subsets (``data.per_class`` / ``data.imbalance_ratio``) are chosen from
+    the annotation, seeded by ``config.seed``;
+  * a labels file replaces the labels used by sampling and by the supervised
+    objective; probes always use the annotation.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from avjax import losses
+from avjax.data import features as features_lib
+from avjax.data import labels_file
+from avjax.data import pipeline
+from avjax.data import sources
+from avjax.data import subsets
+from avjax.eval import linear_probe as probe_lib
+from avjax.methods import sampling
+from avjax.methods.base import Method
+from avjax.models import encoders
+from avjax.models import heads
+from avjax.train.stages import Stage
+
+OBJECTIVES = ("binary", "contrastive", "info_nce", "supervised")
+MINING_SPACES = ("visual", "cross", "audio")
+EASY_DISTANCES = ("embedding", "label")
+
+# Whole splits as model inputs, shared by every AVC run of a process (a sweep
+# trains many configs on the same data): key → dict of numpy arrays.
+_SPLIT_CACHE: dict[tuple, dict[str, np.ndarray]] = {}
+
+
+def batch_transform(mel_kwargs: dict[str, Any]):
+  """Numpy batch of `pairs` records → {'audio', 'visual', 'label',
+  'true_label', 'id'}.
+
+  audio: float32 [B, T, n_mels] log-mel; visual: float32 [B, H, W, 1] in
+  [0, 1]; label, true_label: int32 [B] the annotation (training batches get
+  a labels file's classes as 'label', see ``AVC.train_iterator``); id: int32
+  [B] clip ids.
+  """
+  features = features_lib.PairsFeatures(features_lib.MelSpec(**mel_kwargs))
+
+  def transform(batch):
+    f = features(batch)
+    return {"audio": f["audio"], "visual": f["image"], "label": f["label"],
+            "true_label": f["label"],
+            "id": f["clip_id"]}
+  return transform
+
+
+def _check_choice(value: str, valid: tuple[str, ...], field: str) -> None:
+  if value not in valid:
+    raise ValueError(f"{field}={value!r} is not one of {list(valid)}")
+
+
+class AVC(Method):
+  """Audio-visual correspondence with configurable partner sampling."""
+
+  def __init__(self, config: ml_collections.ConfigDict):
+    super().__init__(config)
+    m = config.model
+    self.objective = config.avc.objective
+    _check_choice(self.objective, OBJECTIVES, "config.avc.objective")
+    s = config.sampling
+    _check_choice(s.mining_space, MINING_SPACES, "config.sampling.mining_space")
+    _check_choice(s.easy_distance, EASY_DISTANCES,
+                  "config.sampling.easy_distance")
+    self.positives = {k: float(v) for k, v in s.positives.items()}
+    self.negatives = {k: float(v) for k, v in s.negatives.items()}
+    if self.objective == "info_nce" and any(
+        w > 0 for k, w in self.negatives.items() if k != "random"):
+      raise ValueError(
+          f"config.sampling.negatives={self.negatives}: the info_nce "
+          "objective uses in-batch negatives; easy/hard need objective "
+          "'binary' or 'contrastive'")
+    self.towers = encoders.TwoTower(
+        audio_encoder=encoders.make_encoder(m.audio_encoder, m.embed_dim,
+                                            **dict(m.get("audio_kwargs", {}))),
+        visual_encoder=encoders.make_encoder(
+            m.visual_encoder, m.embed_dim, **dict(m.get("visual_kwargs", {}))),
+        normalize=m.get("normalize", False))
+    self.head = heads.CorrespondenceHead(
+        hidden_dims=tuple(m.get("head_hidden_dims", (64,))),
+        fusion=m.get("fusion", "concat"))
+    self.num_classes = int(config.data.num_classes)
+    self.classifier = heads.LinearClassifier(self.num_classes)
+    self.transform = batch_transform(dict(config.data.get("log_mel", {})))
+
+  # Data -------------------------------------------------------------------
+  def _source(self, split: str):
+    d = self.config.data
+    return sources.load_source(d.name, split, data_dir=d.get("data_dir"),
+                               manual_dir=d.get("manual_dir"))
+
+  def split_arrays(self, split: str) -> dict[str, np.ndarray]:
+    """A whole split as model inputs (cached per process); see
+    ``batch_transform`` for the keys."""
+    d = self.config.data
+    key = (d.name, split, d.get("data_dir"), d.get("manual_dir"),
+           tuple(sorted(dict(d.get("log_mel", {})).items())))
+    if key not in _SPLIT_CACHE:
+      _SPLIT_CACHE[key] = pipeline.load_split(self._source(split),
+                                              self.transform)
+    return _SPLIT_CACHE[key]
+
+  @functools.cached_property
+  def train_indices(self) -> np.ndarray:
+    """Indices of the training subset within the train split."""
+    d = self.config.data
+    labels = self.split_arrays("train")["true_label"]
+    return subsets.subset_indices(
+        labels, per_class=d.get("per_class") or None,
+        imbalance_ratio=float(d.get("imbalance_ratio", 1.0)),
+        seed=int(self.config.seed),
+        min_per_class=int(d.get("min_per_class", 2)))
+
+  @functools.cached_property
+  def sampling_labels(self) -> np.ndarray | None:
+    """int32 [N_train] labels from ``sampling.labels_file``, or None."""
+    path = self.config.sampling.get("labels_file")
+    if not path:
+      return None
+    return labels_file.labels_for_clips(
+        path, self.split_arrays("train")["id"], self.num_classes)
+
+  def train_iterator(self, batch_size, seed, process_index, process_count):
+    idx = self.train_indices
+    if len(idx) < batch_size:
+      d = self.config.data
+      raise ValueError(
+          f"The training subset has {len(idx)} examples (data.per_class="
+          f"{d.get('per_class')}, data.imbalance_ratio="
+          f"{d.get('imbalance_ratio')}), fewer than data.batch_size="
+          f"{batch_size}; lower the batch size or enlarge the subset")
+    # Features are computed once per split (cached) and served from memory:
+    # there is no augmentation, and recomputing log-mels every epoch of a
+    # small training set would cost as much as the train step itself.
+    relabel = self.sampling_labels
+    source = subsets.SubsetSource(
+        subsets.ArraySource(self.split_arrays("train")), idx,
+        labels=None if relabel is None else relabel[idx])
+    return pipeline.make_train_iterator(
+        source, batch_size=batch_size, seed=seed, batch_transform=None,
+        process_index=process_index, process_count=process_count)
+
+  # Model ------------------------------------------------------------------
+  def init_params(self, rng, batch):
+    k_towers, k_a, k_v = jax.random.split(rng, 3)
+    audio, visual = batch["audio"][:2], batch["visual"][:2]
+    params = {"towers": self.towers.init(k_towers, audio, visual)}
+    a, v = self.towers.apply(params["towers"], audio, visual)
+    if self.objective == "binary":
+      params["head"] = self.head.init(k_a, a, v)
+    elif self.objective == "supervised":
+      params["cls_audio"] = self.classifier.init(k_a, a)
+      params["cls_visual"] = self.classifier.init(k_v, v)
+    return params
+
+  def embed(self, params, audio=None, visual=None, rng=None):
+    """(audio [B, E], visual [B, E]) embeddings; dropout when rng given."""
+    train = rng is not None
+    return self.towers.apply(params["towers"], audio, visual, train=train,
+                             rngs={"dropout": rng} if train else None)
+
+  # Loss -------------------------------------------------------------------
+  def _distances(self, a: jax.Array, v: jax.Array) -> jax.Array:
+    """[B, B] anchor→candidate distances for mining (no gradient)."""
+    s = self.config.sampling
+    a, v = jax.lax.stop_gradient(a), jax.lax.stop_gradient(v)
+    x, y = {"visual": (v, v), "cross": (a, v),
+            "audio": (a, a)}[s.mining_space]
+    return losses.pairwise_distances(x, y, metric=s.metric)
+
+  def partners(self, rng, a, v, labels, ids) -> dict[str, jax.Array]:
+    """``sampling.sample_partners`` with this config's mix and distances."""
+    s = self.config.sampling
+    needs_emb = (self.negatives.get("hard", 0) > 0 or (
+        self.negatives.get("easy", 0) > 0 and s.easy_distance == "embedding"))
+    distances = self._distances(a, v) if needs_emb else None
+    easy = (sampling.label_distances(labels)
+            if s.easy_distance == "label" else None)
+    return sampling.sample_partners(
+        rng, labels, ids, self.positives, self.negatives,
+        distances=distances, easy_distances=easy,
+        num_negatives=int(s.get("num_negatives", 1)))
+
+  def loss_fn(self, params, batch, rng, stage: Stage, step):
+    del stage, step
+    k_drop, k_sample = jax.random.split(rng)
+    a, v = self.embed(params, batch["audio"], batch["visual"], rng=k_drop)
+    labels = batch["label"]
+    if self.objective == "supervised":
+      ce = [optax.softmax_cross_entropy_with_integer_labels(
+          self.classifier.apply(params[name], e), labels).mean()
+            for name, e in (("cls_audio", a), ("cls_visual", v))]
+      return 0.5 * (ce[0] + ce[1]), {"ce_audio": ce[0], "ce_visual": ce[1]}
+
+    part = self.partners(k_sample, a, v, labels, batch["id"])
+    truth = batch["true_label"]
+    neg_ok = part["negative_valid"].astype(jnp.float32)     # [B, K]
+    n_ok = jnp.maximum(jnp.sum(neg_ok), 1.0)
+    metrics = {
+        "soft_positive_frac": jnp.mean(part["positive_kind"] == 1),
+        "positive_fallback_frac": jnp.mean(part["positive_fallback"]),
+        "negative_fallback_frac": jnp.mean(part["negative_fallback"]),
+        # Sampling quality against the annotation (differs from 1 / 0 only
+        # with a labels file or random negatives).
+        "positive_same_class_frac": jnp.mean(truth[part["positive"]] == truth),
+        "negative_same_class_frac": jnp.sum(
+            (truth[part["negative"]] == truth[:, None]) * neg_ok) / n_ok,
+    }
+    v_pos = v[part["positive"]]                               # [B, E]
+    if self.objective == "info_nce":
+      loss = jnp.mean(losses.info_nce(a, v_pos,
+                                      temperature=self.config.avc.temperature))
+      return loss, metrics
+    v_neg = v[part["negative"]]                               # [B, K, E]
+    if self.objective == "contrastive":
+      # Softmax over (chosen positive, K chosen negatives) per audio anchor.
+      an = encoders.l2_normalize(a)
+      s_pos = jnp.sum(an * encoders.l2_normalize(v_pos), -1)
+      s_neg = jnp.einsum("be,bke->bk", an, encoders.l2_normalize(v_neg))
+      logits = jnp.concatenate([s_pos[:, None], s_neg], axis=1) / (
+          self.config.avc.temperature)
+      logits = jnp.where(jnp.concatenate(
+          [jnp.ones_like(s_pos[:, None], bool), neg_ok > 0], axis=1),
+                         logits, -1e9)
+      loss = jnp.mean(jax.nn.logsumexp(logits, axis=1) - logits[:, 0])
+      return loss, dict(metrics, rank1_acc=jnp.mean(
+          jnp.argmax(logits, axis=1) == 0))
+    pos_logit = self.head.apply(params["head"], a, v_pos)     # [B]
+    neg_logit = self.head.apply(
+        params["head"], jnp.broadcast_to(a[:, None], v_neg.shape), v_neg)
+    pos_loss = jnp.mean(optax.sigmoid_binary_cross_entropy(
+        pos_logit, jnp.ones_like(pos_logit)))
+    neg_loss = jnp.sum(optax.sigmoid_binary_cross_entropy(
+        neg_logit, jnp.zeros_like(neg_logit)) * neg_ok) / n_ok
+    acc = 0.5 * (jnp.mean(pos_logit > 0)
+                 + jnp.sum((neg_logit <= 0) * neg_ok) / n_ok)
+    return 0.5 * (pos_loss + neg_loss), dict(metrics, avc_acc=acc)
+
+  # Eval -------------------------------------------------------------------
+  @functools.cached_property
+  def _embed_jit(self):
+    return jax.jit(lambda p, a, v: self.embed(p, a, v))
+
+  def embed_split(self, params, split: str) -> dict[str, np.ndarray]:
+    """{'audio', 'visual' float32 [N, E], 'label' int32 [N] (annotation)}."""
+    data = self.split_arrays(split)
+    bs = int(self.config.get("eval_batch_size", 512))
+    outs_a, outs_v = [], []
+    for i in range(0, len(data["true_label"]), bs):
+      a, v = self._embed_jit(params, data["audio"][i:i + bs],
+                             data["visual"][i:i + bs])
+      outs_a.append(np.asarray(a))
+      outs_v.append(np.asarray(v))
+    return {"audio": np.concatenate(outs_a), "visual": np.concatenate(outs_v),
+            "label": data["true_label"]}
+
+  def evaluate(self, params, split, plot_dir=None):
+    """Linear-probe accuracies (and head accuracies) on ``split``.
+
+    The probe is fitted on train features (full split or the training
+    subset, ``probe.fit_on``), its L2 chosen on validation, and scored on
+    ``split`` (on validation itself when ``split == "validation"``).
+    """
+    del plot_dir  # The loop plots the training curves; nothing else here.
+    p = self.config.probe
+    train = self.embed_split(params, "train")
+    if p.get("fit_on", "full") == "subset":
+      train = {k: x[self.train_indices] for k, x in train.items()}
+    elif p.get("fit_on", "full") != "full":
+      raise ValueError(f"config.probe.fit_on={p.fit_on!r} is not one of "
+                       "['full', 'subset']")
+    val = self.embed_split(params, "validation")
+    test = val if split == "validation" else self.embed_split(params, split)
+    probe = functools.partial(probe_lib.linear_probe,
+                              num_classes=self.num_classes,
+                              l2_grid=tuple(p.l2_grid), steps=int(p.steps))
+    out = {}
+    for mod in ("audio", "visual"):
+      r = probe(train[mod], train["label"], val[mod], val["label"], test[mod],
+                test["label"])
+      out[f"probe_{mod}_acc"] = r["accuracy"]
+      out[f"probe_{mod}_val_acc"] = r["val_accuracy"]
+    shots = int(p.get("fewshot_per_class", 0))
+    if shots:
+      # The same shot subsets for every run (draw d uses seed d), so runs
+      # differ only by their encoders.
+      accs = {"audio": [], "visual": []}
+      for draw in range(int(p.get("fewshot_draws", 1))):
+        idx = subsets.subset_indices(train["label"], per_class=shots,
+                                     seed=draw, min_per_class=1)
+        for mod in accs:
+          accs[mod].append(probe(train[mod][idx], train["label"][idx],
+                                 val[mod], val["label"], test[mod],
+                                 test["label"])["accuracy"])
+      for mod, values in accs.items():
+        out[f"fewshot_{mod}_acc"] = float(np.mean(values))
+    if self.objective == "binary":
+      out["avc_acc"] = self._head_accuracy(params, test)
+    elif self.objective == "supervised":
+      for mod in ("audio", "visual"):
+        logits = self.classifier.apply(params[f"cls_{mod}"], test[mod])
+        out[f"classifier_{mod}_acc"] = float(np.mean(
+            np.argmax(np.asarray(logits), -1) == test["label"]))
+    return out
+
+  def _head_accuracy(self, params, emb: dict[str, np.ndarray]) -> float:
+    """Binary head accuracy: each clip's own pair vs a random other clip."""
+    n = len(emb["label"])
+    other = np.roll(np.random.default_rng(0).permutation(n), 1)
+    order = np.argsort(np.random.default_rng(0).permutation(n))
+    partner = other[order]  # A derangement: partner[i] != i.
+    a, v = jnp.asarray(emb["audio"]), jnp.asarray(emb["visual"])
+    pos = np.asarray(self.head.apply(params["head"], a, v))
+    neg = np.asarray(self.head.apply(params["head"], a, v[partner]))
+    return float(0.5 * (np.mean(pos > 0) + np.mean(neg <= 0)))

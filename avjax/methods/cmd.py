@@ -1,0 +1,494 @@
+"""CMD: cross-modal denoising for spoken-caption ↔ image retrieval.
+
+Zhou et al., arXiv 2408.13705 (Interspeech 2024).
+
+Two encoders map a spoken caption to frame features + a global embedding and
+an image to patch features + a global embedding
+(``avjax.models.speech_image``). The global embeddings are aligned with a
+symmetric InfoNCE loss with a learnable temperature. During training only,
+the CMD head corrupts the speech frame features (Gaussian noise, masking,
+swapping frames with other captions' frames; ``avjax.models.corruption``)
+and a small cross-attention decoder (``avjax.models.denoiser``) whose
+queries are the noisy frames and whose keys/values are the image patches
+rebuilds the clean frames; the reconstruction loss is added with a weight.
+Optionally (``config.cmd.symmetric``) a second head denoises the image
+patches from the speech frames. Retrieval uses only the encoders.
+
+Parameters are one pytree ``{"encoders", "log_temperature", "cmd_head"}``;
+``embed`` reads only ``params["encoders"]``, so dropping ``"cmd_head"``
+cannot change retrieval (tested).
+
+Decisions the paper leaves open (config fields in ``configs/cmd.py``):
+  * Temperature: τ = exp(log_temperature), initialised at 0.07 and kept in
+    [0.01, 0.5] (CLIP caps 1/τ at 100): the loss clips it and ``train_step``
+    projects the parameter back into range after each update, as CLIP clamps
+    its logit scale in place, so it can always move back from the bound.
+  * Target: the clean frame features under ``stop_gradient`` (BYOL /
+    data2vec practice). The encoders still get the CMD gradient through the
+    noisy queries (speech) and the keys/values (image), as the issue asks;
+    stopping it on the target removes the trivial way to lower the loss by
+    moving the target itself (e.g. collapsing all frames to one vector).
+  * Distance: per-frame MSE after a parameter-free LayerNorm of both the
+    reconstruction and the target (``normalize=True``), which is
+    scale-invariant, so shrinking the features does not lower it either;
+    "cosine" and "smooth_l1" are the alternatives. The loss is averaged over
+    valid frames (``loss_on="all"``) or only the masked / swapped ones
+    (``"corrupted"``, MAE style).
+  * Noise: the summary in papers.md mentions swapping features with other
+    samples'; ratios were not found. Masked frames get a learned mask token.
+  * The head's attention map plotted at evaluation is the last decoder
+    layer's, averaged over heads and over the frames of one stretch of the
+    caption, with the clean (uncorrupted) frames as queries. On AV-digits the
+    stretches are equal splits of a prefix-free caption, one per spoken digit
+    (an approximation: words differ in length).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+
+from avjax import losses
+from avjax.data import features as features_lib
+from avjax.data import pipeline
+from avjax.data import sources
+from avjax.eval import retrieval
+from avjax.methods.base import Method
+from avjax.models import corruption
+from avjax.models import denoiser
+from avjax.models import speech_image
+from avjax.train.stages import Stage
+from avjax.train.state import TrainState
+
+PyTree = Any
+HEAD = "cmd_head"
+_TRAIN_KEYS = ("audio", "audio_mask", "image", "image_id")
+_DISTANCES = ("mse", "cosine", "smooth_l1")
+_LOSS_ON = ("all", "corrupted")
+
+
+def count_params(tree: PyTree) -> int:
+  """Number of scalars in a pytree of arrays."""
+  return int(sum(np.size(x) for x in jax.tree.leaves(tree)))
+
+
+def _standardize(x: jax.Array, eps: float = 1e-6) -> jax.Array:
+  """Parameter-free LayerNorm over the last axis."""
+  mean = jnp.mean(x, axis=-1, keepdims=True)
+  var = jnp.var(x, axis=-1, keepdims=True)
+  return (x - mean) * jax.lax.rsqrt(var + eps)
+
+
+def frame_distance(pred: jax.Array, target: jax.Array, distance: str = "mse",
+                   normalize: bool = True) -> jax.Array:
+  """Per-token distance [B, T] between [B, T, D] predictions and targets.
+
+  Args:
+    pred, target: [B, T, D].
+    distance: "mse" (mean over D of squared differences), "cosine"
+      (1 − cosine similarity) or "smooth_l1" (Huber, δ = 1, mean over D).
+    normalize: standardise both along D first (parameter-free LayerNorm).
+  """
+  if distance not in _DISTANCES:
+    raise ValueError(f"config.cmd.distance={distance!r} is not one of "
+                     f"{list(_DISTANCES)}")
+  if normalize:
+    pred, target = _standardize(pred), _standardize(target)
+  if distance == "cosine":
+    num = jnp.sum(pred * target, axis=-1)
+    den = (jnp.linalg.norm(pred, axis=-1) * jnp.linalg.norm(target, axis=-1))
+    return 1.0 - num / jnp.maximum(den, 1e-6)
+  diff = pred - target
+  if distance == "mse":
+    return jnp.mean(diff ** 2, axis=-1)
+  abs_diff = jnp.abs(diff)
+  return jnp.mean(jnp.where(abs_diff < 1.0, 0.5 * diff ** 2, abs_diff - 0.5),
+                  axis=-1)
+
+
+def _masked_average(values: jax.Array, weights: jax.Array) -> jax.Array:
+  weights = weights.astype(values.dtype)
+  return jnp.sum(values * weights) / jnp.maximum(jnp.sum(weights), 1.0)
+
+
+class _FixedLengthAudio:
+  """Random-access source view with audio cropped / zero-padded to N samples.
+
+  The real spoken-caption datasets store variable-length waveforms; batching
+  needs one length. "audio_length" is clipped to N so the frame mask stays
+  exact. Only the keys the method uses are kept.
+  """
+
+  def __init__(self, source, num_samples: int):
+    self.source = source
+    self.num_samples = int(num_samples)
+
+  def __len__(self) -> int:
+    return len(self.source)
+
+  def __getitem__(self, index):
+    record = self.source[index]
+    audio = np.asarray(record["audio"])
+    if audio.ndim != 1:
+      raise ValueError(f"record {index}: 'audio' must be a 1-D waveform, got "
+                       f"shape {audio.shape}")
+    length = min(int(record.get("audio_length", audio.shape[0])),
+                 self.num_samples)
+    return {"audio": features_lib.pad_or_crop(audio, self.num_samples),
+            "audio_length": np.int32(length),
+            "image": np.asarray(record["image"]),
+            "image_id": np.int32(record["image_id"])}
+
+
+class CMD(Method):
+  """Contrastive speech–image retrieval with a cross-modal denoising head."""
+
+  def __init__(self, config: ml_collections.ConfigDict):
+    super().__init__(config)
+    m = config.model
+    self.model = speech_image.SpeechImageEncoders(
+        speech=speech_image.SpeechEncoder(embed_dim=m.embed_dim,
+                                          **dict(m.speech)),
+        image=speech_image.ImageEncoder(embed_dim=m.embed_dim,
+                                        **dict(m.image)))
+    cmd = config.cmd
+    self.use_cmd = float(cmd.weight) > 0.0
+    self.symmetric = self.use_cmd and bool(cmd.get("symmetric", False))
+    if cmd.distance not in _DISTANCES:
+      raise ValueError(f"config.cmd.distance={cmd.distance!r} is not one of "
+                       f"{list(_DISTANCES)}")
+    if cmd.loss_on not in _LOSS_ON:
+      raise ValueError(f"config.cmd.loss_on={cmd.loss_on!r} is not one of "
+                       f"{list(_LOSS_ON)}")
+    for name in ("speech_corruption", "image_corruption"):
+      c = cmd[name]
+      if c.mask_fraction + c.swap_fraction > 1.0:
+        raise ValueError(f"config.cmd.{name}: mask_fraction + swap_fraction "
+                         f"= {c.mask_fraction + c.swap_fraction} exceeds 1")
+    self.head = denoiser.CrossModalDenoiser(**dict(cmd.head))
+    t = config.contrastive
+    if not 0 < t.temperature_min <= t.temperature_init <= t.temperature_max:
+      raise ValueError(
+          "config.contrastive needs 0 < temperature_min <= temperature_init "
+          f"<= temperature_max, got {t.temperature_min}, "
+          f"{t.temperature_init}, {t.temperature_max}")
+    self._log_t_bounds = (math.log(t.temperature_min),
+                          math.log(t.temperature_max))
+    mel = features_lib.MelSpec(**dict(config.data.get("log_mel", {})))
+    self._train_transform = features_lib.CaptionsFeatures(mel)
+    self._eval_transform = features_lib.CaptionsFeatures(mel, keep_text=True)
+
+  # Data -------------------------------------------------------------------
+  def _source(self, split: str):
+    d = self.config.data
+    source = sources.load_source(d.name, split, data_dir=d.get("data_dir"),
+                                 manual_dir=d.get("manual_dir"))
+    seconds = d.get("max_audio_seconds")
+    if seconds:
+      source = _FixedLengthAudio(source, int(round(seconds * 16000)))
+    return source
+
+  def _transform_train(self, batch):
+    out = self._train_transform(batch)
+    missing = [k for k in _TRAIN_KEYS if k not in out]
+    if missing:
+      raise ValueError(f"dataset {self.config.data.name!r}: batches lack "
+                       f"keys {missing}; they have {sorted(out)}")
+    return {k: out[k] for k in _TRAIN_KEYS}
+
+  def train_iterator(self, batch_size, seed, process_index, process_count):
+    return pipeline.make_train_iterator(
+        self._source("train"), batch_size=batch_size, seed=seed,
+        batch_transform=self._transform_train, process_index=process_index,
+        process_count=process_count)
+
+  # Parameters -------------------------------------------------------------
+  def init_params(self, rng, batch):
+    params = jax.jit(self._init_params)(
+        rng, np.asarray(batch["audio"][:2]),
+        np.asarray(batch["audio_mask"][:2]), np.asarray(batch["image"][:2]))
+    if self.use_cmd:
+      logging.info("CMD head: %d parameters (encoders: %d).",
+                   count_params(params[HEAD]),
+                   count_params(params["encoders"]))
+    return params
+
+  def _init_params(self, rng, audio, mask, image):
+    rng_enc, rng_head, rng_tok = jax.random.split(rng, 3)
+    enc = self.model.init(rng_enc, audio, mask, image)
+    params = {"encoders": enc,
+              "log_temperature": jnp.asarray(
+                  math.log(self.config.contrastive.temperature_init),
+                  jnp.float32)}
+    if self.use_cmd:
+      s, i = self.model.apply(enc, audio, mask, image)
+      params[HEAD] = self._init_head(rng_head, rng_tok, s, i)
+    return params
+
+  def _init_head(self, rng_head, rng_tok, s, i):
+    k1, k2 = jax.random.split(rng_head)
+    t1, t2 = jax.random.split(rng_tok)
+    token = lambda k, d: 0.02 * jax.random.normal(k, (d,), jnp.float32)
+    head = {"speech_from_image": self.head.init(
+                k1, s.features, i.features, s.mask, i.mask),
+            "speech_mask_token": token(t1, s.features.shape[-1])}
+    if self.symmetric:
+      head["image_from_speech"] = self.head.init(
+          k2, i.features, s.features, i.mask, s.mask)
+      head["image_mask_token"] = token(t2, i.features.shape[-1])
+    return head
+
+  def temperature(self, params) -> jax.Array:
+    """τ = exp(log_temperature) clipped to [temperature_min, max]."""
+    lo, hi = self._log_t_bounds
+    if not self.config.contrastive.learn_temperature:
+      return jnp.exp(jnp.asarray(math.log(
+          self.config.contrastive.temperature_init), jnp.float32))
+    return jnp.exp(jnp.clip(params["log_temperature"], lo, hi))
+
+  # Model ------------------------------------------------------------------
+  def encode(self, encoder_params, audio=None, audio_mask=None, image=None,
+             rng=None):
+    """Runs the encoders; returns (speech, image) EncoderOutputs or None."""
+    train = rng is not None
+    return self.model.apply(encoder_params, audio, audio_mask, image,
+                            train=train,
+                            rngs={"dropout": rng} if train else None)
+
+  def embed(self, params, audio=None, audio_mask=None, image=None):
+    """Retrieval embeddings: (speech [B, E] or None, image [B, E] or None).
+
+    Reads only ``params["encoders"]``: the CMD head plays no part.
+    """
+    s, i = self.encode(params["encoders"], audio, audio_mask, image)
+    return (None if s is None else s.embedding,
+            None if i is None else i.embedding)
+
+  def denoise(self, head_params, noisy, context, query_mask, context_mask,
+              direction: str = "speech_from_image", rng=None):
+    """Applies one CMD head; returns (reconstruction, attention maps)."""
+    train = rng is not None
+    return self.head.apply(head_params[direction], noisy, context, query_mask,
+                           context_mask, train=train,
+                           rngs={"dropout": rng} if train else None)
+
+  # Loss -------------------------------------------------------------------
+  def _denoising_loss(self, head_params, queries, context, direction: str,
+                      corr_cfg, rng):
+    """Corrupts ``queries`` tokens, rebuilds them from ``context`` tokens.
+
+    Returns (loss, metrics) with the reconstruction distance and the
+    distance of the corrupted input itself (the gap the head must close).
+    """
+    cfg = self.config.cmd
+    rng_corrupt, rng_drop = jax.random.split(rng)
+    target = queries.features
+    if cfg.stop_gradient_target:
+      target = jax.lax.stop_gradient(target)
+    token = head_params[direction.split("_")[0] + "_mask_token"]
+    corr = corruption.corrupt(
+        rng_corrupt, queries.features, queries.mask,
+        noise_std=corr_cfg.noise_std, mask_fraction=corr_cfg.mask_fraction,
+        swap_fraction=corr_cfg.swap_fraction, fill=token)
+    recon, _ = self.denoise(head_params, corr.features, context.features,
+                            queries.mask, context.mask, direction,
+                            rng=rng_drop)
+    weights = queries.mask
+    if cfg.loss_on == "corrupted" and (corr_cfg.mask_fraction
+                                       or corr_cfg.swap_fraction):
+      weights = corr.masked | corr.swapped
+    dist = functools.partial(frame_distance, distance=cfg.distance,
+                             normalize=cfg.normalize)
+    loss = _masked_average(dist(recon, target), weights)
+    gap = _masked_average(dist(corr.features, target), weights)
+    return loss, {f"cmd_{direction}": loss, f"gap_{direction}": gap}
+
+  def loss_fn(self, params, batch, rng, stage: Stage, step):
+    del stage, step
+    rng_enc, rng_s, rng_i = jax.random.split(rng, 3)
+    s, i = self.encode(params["encoders"], batch["audio"],
+                       batch["audio_mask"], batch["image"], rng=rng_enc)
+    tau = self.temperature(params)
+    contrastive = jnp.mean(losses.info_nce(s.embedding, i.embedding, tau))
+    metrics = {"contrastive": contrastive, "temperature": tau}
+    loss = contrastive
+    if self.use_cmd:
+      cfg = self.config.cmd
+      rec, m = self._denoising_loss(params[HEAD], s, i, "speech_from_image",
+                                    cfg.speech_corruption, rng_s)
+      metrics.update(m)
+      cmd_loss = rec
+      if self.symmetric:
+        rec_i, m = self._denoising_loss(params[HEAD], i, s,
+                                        "image_from_speech",
+                                        cfg.image_corruption, rng_i)
+        metrics.update(m)
+        cmd_loss = cmd_loss + cfg.image_weight * rec_i
+      loss = loss + cfg.weight * cmd_loss
+    return loss, metrics
+
+  def train_step(self, state: TrainState, batch, stage: Stage
+                 ) -> tuple[TrainState, dict]:
+    """The default step, then log τ is projected back into its range."""
+    state, metrics = super().train_step(state, batch, stage)
+    lo, hi = self._log_t_bounds
+    params = dict(state.params)
+    params["log_temperature"] = jnp.clip(params["log_temperature"], lo, hi)
+    return state.replace(params=params), metrics
+
+  # Eval -------------------------------------------------------------------
+  @functools.cached_property
+  def _embed_jit(self):
+    return jax.jit(lambda p, a, m, x: self.encode(p, a, m, x))
+
+  @functools.cached_property
+  def _head_eval_jit(self):
+    """(head params, speech out, image out) → per-example sums over frames of
+    the reconstruction distance and of the corrupted input's distance, the
+    frame counts [B] (speech direction, fixed corruption key), and the last
+    decoder layer's head-averaged cross-attention [B, Q, P] on clean frames.
+    """
+    cfg = self.config.cmd
+
+    def run(head_params, s, i):
+      corr = corruption.corrupt(
+          jax.random.PRNGKey(0), s.features, s.mask,
+          noise_std=cfg.speech_corruption.noise_std,
+          mask_fraction=cfg.speech_corruption.mask_fraction,
+          swap_fraction=cfg.speech_corruption.swap_fraction,
+          fill=head_params["speech_mask_token"])
+      recon, _ = self.denoise(head_params, corr.features, i.features, s.mask,
+                              i.mask)
+      _, maps = self.denoise(head_params, s.features, i.features, s.mask,
+                             i.mask)
+      dist = functools.partial(frame_distance, distance=cfg.distance,
+                               normalize=cfg.normalize)
+      per_row = lambda d: jnp.sum(d * s.mask, axis=1)
+      return (per_row(dist(recon, s.features)),
+              per_row(dist(corr.features, s.features)),
+              jnp.sum(s.mask, axis=1), jnp.mean(maps[-1], axis=1))
+
+    return jax.jit(run)
+
+  def embed_split(self, params, split: str) -> dict[str, Any]:
+    """Embeds a split batch by batch (padded to one jit shape).
+
+    Returns a dict with "speech" [N, E], "image" [N, E], "image_id" [N],
+    "source" (the split's source), "first_batch" (the first transformed
+    batch, for plots) and, when the head is in ``params``, "cmd_recon",
+    "cmd_gap" (reconstruction distance and corrupted-input distance of the
+    speech head under the configured corruption, summed over valid frames),
+    "cmd_frames" (their number) and "first_maps" (the head's last-layer
+    cross-attention [B, Q, P] on the first batch's clean frames).
+    """
+    source = self._source(split)
+    bs = int(self.config.get("eval_batch_size", 256))
+    has_head = HEAD in params
+    speech, image, ids = [], [], []
+    totals = np.zeros(3)
+    out: dict[str, Any] = {}
+    for batch in pipeline.iterate_split(source, self._eval_transform, bs):
+      n = len(batch["image_id"])
+      pad = lambda x: np.concatenate(  # One jit shape for every batch.
+          [x, np.repeat(x[-1:], bs - n, axis=0)]) if n < bs else x
+      s, i = self._embed_jit(params["encoders"], pad(batch["audio"]),
+                             pad(batch["audio_mask"]), pad(batch["image"]))
+      speech.append(np.asarray(s.embedding)[:n])
+      image.append(np.asarray(i.embedding)[:n])
+      ids.append(np.asarray(batch["image_id"]))
+      if has_head:
+        rec, gap, frames, maps = jax.device_get(
+            self._head_eval_jit(params[HEAD], s, i))
+        totals += [rec[:n].sum(), gap[:n].sum(), frames[:n].sum()]
+        out.setdefault("first_maps", maps[:n])
+      out.setdefault("first_batch", batch)
+    out.update(speech=np.concatenate(speech), image=np.concatenate(image),
+               image_id=np.concatenate(ids), source=source)
+    if has_head:
+      out.update(cmd_recon=totals[0], cmd_gap=totals[1], cmd_frames=totals[2])
+    return out
+
+  def evaluate(self, params, split, plot_dir=None):
+    emb = self.embed_split(params, split)
+    # The gallery holds each image once (several captions may share it).
+    _, first = np.unique(emb["image_id"], return_index=True)
+    gallery = np.sort(first)
+    result = retrieval.cross_modal_retrieval_metrics(
+        emb["speech"], emb["image"][gallery], emb["image_id"],
+        emb["image_id"][gallery], names=("s", "i"), metric="cosine")
+    result["temperature"] = float(self.temperature(params))
+    if HEAD in params:
+      frames = max(emb["cmd_frames"], 1.0)
+      result["cmd_recon"] = float(emb["cmd_recon"] / frames)
+      result["cmd_gap"] = float(emb["cmd_gap"] / frames)
+      result["head_params"] = float(count_params(params[HEAD]))
+    else:
+      result["head_params"] = 0.0
+    result["encoder_params"] = float(count_params(params["encoders"]))
+    if plot_dir:
+      self._plot_retrieval(emb, gallery, plot_dir)
+      if HEAD in params:
+        self._plot_attention(emb, plot_dir)
+    return result
+
+  # Plots ------------------------------------------------------------------
+  def _plot_retrieval(self, emb, gallery: np.ndarray, plot_dir: str,
+                      num_queries: int = 6, top_k: int = 5) -> None:
+    from avjax.eval import plots  # matplotlib only when plotting.
+    batch = emb["first_batch"]
+    q = np.arange(min(num_queries, len(batch["image_id"])))
+    scores = retrieval.similarity_matrix(emb["speech"][q],
+                                         emb["image"][gallery], "cosine")
+    top = np.argsort(-scores, axis=1, kind="stable")[:, :top_k]
+    source = emb["source"]
+    images = np.stack([[features_lib.image_to_float(
+        np.asarray(source[int(gallery[j])]["image"])[None])[0]
+                        for j in row] for row in top])
+    correct = emb["image_id"][gallery][top] == emb["image_id"][q][:, None]
+    queries = [batch["audio"][k][batch["audio_mask"][k]] for k in q]
+    plots.plot_retrieval_examples(
+        queries, images, correct,
+        os.path.join(plot_dir, "retrieval_examples.png"),
+        title="CMD: spoken captions → top-5 images (green = the pair)",
+        query_kind="spectrogram")
+
+  def _plot_attention(self, emb, plot_dir: str) -> None:
+    from avjax.eval import plots  # matplotlib only when plotting.
+    batch, maps = emb["first_batch"], emb["first_maps"]
+    example, words = _attention_example(batch)
+    strides = tuple(self.config.model.speech.conv_strides)
+    frame_mask = speech_image.subsample_mask(
+        np.asarray(batch["audio_mask"][example:example + 1]), strides)[0]
+    valid = int(frame_mask.sum())
+    edges = np.linspace(0, valid, len(words) + 1).round().astype(int)
+    for k, word in enumerate(words):
+      lo, hi = edges[k], max(edges[k + 1], edges[k] + 1)
+      att = maps[example, lo:hi].mean(axis=0)
+      plots.plot_attention_map(
+          batch["image"][example], att,
+          os.path.join(plot_dir, f"cmd_attention_{k}.png"),
+          title=f"denoiser attention, speech frames {lo}–{hi - 1} "
+                f"({word})")
+
+
+def _attention_example(batch) -> tuple[int, Sequence[str]]:
+  """An example to plot and the labels of its stretches of speech.
+
+  On AV-digits: the first caption without a lead-in phrase, one stretch per
+  spoken digit (labelled with its word). Elsewhere: example 0, 4 stretches.
+  """
+  captions = batch.get("caption")
+  if captions is not None and "num_digits" in batch:
+    for k, text in enumerate(captions):
+      words = str(text).split()
+      if len(words) == int(batch["num_digits"][k]):
+        return k, [f"≈ '{w}'" for w in words]
+  return 0, [f"part {k + 1}/4" for k in range(4)]

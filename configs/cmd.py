@@ -1,0 +1,168 @@
+r"""CMD: cross-modal denoising for spoken-caption ↔ image retrieval.
+
+Commands (arguments after ':' are comma-separated, e.g. ':quick,no_cmd'):
+  python launch/main.py --config configs/cmd.py --workdir runs/cmd
+  python launch/main.py --config configs/cmd.py:quick --workdir runs/cmd_q
+  python launch/main.py --config configs/cmd.py:no_cmd --workdir runs/cmd_base
+  python launch/main.py --config configs/cmd.py:flickr8k_audio \
+      --workdir runs/cmd_f8k --config.data.manual_dir=/path/to/flickr8k
+  python launch/main.py --config configs/cmd.py:spokencoco \
+      --workdir runs/cmd_coco --config.data.manual_dir=/path/to/SpokenCOCO
+
+The README table (contrastive-only vs contrastive + CMD, 3 seeds):
+  python launch/sweep.py --config configs/cmd.py --variants 'no_cmd;' \
+      --seeds 0,1,2 --workdir runs/cmd_table \
+      --metrics r1_s2i,r5_s2i,r10_s2i,r1_i2s,r5_i2s,r10_i2s,r1_mean,head_params
+Training-time overhead of the head (step-time ratio, measured side by side):
+  python launch/bench_cmd.py --config configs/cmd.py
+
+Arguments:
+  (none)          AV-digits `captions` (64×64 canvases of 2–4 digits ↔ their
+                  spoken sequence), small encoders, CMD on speech frames.
+  quick           Fewer steps and a smaller batch; a minute or two on 2 CPU
+                  cores (tests, notebooks).
+  no_cmd          The contrastive-only baseline: same encoders and steps,
+                  no head (cmd.weight = 0).
+  symmetric       Also denoise image patches from speech frames.
+  noise=N         Speech corruption preset: mix (default: noise + mask +
+                  swap), gaussian, mask, swap.
+  flickr8k_audio  Flickr8k Audio Captions, 224×224 images (manual download).
+  spokencoco      SpokenCOCO, 224×224 images (manual download).
+  seed=N          Random seed (init, data order, corruption).
+
+metrics.json: r{1,5,10}_s2i (speech→image), r{1,5,10}_i2s (image→speech),
+r{k}_mean, r_mean, map_*, temperature, head_params (0 without the head),
+encoder_params and, with the head, cmd_recon / cmd_gap (test reconstruction
+distance of the speech head vs. that of its corrupted input).
+"""
+
+import ml_collections
+
+from avjax.config_utils import parse_config_arg
+
+_VARIANTS = {"quick", "no_cmd", "symmetric", "flickr8k_audio", "spokencoco"}
+_KEYS = {"seed", "noise"}
+# Speech-frame corruption presets (papers.md: ratios not given by the paper).
+NOISE_PRESETS = {
+    "mix": {"noise_std": 0.2, "mask_fraction": 0.3, "swap_fraction": 0.2},
+    "gaussian": {"noise_std": 0.5, "mask_fraction": 0.0, "swap_fraction": 0.0},
+    "mask": {"noise_std": 0.0, "mask_fraction": 0.5, "swap_fraction": 0.0},
+    "swap": {"noise_std": 0.0, "mask_fraction": 0.0, "swap_fraction": 0.4},
+}
+
+
+def _corruption(**kwargs) -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict(kwargs)
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  variants, settings = parse_config_arg(arg, _VARIANTS, _KEYS,
+                                        "configs/cmd.py")
+  noise = settings.get("noise", "mix")
+  if noise not in NOISE_PRESETS:
+    raise ValueError(f"configs/cmd.py: noise={noise!r} is not one of "
+                     f"{sorted(NOISE_PRESETS)}")
+  if {"flickr8k_audio", "spokencoco"} <= variants:
+    raise ValueError("configs/cmd.py: choose one of 'flickr8k_audio' or "
+                     "'spokencoco'")
+  config = ml_collections.ConfigDict()
+  config.method = "cmd"
+  config.seed = int(settings.get("seed", 0))
+
+  config.data = ml_collections.ConfigDict()
+  config.data.name = "av_digits/captions"
+  config.data.data_dir = ml_collections.config_dict.placeholder(str)
+  config.data.manual_dir = ml_collections.config_dict.placeholder(str)
+  config.data.batch_size = 64
+  # Crop / pad waveforms to this length (None: the dataset's fixed length).
+  config.data.max_audio_seconds = ml_collections.config_dict.placeholder(
+      float)
+  # 20 ms hop: 176 frames for AV-digits' 3.5 s clips, 44 after the convs.
+  config.data.log_mel = ml_collections.ConfigDict(
+      {"n_mels": 40, "hop_length": 320, "win_length": 400, "n_fft": 512})
+
+  config.model = ml_collections.ConfigDict()
+  config.model.embed_dim = 64
+  config.model.speech = ml_collections.ConfigDict({
+      "conv_features": (64, 64), "conv_strides": (2, 2), "conv_kernel": 3,
+      "width": 64, "num_layers": 2, "num_heads": 4, "mlp_ratio": 2.0,
+      "dropout": 0.0})
+  config.model.image = ml_collections.ConfigDict({
+      "patch_size": 8, "width": 64, "num_layers": 2, "num_heads": 4,
+      "mlp_ratio": 2.0, "dropout": 0.0})
+
+  config.contrastive = ml_collections.ConfigDict()
+  config.contrastive.learn_temperature = True
+  config.contrastive.temperature_init = 0.07
+  config.contrastive.temperature_min = 0.01
+  config.contrastive.temperature_max = 0.5
+
+  config.cmd = ml_collections.ConfigDict()
+  config.cmd.weight = 1.0  # 0 removes the head (the contrastive baseline).
+  config.cmd.symmetric = False
+  config.cmd.image_weight = 1.0
+  config.cmd.speech_corruption = _corruption(**NOISE_PRESETS[noise])
+  config.cmd.image_corruption = _corruption(noise_std=0.2, mask_fraction=0.3,
+                                            swap_fraction=0.2)
+  config.cmd.distance = "mse"
+  config.cmd.normalize = True
+  config.cmd.stop_gradient_target = True
+  config.cmd.loss_on = "all"
+  config.cmd.head = ml_collections.ConfigDict({
+      "width": 64, "num_layers": 2, "num_heads": 4, "mlp_ratio": 2.0,
+      "self_attention": False, "query_positions": True,
+      "residual_output": True, "dropout": 0.0})
+
+  steps = 1500
+  config.optimizer = ml_collections.ConfigDict()
+  config.optimizer.name = "adam"
+  config.optimizer.learning_rate = 1e-3
+  config.optimizer.schedule = "warmup_cosine"
+  config.optimizer.warmup_steps = 100
+  config.optimizer.end_lr_fraction = 0.05
+  config.optimizer.grad_clip_norm = 1.0
+
+  config.log_every = 50
+  config.checkpoint_every = 500
+  config.eval_every = 0
+  config.eval_batch_size = 250
+  config.max_checkpoints_to_keep = 2
+
+  if "flickr8k_audio" in variants or "spokencoco" in variants:
+    config.data.name = ("flickr8k_audio/img224" if "flickr8k_audio" in variants
+                        else "spokencoco/img224")
+    config.data.max_audio_seconds = 8.0
+    config.data.batch_size = 128
+    config.data.log_mel.n_mels = 80
+    config.model.embed_dim = 256
+    config.model.speech.update({
+        "conv_features": (256, 256, 256), "conv_strides": (2, 2, 2),
+        "width": 256, "num_layers": 4, "num_heads": 4, "mlp_ratio": 4.0,
+        "dropout": 0.1})
+    config.model.image.update({"patch_size": 16, "width": 256,
+                               "num_layers": 6, "num_heads": 4,
+                               "mlp_ratio": 4.0, "dropout": 0.1})
+    config.cmd.head.update({"width": 256, "num_layers": 2, "mlp_ratio": 4.0})
+    steps = 20000 if "flickr8k_audio" in variants else 60000
+    config.optimizer.name = "adamw"
+    config.optimizer.learning_rate = 3e-4
+    config.optimizer.warmup_steps = 1000
+    config.log_every = 100
+    config.checkpoint_every = 1000
+    config.eval_every = 5000
+    config.eval_batch_size = 128
+  if "quick" in variants:
+    steps = 150
+    config.data.batch_size = 32
+    config.optimizer.warmup_steps = 20
+    config.log_every = 25
+    config.checkpoint_every = 75
+    config.eval_every = 0
+  if "no_cmd" in variants:
+    config.cmd.weight = 0.0
+  if "symmetric" in variants:
+    config.cmd.symmetric = True
+
+  config.stages = (ml_collections.ConfigDict({"name": "train",
+                                              "steps": steps}),)
+  return config

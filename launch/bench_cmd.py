@@ -1,0 +1,140 @@
+r"""Training-time overhead of the CMD head: contrastive + CMD vs contrastive.
+
+Builds the method twice from one config — as given (with the head) and with
+``cmd.weight = 0`` (no head, the ``no_cmd`` baseline) — initialises both from
+the same seed, jits one full training step of each (forward, backward,
+optimiser update, exactly as ``avjax.train.loop`` runs it) and times them
+side by side on the same batch, interleaving rounds of the two so that load
+from other processes hits both alike. Data loading is excluded.
+
+  python launch/bench_cmd.py --config configs/cmd.py
+  python launch/bench_cmd.py --config configs/cmd.py:symmetric --rounds 10 \
+      --out runs/bench_cmd.json
+
+Prints (and with --out writes as JSON) the median step time of each, their
+ratio, the compile times, and the parameter counts of the encoders and the
+head.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import numpy as np
+from absl import app
+from absl import flags
+
+_CONFIG = flags.DEFINE_string("config", "configs/cmd.py",
+                              "Config file[:arg], e.g. configs/cmd.py:quick.")
+_STEPS = flags.DEFINE_integer("steps", 10, "Timed steps per round.")
+_ROUNDS = flags.DEFINE_integer("rounds", 7, "Interleaved rounds per variant.")
+_BATCH = flags.DEFINE_integer("batch_size", None,
+                              "Batch size (default: the config's).")
+_DATA_DIR = flags.DEFINE_string("data_dir", None,
+                                "tfds data dir (default: the config's).")
+_OUT = flags.DEFINE_string("out", None, "Optional JSON output path.")
+
+
+def _load_config(spec: str):
+  import importlib.util  # pylint: disable=import-outside-toplevel
+  path, _, arg = spec.partition(":")
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"--config {spec!r}: no file {path!r}")
+  module_spec = importlib.util.spec_from_file_location("bench_config", path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module.get_config(arg or None)
+
+
+def _build(config, batch):
+  """(jitted step, initial state, method) for one variant."""
+  import functools  # pylint: disable=import-outside-toplevel
+
+  import jax  # pylint: disable=import-outside-toplevel
+
+  from avjax.methods import cmd as cmd_lib  # pylint: disable=import-outside-toplevel
+  from avjax.train import optim  # pylint: disable=import-outside-toplevel
+  from avjax.train.stages import StageScheduler  # pylint: disable=import-outside-toplevel
+  from avjax.train.state import TrainState  # pylint: disable=import-outside-toplevel
+
+  method = cmd_lib.CMD(config)
+  scheduler = StageScheduler(config.stages)
+  params = method.init_params(jax.random.PRNGKey(config.seed), batch)
+  state = TrainState.create(
+      params, optim.make_optimizer(config.optimizer, scheduler.total_steps),
+      jax.random.PRNGKey(config.seed + 1))
+  step = jax.jit(functools.partial(method.train_step, stage=scheduler[0]))
+  return step, state, method
+
+
+def _time_steps(step, state, batch, n: int):
+  import jax  # pylint: disable=import-outside-toplevel
+  t0 = time.perf_counter()
+  for _ in range(n):
+    state, metrics = step(state, batch)
+  jax.block_until_ready((state, metrics))
+  return state, (time.perf_counter() - t0) / n
+
+
+def main(argv):
+  del argv
+  import jax  # pylint: disable=import-outside-toplevel
+
+  from avjax.methods import cmd as cmd_lib  # pylint: disable=import-outside-toplevel
+
+  config = _load_config(_CONFIG.value)
+  if _BATCH.value:
+    config.data.batch_size = _BATCH.value
+  if _DATA_DIR.value:
+    config.data.data_dir = _DATA_DIR.value
+  if float(config.cmd.weight) <= 0:
+    raise ValueError(f"--config {_CONFIG.value!r} has no CMD head "
+                     "(cmd.weight = 0); benchmark a config with the head")
+  baseline_config = config.copy_and_resolve_references()
+  baseline_config.cmd.weight = 0.0
+
+  probe = cmd_lib.CMD(config)
+  iterator = probe.train_iterator(config.data.batch_size, config.seed, 0, 1)
+  batch = jax.device_put(next(iterator))
+
+  variants = {}
+  for name, cfg in (("cmd", config), ("contrastive", baseline_config)):
+    step, state, method = _build(cfg, batch)
+    t0 = time.perf_counter()
+    state, _ = _time_steps(step, state, batch, 1)  # Compiles.
+    compile_s = time.perf_counter() - t0
+    variants[name] = {"step": step, "state": state, "times": [],
+                      "compile_s": compile_s, "method": method}
+
+  for _ in range(_ROUNDS.value):
+    for v in variants.values():
+      v["state"], dt = _time_steps(v["step"], v["state"], batch,
+                                   _STEPS.value)
+      v["times"].append(dt)
+
+  params = variants["cmd"]["state"].params
+  result = {
+      "config": _CONFIG.value,
+      "batch_size": int(config.data.batch_size),
+      "device": str(jax.devices()[0]),
+      "steps_per_round": _STEPS.value,
+      "rounds": _ROUNDS.value,
+      "head_params": cmd_lib.count_params(params[cmd_lib.HEAD]),
+      "encoder_params": cmd_lib.count_params(params["encoders"]),
+  }
+  for name, v in variants.items():
+    result[f"{name}_step_ms"] = 1e3 * float(np.median(v["times"]))
+    result[f"{name}_compile_s"] = v["compile_s"]
+  result["step_time_ratio"] = (result["cmd_step_ms"]
+                               / result["contrastive_step_ms"])
+  print(json.dumps(result, indent=2))
+  if _OUT.value:
+    os.makedirs(os.path.dirname(os.path.abspath(_OUT.value)), exist_ok=True)
+    with open(_OUT.value, "w", encoding="utf-8") as f:
+      json.dump(result, f, indent=2)
+
+
+if __name__ == "__main__":
+  app.run(main)

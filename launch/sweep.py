@@ -1,0 +1,141 @@
+r"""Runs a config over several variants and seeds; prints a mean ± std table.
+
+Every README results table comes from one command of this script, e.g.:
+
+  python launch/sweep.py --config configs/tstl_ca.py \
+      --variants 'one_stage;' --seeds 0,1,2 \
+      --metrics map_a2v,map_v2a,map_mean --workdir runs/tstl_ca_table
+
+``--variants`` is a ';'-separated list of config arguments (an empty item is
+the default config); each run uses ``<variant>,seed=<s>`` and trains in
+``<workdir>/<variant or default>/seed<s>`` through the same loop as
+``launch/main.py``. A finished run (metrics.json present) is not re-run, and
+an interrupted one resumes from its checkpoint, so a sweep can be restarted.
+The markdown table goes to stdout and to ``<workdir>/table.md``; per-run
+metrics and wall times go to ``<workdir>/runs.json``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import time
+
+import numpy as np
+from absl import app
+from absl import flags
+from absl import logging
+
+_CONFIG = flags.DEFINE_string("config", None, "Path of a config file.")
+_VARIANTS = flags.DEFINE_string(
+    "variants", "", "';'-separated config arguments; '' is the default.")
+_SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds to run.")
+_METRICS = flags.DEFINE_list("metrics", None, "metrics.json keys to tabulate.")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Root directory of the runs.")
+_OVERRIDES = flags.DEFINE_multi_string(
+    "set", [], "Config override key=value (Python literal) for every run.")
+flags.mark_flags_as_required(["config", "metrics", "workdir"])
+
+
+def load_config(path: str, arg: str):
+  """Calls ``get_config(arg)`` of the config file at ``path``."""
+  spec = importlib.util.spec_from_file_location("sweep_config", path)
+  if spec is None or spec.loader is None:
+    raise FileNotFoundError(f"Config file {path!r} cannot be loaded.")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)
+
+
+def apply_overrides(config, overrides: list[str]):
+  """Applies ``key=value`` strings; unknown keys raise naming the key."""
+  import ast
+  for item in overrides:
+    key, _, value = item.partition("=")
+    try:
+      parsed = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+      parsed = value
+    node = config
+    *parents, leaf = key.split(".")
+    for p in parents:
+      if p not in node:
+        raise KeyError(f"--set {item!r}: config has no key {key!r}")
+      node = node[p]
+    if leaf not in node:
+      raise KeyError(f"--set {item!r}: config has no key {key!r}")
+    node[leaf] = parsed
+  return config
+
+
+def format_table(rows: dict[str, list[dict]], metrics: list[str],
+                 times: dict[str, list[float]]) -> str:
+  """Markdown table: one row per variant, mean ± std over its seeds."""
+  head = "| variant | " + " | ".join(metrics) + " | seeds | min/run |"
+  lines = [head, "|" + "---|" * (len(metrics) + 3)]
+  for variant, runs in rows.items():
+    cells = []
+    for m in metrics:
+      vals = np.array([r[m] for r in runs], np.float64)
+      cells.append(f"{vals.mean():.3f} ± {vals.std():.3f}")
+    minutes = np.mean(times[variant]) / 60 if times[variant] else float("nan")
+    lines.append(f"| {variant} | " + " | ".join(cells) +
+                 f" | {len(runs)} | {minutes:.1f} |")
+  return "\n".join(lines)
+
+
+def main(argv):
+  del argv
+  from avjax.train import loop
+
+  variants = _VARIANTS.value.split(";")
+  rows, times, record = {}, {}, []
+  for variant in variants:
+    label = variant or "default"
+    rows[label], times[label] = [], []
+    for seed in _SEEDS.value:
+      arg = ",".join(filter(None, [variant, f"seed={seed}"]))
+      workdir = os.path.join(_WORKDIR.value, label.replace(",", "+"),
+                             f"seed{seed}")
+      metrics_path = os.path.join(workdir, "metrics.json")
+      time_path = os.path.join(workdir, "wall_seconds.json")
+      if os.path.exists(metrics_path):
+        with open(metrics_path, encoding="utf-8") as f:
+          metrics = json.load(f)
+        seconds = None
+        if os.path.exists(time_path):
+          with open(time_path, encoding="utf-8") as f:
+            seconds = json.load(f)
+      else:
+        config = apply_overrides(load_config(_CONFIG.value, arg),
+                                 _OVERRIDES.value)
+        t0 = time.time()
+        metrics = loop.train_and_evaluate(config, workdir)
+        seconds = time.time() - t0
+        with open(time_path, "w", encoding="utf-8") as f:
+          json.dump(seconds, f)
+      if seconds is not None:
+        times[label].append(seconds)
+      missing = [m for m in _METRICS.value if m not in metrics]
+      if missing:
+        raise KeyError(f"{metrics_path} has no metric(s) {missing}; it has "
+                       f"{sorted(metrics)}")
+      rows[label].append(metrics)
+      record.append({"variant": label, "seed": seed, "seconds": seconds,
+                     "metrics": metrics})
+      logging.info("%s seed %s: %s", label, seed,
+                   {m: metrics[m] for m in _METRICS.value})
+  table = format_table(rows, _METRICS.value, times)
+  os.makedirs(_WORKDIR.value, exist_ok=True)
+  with open(os.path.join(_WORKDIR.value, "table.md"), "w",
+            encoding="utf-8") as f:
+    f.write(table + "\n")
+  with open(os.path.join(_WORKDIR.value, "runs.json"), "w",
+            encoding="utf-8") as f:
+    json.dump(record, f, indent=2)
+  print(table)
+
+
+if __name__ == "__main__":
+  app.run(main)

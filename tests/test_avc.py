@@ -1,0 +1,242 @@
+"""The AVC method on a small synthetic pairs dataset (no tfds preparation).
+
+Covers the objectives, the samplers inside the jitted step, subsets, labels
+files, evaluation keys, and that training (sampling included) is
+deterministic for a seed and resumes from a checkpoint exactly.
+"""
+
+import importlib.util
+import json
+import os
+import shutil
+
+import jax
+import ml_collections
+import numpy as np
+import pytest
+
+from avjax.methods import avc
+from avjax.train import loop
+from avjax.train.stages import StageScheduler
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_spec = importlib.util.spec_from_file_location(
+    "avc_config", os.path.join(ROOT, "configs", "avc.py"))
+avc_config = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(avc_config)
+
+NUM_CLASSES = 4
+SIZES = {"train": 48, "validation": 16, "test": 16}
+
+
+def _records(split: str) -> list[dict]:
+  """Class c: a tone at 500·(c+1) Hz and a bright row band at row 2c."""
+  rng = np.random.default_rng(["train", "validation", "test"].index(split))
+  first = {"train": 0, "validation": 1000, "test": 2000}[split]
+  t = np.arange(1600) / 16000.0
+  out = []
+  for i in range(SIZES[split]):
+    c = i % NUM_CLASSES
+    wave = 0.5 * np.sin(2 * np.pi * 500 * (c + 1) * t) + 0.1 * rng.normal(
+        size=t.size)
+    image = rng.integers(0, 60, (8, 8))
+    image[2 * c:2 * c + 2] = 255
+    out.append({"audio": (wave * 20000).astype(np.int16),
+                "image": image.astype(np.uint8),
+                "audio_length": 1600, "label": c, "image_id": i,
+                "clip_id": first + i, "voice": 0})
+  return out
+
+
+class SyntheticAVC(avc.AVC):
+  """AVC whose splits come from ``_records`` instead of tfds."""
+
+  def _source(self, split):
+    return _records(split)
+
+
+def _config(arg: str = "", **overrides) -> ml_collections.ConfigDict:
+  config = avc_config.get_config(arg)
+  config.data.name = "synthetic/pairs"  # Its own entry in the split cache.
+  config.data.num_classes = NUM_CLASSES
+  config.data.batch_size = 16
+  config.data.log_mel = ml_collections.ConfigDict(
+      {"n_mels": 8, "n_fft": 256, "win_length": 256, "hop_length": 200})
+  config.model.embed_dim = 8
+  config.model.audio_kwargs = ml_collections.ConfigDict(
+      {"features": (4, 8), "hidden_dim": 16})
+  config.model.visual_kwargs = ml_collections.ConfigDict(
+      {"features": (4, 8), "hidden_dim": 16})
+  config.model.head_hidden_dims = (16,)
+  config.probe.steps = 30
+  config.probe.fewshot_per_class = 2
+  config.probe.fewshot_draws = 1
+  config.stages = (ml_collections.ConfigDict({"name": "s", "steps": 8}),)
+  config.log_every = 2
+  config.checkpoint_every = 4
+  config.max_checkpoints_to_keep = 5
+  config.update_from_flattened_dict(overrides)
+  return config
+
+
+def _first_batch(method):
+  return next(method.train_iterator(method.config.data.batch_size, 0, 0, 1))
+
+
+@pytest.mark.parametrize("strategy,objective", [
+    ("random", "binary"), ("easy", "binary"), ("hard", "binary"),
+    ("soft", "binary"), ("soft", "contrastive"), ("supervised", None)])
+def test_loss_is_finite_with_gradients(strategy, objective):
+  arg = f"strategy={strategy}" + (",contrastive" if objective ==
+                                  "contrastive" else "")
+  method = SyntheticAVC(_config(arg))
+  batch = _first_batch(method)
+  params = method.init_params(jax.random.PRNGKey(0), batch)
+  stage = StageScheduler(method.config.stages).stage_at(0)
+  loss_and_grad = jax.jit(jax.value_and_grad(
+      lambda p: method.loss_fn(p, batch, jax.random.PRNGKey(1), stage, 0),
+      has_aux=True))
+  (loss, metrics), grads = loss_and_grad(params)
+  assert np.isfinite(float(loss))
+  leaves = jax.tree.leaves(grads["towers"])
+  assert all(np.isfinite(np.asarray(g)).all() for g in leaves)
+  assert any(np.abs(np.asarray(g)).max() > 0 for g in leaves)
+  if strategy == "supervised":
+    assert set(metrics) == {"ce_audio", "ce_visual"}
+    return
+  assert float(metrics["positive_same_class_frac"]) == 1.0
+  if strategy == "soft":
+    # Every anchor gets a soft positive unless its class is alone in the batch.
+    assert float(metrics["soft_positive_frac"]) > 0.5
+    assert float(metrics["soft_positive_frac"]) + float(
+        metrics["positive_fallback_frac"]) == pytest.approx(1.0)
+  if strategy in ("easy", "hard"):
+    assert float(metrics["negative_same_class_frac"]) == 0.0
+  if objective == "binary":
+    assert 0.0 <= float(metrics["avc_acc"]) <= 1.0
+
+
+def test_hard_negatives_in_the_step_are_closest_other_class_visuals():
+  method = SyntheticAVC(_config("strategy=hard"))
+  batch = _first_batch(method)
+  params = method.init_params(jax.random.PRNGKey(0), batch)
+  a, v = method.embed(params, batch["audio"], batch["visual"])
+  part = jax.jit(method.partners)(jax.random.PRNGKey(3), a, v,
+                                  batch["label"], batch["id"])
+  vn = np.asarray(v) / np.linalg.norm(np.asarray(v), axis=1, keepdims=True)
+  dist = 1.0 - vn @ vn.T  # Cosine distance, config.sampling.metric.
+  other = batch["label"][:, None] != batch["label"][None, :]
+  expected = np.where(other, dist, np.inf).argmin(axis=1)
+  np.testing.assert_array_equal(np.asarray(part["negative"]), expected)
+
+
+def test_subset_and_imbalance_reach_the_iterator():
+  method = SyntheticAVC(_config("per_class=5"))
+  assert len(method.train_indices) == 5 * NUM_CLASSES
+  it = method.train_iterator(16, 0, 0, 1)
+  seen = np.concatenate([next(it)["id"] for _ in range(5)])
+  assert set(seen.tolist()) <= set(method.train_indices.tolist())
+  skewed = SyntheticAVC(_config("per_class=12,imbalance=0.25"))
+  counts = np.bincount(
+      skewed.split_arrays("train")["true_label"][skewed.train_indices])
+  assert sorted(counts.tolist()) == [3, 5, 8, 12]
+  with pytest.raises(ValueError, match="fewer than data.batch_size=16"):
+    SyntheticAVC(_config("per_class=2")).train_iterator(16, 0, 0, 1)
+
+
+def test_labels_file_drives_sampling_labels(tmp_path):
+  path = tmp_path / "preds.csv"
+  ids = [r["clip_id"] for r in _records("train")]
+  # A "classifier" that swaps classes 0 and 1.
+  swap = {0: 1, 1: 0, 2: 2, 3: 3}
+  path.write_text("clip_id,label\n" + "".join(
+      f"{i},{swap[i % NUM_CLASSES]}\n" for i in ids))
+  method = SyntheticAVC(_config("strategy=soft", **{
+      "sampling.labels_file": str(path)}))
+  batch = _first_batch(method)
+  np.testing.assert_array_equal(
+      batch["label"], [swap[int(c)] for c in batch["true_label"]])
+  np.testing.assert_array_equal(batch["true_label"], batch["id"] % 4)
+
+  bad = tmp_path / "bad.csv"
+  bad.write_text("clip_id,label\n" + "".join(f"{i},0\n" for i in ids) +
+                 "9999,1\n")
+  method = SyntheticAVC(_config(**{"sampling.labels_file": str(bad)}))
+  with pytest.raises(ValueError, match=r"unknown clip id.*\[9999\]"):
+    method.train_iterator(16, 0, 0, 1)
+
+
+def test_config_errors():
+  with pytest.raises(ValueError, match="strategy='medium'"):
+    avc_config.get_config("strategy=medium")
+  with pytest.raises(ValueError, match="in-batch info_nce"):
+    avc_config.get_config("strategy=hard,contrastive")
+  with pytest.raises(ValueError, match="config.sampling.mining_space='text'"):
+    SyntheticAVC(_config(**{"sampling.mining_space": "text"}))
+  with pytest.raises(ValueError, match="contrastive objective uses in-batch"):
+    SyntheticAVC(_config("contrastive", **{
+        "sampling.negatives": {"hard": 1.0}}))
+  rows = avc_config.table_variants().split(";")
+  assert len(rows) == 20 and len(set(rows)) == 20
+  for row in rows:
+    avc_config.get_config(row)
+
+
+def _train(workdir, arg="strategy=hard", **overrides):
+  config = _config(arg, **overrides)
+  return loop.train_and_evaluate(config, str(workdir),
+                                 method=SyntheticAVC(config))
+
+
+def _train_logs(workdir):
+  with open(os.path.join(workdir, "log.jsonl")) as f:
+    return [r for r in map(json.loads, f) if "train/loss" in r]
+
+
+@pytest.mark.parametrize("arg", ["strategy=hard", "strategy=soft"])
+def test_training_is_deterministic_and_resumes_exactly(tmp_path, arg):
+  full = _train(tmp_path / "full", arg)
+  again = _train(tmp_path / "again", arg)
+  assert full == again
+  for key in ("probe_audio_acc", "probe_visual_acc", "fewshot_audio_acc",
+              "fewshot_visual_acc", "avc_acc"):
+    assert 0.0 <= full[key] <= 1.0
+  # Interrupted after step 4: drop the newer checkpoint and the result.
+  part = tmp_path / "part"
+  _train(part, arg)
+  shutil.rmtree(part / "checkpoints" / "8")
+  os.remove(part / "metrics.json")
+  resumed = _train(part, arg)
+  assert resumed == full
+  # The sampling statistics logged after the resume match the full run's.
+  full_logs = {r["step"]: r for r in _train_logs(tmp_path / "full")}
+  for record in _train_logs(part)[-2:]:
+    assert record == full_logs[record["step"]]
+
+
+def test_evaluate_keys_per_objective():
+  method = SyntheticAVC(_config("strategy=supervised"))
+  params = method.init_params(jax.random.PRNGKey(0), _first_batch(method))
+  out = method.evaluate(params, "validation")
+  assert {"probe_audio_acc", "probe_visual_acc", "probe_audio_val_acc",
+          "fewshot_audio_acc", "classifier_audio_acc",
+          "classifier_visual_acc"} <= set(out)
+  assert "avc_acc" not in out
+  # On validation the probe scores the split it selected L2 on.
+  assert out["probe_audio_acc"] == out["probe_audio_val_acc"]
+  subset = SyntheticAVC(_config("per_class=6", **{"probe.fit_on": "subset"}))
+  p2 = subset.init_params(jax.random.PRNGKey(0), _first_batch(subset))
+  assert set(subset.evaluate(p2, "test")) >= {"avc_acc", "probe_visual_acc"}
+  with pytest.raises(ValueError, match="probe.fit_on='half'"):
+    SyntheticAVC(_config(**{"probe.fit_on": "half"})).evaluate(p2, "test")
+
+
+def test_head_accuracy_uses_a_derangement():
+  method = SyntheticAVC(_config())
+  params = method.init_params(jax.random.PRNGKey(0), _first_batch(method))
+  emb = {"audio": np.ones((5, 8), np.float32),
+         "visual": np.ones((5, 8), np.float32),
+         "label": np.zeros(5, np.int32)}
+  # Identical pairs: positives and negatives get the same logit, so exactly
+  # one of the two halves is right.
+  assert method._head_accuracy(params, emb) == 0.5

@@ -1,0 +1,273 @@
+"""CMD method: loss pieces, head isolation, padding, temperature, config."""
+
+import importlib.util
+import math
+import os
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import pytest
+
+from avjax.methods import cmd as cmd_lib
+from avjax.train.stages import StageScheduler
+from avjax.train.state import TrainState
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _load_config(arg=None):
+  spec = importlib.util.spec_from_file_location(
+      "cmd_config", os.path.join(ROOT, "configs", "cmd.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)
+
+
+def _tiny_config(arg="quick", **cmd_overrides):
+  config = _load_config(arg)
+  config.model.embed_dim = 16
+  config.model.speech.update({"conv_features": (16, 16), "width": 16,
+                              "num_layers": 1, "num_heads": 2})
+  config.model.image.update({"width": 16, "num_layers": 1, "num_heads": 2})
+  config.cmd.head.update({"width": 16, "num_layers": 1, "num_heads": 2})
+  for key, value in cmd_overrides.items():
+    node, *path = key.split(".")
+    target = config.cmd
+    for p in [node] + path[:-1]:
+      target = target[p]
+    target[path[-1] if path else node] = value
+  return config
+
+
+def _batch(b=6, frames=40, mels=40, size=32, seed=0):
+  rng = np.random.default_rng(seed)
+  lengths = np.array([40, 33, 17, 9, 40, 25][:b])
+  mask = np.arange(frames)[None] < lengths[:, None]
+  audio = rng.normal(size=(b, frames, mels)).astype(np.float32)
+  audio[~mask] = 0.0
+  image = rng.uniform(size=(b, size, size, 1)).astype(np.float32)
+  return {"audio": audio, "audio_mask": mask, "image": image,
+          "image_id": np.arange(b, dtype=np.int32)}
+
+
+def _stage(config):
+  return StageScheduler(config.stages)[0]
+
+
+@pytest.fixture(scope="module")
+def method_and_params():
+  method = cmd_lib.CMD(_tiny_config())
+  return method, method.init_params(jax.random.PRNGKey(0), _batch())
+
+
+def test_param_tree_and_head_count(method_and_params):
+  method, params = method_and_params
+  assert set(params) == {"encoders", "log_temperature", "cmd_head"}
+  assert set(params["cmd_head"]) == {"speech_from_image", "speech_mask_token"}
+  n_head = cmd_lib.count_params(params["cmd_head"])
+  assert 0 < n_head < cmd_lib.count_params(params["encoders"])
+  np.testing.assert_allclose(float(method.temperature(params)), 0.07,
+                             rtol=1e-6)
+  base = cmd_lib.CMD(_tiny_config("quick,no_cmd"))
+  base_params = base.init_params(jax.random.PRNGKey(0), _batch())
+  assert set(base_params) == {"encoders", "log_temperature"}
+  sym = cmd_lib.CMD(_tiny_config("quick,symmetric"))
+  sym_params = sym.init_params(jax.random.PRNGKey(0), _batch())
+  assert set(sym_params["cmd_head"]) == {
+      "speech_from_image", "speech_mask_token", "image_from_speech",
+      "image_mask_token"}
+
+
+def test_retrieval_outputs_identical_without_head(method_and_params):
+  method, params = method_and_params
+  batch = _batch()
+  trained = dict(params)  # A head with arbitrary (non-init) values.
+  trained["cmd_head"] = jax.tree.map(lambda x: x + 1.0, params["cmd_head"])
+  without = {k: v for k, v in params.items() if k != "cmd_head"}
+  for p in (trained, params):
+    s, i = method.embed(p, batch["audio"], batch["audio_mask"],
+                        batch["image"])
+    s0, i0 = method.embed(without, batch["audio"], batch["audio_mask"],
+                          batch["image"])
+    np.testing.assert_array_equal(s, s0)
+    np.testing.assert_array_equal(i, i0)
+
+
+def test_loss_finite_and_cmd_gradients_reach_both_encoders(
+    method_and_params):
+  method, params = method_and_params
+  batch = _batch()
+
+  def cmd_only(p):
+    s, i = method.encode(p["encoders"], batch["audio"], batch["audio_mask"],
+                         batch["image"], rng=jax.random.PRNGKey(1))
+    loss, _ = method._denoising_loss(  # pylint: disable=protected-access
+        p["cmd_head"], s, i, "speech_from_image",
+        method.config.cmd.speech_corruption, jax.random.PRNGKey(2))
+    return loss
+
+  # The zero-initialised output layer blocks the gradient at init; any
+  # trained head passes it on.
+  p = dict(params)
+  p["cmd_head"] = jax.tree.map(
+      lambda x: x + 0.05 * jax.random.normal(jax.random.PRNGKey(3), x.shape),
+      params["cmd_head"])
+  grads = jax.jit(jax.grad(cmd_only))(p)["encoders"]["params"]
+  for tower in ("speech", "image"):
+    norm = optax.global_norm(grads[tower])
+    assert np.isfinite(norm) and norm > 0, tower
+  loss, metrics = jax.jit(method.loss_fn, static_argnums=3)(
+      params, batch, jax.random.PRNGKey(4), _stage(method.config), 0)
+  assert np.isfinite(loss)
+  assert {"contrastive", "temperature", "cmd_speech_from_image",
+          "gap_speech_from_image"} <= set(metrics)
+
+
+def test_zero_noise_gives_zero_target_gap():
+  method = cmd_lib.CMD(_tiny_config(**{
+      "speech_corruption.noise_std": 0.0,
+      "speech_corruption.mask_fraction": 0.0,
+      "speech_corruption.swap_fraction": 0.0}))
+  params = method.init_params(jax.random.PRNGKey(0), _batch())
+  _, metrics = jax.jit(method.loss_fn, static_argnums=3)(
+      params, _batch(), jax.random.PRNGKey(1), _stage(method.config), 0)
+  # Uncorrupted input: no gap to close, and the identity-initialised head
+  # reconstructs it exactly.
+  assert float(metrics["gap_speech_from_image"]) < 1e-6
+  assert float(metrics["cmd_speech_from_image"]) < 1e-6
+  noisy = cmd_lib.CMD(_tiny_config())
+  _, metrics = jax.jit(noisy.loss_fn, static_argnums=3)(
+      params, _batch(), jax.random.PRNGKey(1), _stage(noisy.config), 0)
+  assert float(metrics["gap_speech_from_image"]) > 0.1
+
+
+def test_padding_contents_do_not_change_the_loss(method_and_params):
+  method, params = method_and_params
+  batch = _batch()
+  big = dict(batch, audio=np.where(batch["audio_mask"][..., None],
+                                   batch["audio"], 1e4).astype(np.float32))
+  fn = jax.jit(method.loss_fn, static_argnums=3)
+  stage = _stage(method.config)
+  loss, m = fn(params, batch, jax.random.PRNGKey(1), stage, 0)
+  loss_big, m_big = fn(params, big, jax.random.PRNGKey(1), stage, 0)
+  np.testing.assert_allclose(loss_big, loss, rtol=1e-5)
+  for key in m:
+    np.testing.assert_allclose(m_big[key], m[key], rtol=1e-4, atol=1e-6,
+                               err_msg=key)
+
+
+def test_head_training_on_a_fixed_batch_reduces_reconstruction_error():
+  """The method's denoising loss (fresh corruption every step, learned mask
+  token, normalised MSE) trained on one batch's fixed encoder features."""
+  config = _tiny_config(**{"speech_corruption.noise_std": 0.3,
+                           "speech_corruption.mask_fraction": 0.5,
+                           "speech_corruption.swap_fraction": 0.0})
+  method = cmd_lib.CMD(config)
+  batch = _batch()
+  params = method.init_params(jax.random.PRNGKey(0), batch)
+  s, i = jax.jit(method.encode)(params["encoders"], batch["audio"],
+                                batch["audio_mask"], batch["image"])
+  tx = optax.adam(3e-3)
+
+  def loss(head, k):
+    return method._denoising_loss(  # pylint: disable=protected-access
+        head, s, i, "speech_from_image", config.cmd.speech_corruption,
+        jax.random.fold_in(jax.random.PRNGKey(1), k))
+
+  @jax.jit
+  def step(head, opt, k):
+    (value, metrics), grads = jax.value_and_grad(loss, has_aux=True)(head, k)
+    updates, opt = tx.update(grads, opt)
+    return optax.apply_updates(head, updates), opt, metrics
+
+  head, opt = params["cmd_head"], tx.init(params["cmd_head"])
+  history = []
+  for k in range(150):
+    head, opt, metrics = step(head, opt, k)
+    history.append((float(metrics["cmd_speech_from_image"]),
+                    float(metrics["gap_speech_from_image"])))
+  first, last = history[0], np.mean(history[-10:], axis=0)
+  # The head starts as the identity (error = input gap) and learns to close
+  # most of the gap.
+  np.testing.assert_allclose(first[0], first[1], rtol=1e-5)
+  assert last[0] < 0.5 * last[1], (first, last)
+  assert last[0] < 0.5 * first[0], (first, last)
+
+
+def test_temperature_is_projected_into_range(method_and_params):
+  method, params = method_and_params
+  p = dict(params, log_temperature=jnp.asarray(math.log(5.0)))
+  assert float(method.temperature(p)) == pytest.approx(0.5, rel=1e-6)
+  state = TrainState.create(p, optax.sgd(0.0), jax.random.PRNGKey(0))
+  state, _ = jax.jit(lambda s: method.train_step(
+      s, _batch(), _stage(method.config)))(state)
+  assert float(state.params["log_temperature"]) == pytest.approx(
+      math.log(0.5), rel=1e-6)
+
+
+def test_frame_distance_values():
+  pred = jnp.array([[[1.0, 2.0, 3.0]]])
+  target = jnp.array([[[2.0, 4.0, 6.0]]])
+  # Scale-invariant after normalisation.
+  np.testing.assert_allclose(
+      cmd_lib.frame_distance(pred, target, "mse", normalize=True), [[0.0]],
+      atol=1e-6)
+  np.testing.assert_allclose(
+      cmd_lib.frame_distance(pred, target, "mse", normalize=False),
+      [[14.0 / 3.0]], rtol=1e-6)
+  np.testing.assert_allclose(
+      cmd_lib.frame_distance(pred, target, "cosine", normalize=False),
+      [[0.0]], atol=1e-6)
+  np.testing.assert_allclose(
+      cmd_lib.frame_distance(pred, target, "smooth_l1", normalize=False),
+      [[(0.5 + 1.5 + 2.5) / 3.0]], rtol=1e-6)
+  with pytest.raises(ValueError, match="distance='l3'"):
+    cmd_lib.frame_distance(pred, target, "l3")
+
+
+def test_config_variants_and_bad_settings():
+  for arg in (None, "quick", "no_cmd", "symmetric,noise=swap",
+              "flickr8k_audio", "spokencoco", "quick,seed=3"):
+    config = _load_config(arg)
+    assert config.method == "cmd"
+    assert isinstance(config, ml_collections.ConfigDict)
+  assert _load_config("no_cmd").cmd.weight == 0.0
+  assert _load_config("quick,seed=3").seed == 3
+  assert _load_config("flickr8k_audio").data.name == "flickr8k_audio/img224"
+  assert _load_config("spokencoco").data.name == "spokencoco/img224"
+  with pytest.raises(ValueError, match="noise='pink'"):
+    _load_config("noise=pink")
+  with pytest.raises(ValueError, match="unknown config argument"):
+    _load_config("quik")
+  with pytest.raises(ValueError, match="choose one of"):
+    _load_config("flickr8k_audio,spokencoco")
+  with pytest.raises(ValueError, match="exceeds 1"):
+    cmd_lib.CMD(_tiny_config(**{"speech_corruption.mask_fraction": 0.7,
+                                "speech_corruption.swap_fraction": 0.5}))
+  with pytest.raises(ValueError, match="loss_on"):
+    cmd_lib.CMD(_tiny_config(loss_on="some"))
+
+
+def test_evaluate_same_retrieval_without_head(tmp_path,
+                                              av_digits_captions_dir):
+  config = _tiny_config()
+  config.data.data_dir = av_digits_captions_dir
+  config.eval_batch_size = 32
+  method = cmd_lib.CMD(config)
+  it = method.train_iterator(8, 0, 0, 1)
+  params = method.init_params(jax.random.PRNGKey(0), next(it))
+  with_head = method.evaluate(params, "test[:40]", plot_dir=str(tmp_path))
+  without = method.evaluate({k: v for k, v in params.items()
+                             if k != "cmd_head"}, "test[:40]")
+  retrieval_keys = [k for k in with_head if k.startswith(("r", "map_"))]
+  assert "r1_s2i" in retrieval_keys and "r10_i2s" in retrieval_keys
+  for key in retrieval_keys:
+    assert with_head[key] == without[key], key
+  assert with_head["head_params"] > 0 and without["head_params"] == 0
+  assert with_head["cmd_gap"] > 0
+  plots = set(os.listdir(tmp_path))
+  assert "retrieval_examples.png" in plots
+  assert "cmd_attention_0.png" in plots

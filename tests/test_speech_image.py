@@ -1,0 +1,111 @@
+"""Speech and image encoders: shapes, frame masks, padding invariance."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from avjax.models import speech_image
+
+
+def _speech(**kw):
+  kw = {"conv_features": (16, 16), "conv_strides": (2, 2), "width": 16,
+        "num_layers": 2, "num_heads": 2, "embed_dim": 8, **kw}
+  return speech_image.SpeechEncoder(**kw)
+
+
+def _batch(lengths, frames=37, mels=10, seed=0):
+  x = jax.random.normal(jax.random.PRNGKey(seed), (len(lengths), frames, mels))
+  mask = np.arange(frames)[None, :] < np.asarray(lengths)[:, None]
+  return x, mask
+
+
+@pytest.fixture(scope="module")
+def speech():
+  """(jitted apply, params) of one small speech encoder shared by tests;
+  parameter shapes do not depend on batch or length."""
+  enc = _speech()
+  x, mask = _batch([37, 20])
+  return jax.jit(enc.apply), jax.jit(enc.init)(jax.random.PRNGKey(1), x, mask)
+
+
+def test_speech_shapes_and_subsampled_mask(speech):
+  apply, params = speech
+  x, mask = _batch([37, 20, 5, 1])
+  out = apply(params, x, mask)
+  assert out.features.shape == (4, 10, 16)  # ceil(ceil(37/2)/2)
+  assert out.embedding.shape == (4, 8)
+  # ceil(L / 4) valid frames, as a prefix.
+  np.testing.assert_array_equal(out.mask.sum(1), [10, 5, 2, 1])
+  np.testing.assert_array_equal(
+      out.mask, np.arange(10)[None] < np.array([10, 5, 2, 1])[:, None])
+  np.testing.assert_array_equal(np.asarray(out.features)[~out.mask], 0.0)
+
+
+def test_padding_filled_with_large_values_changes_nothing_valid(speech):
+  apply, params = speech
+  x, mask = _batch([37, 23, 9, 4])
+  out = apply(params, x, mask)
+  out_big = apply(params, jnp.where(mask[..., None], x, 1e4), mask)
+  valid = np.asarray(out.mask)
+  np.testing.assert_allclose(np.asarray(out_big.features)[valid],
+                             np.asarray(out.features)[valid],
+                             rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(out_big.embedding, out.embedding, rtol=1e-5,
+                             atol=1e-5)
+
+
+def test_padded_utterance_equals_unpadded_utterance(speech):
+  apply, params = speech
+  x, mask = _batch([37, 13])
+  batched = apply(params, x, mask)
+  alone = apply(params, x[1:, :13], None)
+  n = int(alone.mask.sum())
+  assert n == int(batched.mask[1].sum()) == 4
+  np.testing.assert_allclose(batched.features[1, :n], alone.features[0],
+                             rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(batched.embedding[1], alone.embedding[0],
+                             rtol=1e-5, atol=1e-5)
+
+
+def test_image_encoder_shapes_and_jit_grad():
+  images = jax.random.uniform(jax.random.PRNGKey(0), (3, 32, 32, 1))
+  enc = speech_image.ImageEncoder(patch_size=8, width=16, num_layers=1,
+                                  num_heads=2, embed_dim=8)
+  params = jax.jit(enc.init)(jax.random.PRNGKey(1), images)
+  out = jax.jit(enc.apply)(params, images)
+  assert out.features.shape == (3, 16, 16)
+  assert out.embedding.shape == (3, 8)
+  assert bool(jnp.all(out.mask))
+  grads = jax.jit(jax.grad(
+      lambda p: jnp.sum(enc.apply(p, images).embedding ** 2)))(params)
+  assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
+
+
+def test_two_encoders_skip_a_modality():
+  x, mask = _batch([37, 10])
+  images = jax.random.uniform(jax.random.PRNGKey(0), (2, 16, 16, 3))
+  model = speech_image.SpeechImageEncoders(
+      _speech(num_layers=1),
+      speech_image.ImageEncoder(patch_size=4, width=16, num_layers=1,
+                                num_heads=2, embed_dim=8))
+  params = jax.jit(model.init)(jax.random.PRNGKey(1), x, mask, images)
+  assert set(params["params"]) == {"speech", "image"}
+  s, i = jax.jit(model.apply)(params, x, mask, None)
+  assert i is None and s.embedding.shape == (2, 8)
+  s2, i2 = jax.jit(model.apply)(params, None, None, images)
+  assert s2 is None and i2.features.shape == (2, 16, 16)
+
+
+def test_bad_inputs_raise():
+  x, mask = _batch([37, 10])
+  enc = _speech()
+  with pytest.raises(ValueError, match="audio_mask has shape"):
+    enc.init(jax.random.PRNGKey(0), x, mask[:, :30])
+  with pytest.raises(ValueError, match=r"log-mel \[B, T, n_mels\]"):
+    enc.init(jax.random.PRNGKey(0), x[0])
+  with pytest.raises(ValueError, match="conv_kernel must be odd"):
+    _speech(conv_kernel=4).init(jax.random.PRNGKey(0), x, mask)
+  with pytest.raises(ValueError, match="not divisible by patch_size"):
+    speech_image.ImageEncoder(patch_size=8).init(
+        jax.random.PRNGKey(0), jnp.zeros((1, 20, 20, 1)))

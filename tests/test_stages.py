@@ -1,0 +1,40 @@
+import jax
+import jax.numpy as jnp
+import ml_collections
+import pytest
+
+from avjax.train.stages import StageScheduler
+
+
+def _scheduler():
+  return StageScheduler([
+      ml_collections.ConfigDict({"name": "a", "steps": 3, "k": 1}),
+      {"name": "b", "steps": 5, "k": 2},
+  ])
+
+
+def test_boundaries_and_total():
+  s = _scheduler()
+  assert s.total_steps == 8 and len(s) == 2
+  assert [s.stage_at(i).name for i in range(9)] == ["a"] * 3 + ["b"] * 6
+  assert s[1].start == 3 and s[1].end == 8
+  assert s[1].options.k == 2  # plain dicts become ConfigDicts
+
+
+def test_progress_python_and_traced():
+  stage = _scheduler()[1]
+  assert stage.progress(3) == 0.0 and stage.progress(100) == 1.0
+  assert stage.progress(5) == pytest.approx(0.4)
+  traced = jax.jit(stage.progress)(jnp.int32(5))
+  assert float(traced) == pytest.approx(0.4)
+
+
+@pytest.mark.parametrize("stages, match", [
+    ([], "empty"),
+    ([{"name": "a"}], "no `steps`"),
+    ([{"steps": 3}], "no `name`"),
+    ([{"name": "a", "steps": 0}], r"stages\[0\].steps=0"),
+])
+def test_bad_stages(stages, match):
+  with pytest.raises(ValueError, match=match):
+    StageScheduler(stages)

@@ -1,0 +1,62 @@
+"""Small / imbalanced training subsets and the subset source."""
+
+import numpy as np
+import pytest
+
+from avjax.data import subsets
+
+LABELS = np.repeat(np.arange(5), [30, 25, 40, 30, 35])
+
+
+def test_per_class_cap_is_balanced_and_seeded():
+  idx = subsets.subset_indices(LABELS, per_class=10, seed=0)
+  assert (np.bincount(LABELS[idx]) == 10).all()
+  assert (np.diff(idx) > 0).all()
+  np.testing.assert_array_equal(
+      idx, subsets.subset_indices(LABELS, per_class=10, seed=0))
+  assert not np.array_equal(
+      idx, subsets.subset_indices(LABELS, per_class=10, seed=1))
+
+
+def test_no_cap_keeps_everything():
+  np.testing.assert_array_equal(subsets.subset_indices(LABELS),
+                                np.arange(len(LABELS)))
+
+
+def test_imbalance_is_geometric():
+  sizes = subsets.class_sizes(LABELS, per_class=20, imbalance_ratio=0.1,
+                              seed=0)
+  assert sorted(sizes.values()) == [2, 4, 6, 11, 20]
+  idx = subsets.subset_indices(LABELS, per_class=20, imbalance_ratio=0.1,
+                               seed=0)
+  counts = np.bincount(LABELS[idx], minlength=5)
+  assert {c: int(counts[c]) for c in range(5)} == sizes
+  other = subsets.class_sizes(LABELS, 20, 0.1, seed=3)
+  assert sorted(other.values()) == sorted(sizes.values())
+
+
+def test_imbalance_without_cap_uses_largest_class_and_availability():
+  sizes = subsets.class_sizes(LABELS, None, 0.5, seed=0, min_per_class=1)
+  assert max(sizes.values()) <= 40
+  assert all(sizes[c] <= n for c, n in enumerate(np.bincount(LABELS)))
+
+
+def test_bad_arguments():
+  with pytest.raises(ValueError, match="imbalance_ratio=0"):
+    subsets.subset_indices(LABELS, imbalance_ratio=0)
+  with pytest.raises(ValueError, match="per_class=-1"):
+    subsets.subset_indices(LABELS, per_class=-1)
+
+
+def test_subset_source_relabels_and_keeps_truth():
+  src = [{"label": np.int32(i % 3), "id": np.int32(100 + i)}
+         for i in range(9)]
+  sub = subsets.SubsetSource(src, [2, 5, 7], labels=np.array([0, 0, 1]))
+  assert len(sub) == 3
+  assert sub[1]["id"] == 105 and sub[1]["label"] == 0
+  assert sub[1]["true_label"] == 2
+  assert "true_label" not in subsets.SubsetSource(src, [2])[0]
+  with pytest.raises(ValueError, match=r"outside \[0, 9\)"):
+    subsets.SubsetSource(src, [9])
+  with pytest.raises(ValueError, match="2 labels for 1 indices"):
+    subsets.SubsetSource(src, [1], labels=np.array([0, 1]))
