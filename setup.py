@@ -39,7 +39,7 @@ setuptools.setup(
     python_requires=">=3.10",
     install_requires=INSTALL_REQUIRES,
     extras_require={
-        "test": ["pytest>=8", "pytest-xdist>=3.5"],
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "ipython>=8"],
         "bench": ["torch", "pytorch-metric-learning>=2.5"],
     },
 )

@@ -9,6 +9,10 @@ knows, so a typo is an error, not a silently ignored option.
 from __future__ import annotations
 
 import ast
+import importlib.util
+import os
+
+import ml_collections
 
 
 def parse_config_arg(arg: str | None, variants: set[str] | frozenset[str],
@@ -47,3 +51,20 @@ def parse_config_arg(arg: str | None, variants: set[str] | frozenset[str],
                        f"valid: {sorted(variants)} or key=value with keys "
                        f"{sorted(keys)}")
   return names, settings
+
+
+def load_config_file(path: str, arg: str | None = None
+                     ) -> ml_collections.ConfigDict:
+  """Calls ``get_config(arg)`` of the config file at ``path``.
+
+  The programmatic twin of ``--config path:arg`` (notebooks, sweeps).
+  """
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"Config file {path!r} does not exist.")
+  spec = importlib.util.spec_from_file_location(
+      "avjax_config_" + os.path.splitext(os.path.basename(path))[0], path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  if not hasattr(module, "get_config"):
+    raise ValueError(f"Config file {path!r} defines no get_config(arg).")
+  return module.get_config(arg)

@@ -17,7 +17,6 @@ metrics and wall times go to ``<workdir>/runs.json``.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import time
@@ -36,16 +35,6 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Root directory of the runs.")
 _OVERRIDES = flags.DEFINE_multi_string(
     "set", [], "Config override key=value (Python literal) for every run.")
 flags.mark_flags_as_required(["config", "metrics", "workdir"])
-
-
-def load_config(path: str, arg: str):
-  """Calls ``get_config(arg)`` of the config file at ``path``."""
-  spec = importlib.util.spec_from_file_location("sweep_config", path)
-  if spec is None or spec.loader is None:
-    raise FileNotFoundError(f"Config file {path!r} cannot be loaded.")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
 
 
 def apply_overrides(config, overrides: list[str]):
@@ -87,7 +76,11 @@ def format_table(rows: dict[str, list[dict]], metrics: list[str],
 
 def main(argv):
   del argv
+  from avjax import config_utils
+  from avjax.train import logging_utils
   from avjax.train import loop
+
+  logging_utils.quiet_library_logs()
 
   variants = _VARIANTS.value.split(";")
   rows, times, record = {}, {}, []
@@ -108,7 +101,7 @@ def main(argv):
           with open(time_path, encoding="utf-8") as f:
             seconds = json.load(f)
       else:
-        config = apply_overrides(load_config(_CONFIG.value, arg),
+        config = apply_overrides(config_utils.load_config_file(_CONFIG.value, arg),
                                  _OVERRIDES.value)
         t0 = time.time()
         metrics = loop.train_and_evaluate(config, workdir)

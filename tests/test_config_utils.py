@@ -16,3 +16,18 @@ def test_unknown_token_and_key():
     parse_config_arg("quik", {"quick"}, config_name="x.py")
   with pytest.raises(ValueError, match="unknown config argument key 'sed'"):
     parse_config_arg("sed=1", {"quick"}, {"seed"})
+
+
+def test_load_config_file(tmp_path):
+  import os
+  from avjax.config_utils import load_config_file
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  config = load_config_file(os.path.join(root, "configs", "tstl_ca.py"),
+                            "quick,seed=4")
+  assert config.seed == 4 and config.method == "tstl_ca"
+  with pytest.raises(FileNotFoundError, match="nope.py"):
+    load_config_file(str(tmp_path / "nope.py"))
+  bad = tmp_path / "bad.py"
+  bad.write_text("x = 1\n")
+  with pytest.raises(ValueError, match="no get_config"):
+    load_config_file(str(bad))

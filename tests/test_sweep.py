@@ -1,0 +1,30 @@
+"""launch/sweep.py: the README tables' aggregation and overrides."""
+
+import importlib.util
+import os
+
+import ml_collections
+import pytest
+
+_PATH = os.path.join(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))), "launch", "sweep.py")
+_spec = importlib.util.spec_from_file_location("sweep", _PATH)
+sweep = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(sweep)
+
+
+def test_format_table_mean_std():
+  rows = {"a": [{"m": 0.5}, {"m": 0.7}], "b": [{"m": 1.0}]}
+  table = sweep.format_table(rows, ["m"], {"a": [60.0, 120.0], "b": []})
+  lines = table.splitlines()
+  assert lines[0] == "| variant | m | seeds | min/run |"
+  assert lines[2] == "| a | 0.600 ± 0.100 | 2 | 1.5 |"
+  assert lines[3] == "| b | 1.000 ± 0.000 | 1 | nan |"
+
+
+def test_apply_overrides():
+  config = ml_collections.ConfigDict({"a": {"b": 1}, "c": "x"})
+  sweep.apply_overrides(config, ["a.b=3", "c=hello"])
+  assert config.a.b == 3 and config.c == "hello"
+  with pytest.raises(KeyError, match="a.z"):
+    sweep.apply_overrides(config, ["a.z=1"])
