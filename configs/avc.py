@@ -1,45 +1,64 @@
-r"""AVC: positive / negative sampling strategies for audio-visual correspondence.
+r"""AVC: positive / negative sampling for audio-visual correspondence.
 
 Commands (arguments after ':' are comma-separated):
   python launch/main.py --config configs/avc.py --workdir runs/avc
   python launch/main.py --config configs/avc.py:quick --workdir runs/avc_q
   python launch/main.py --config configs/avc.py:strategy=soft,per_class=20 \
       --workdir runs/avc_soft20
-  python launch/main.py --config configs/avc.py:strategy=hard,imbalance=0.1 \
-      --workdir runs/avc_hard_lt --config.sampling.mining_space=cross
+  python launch/main.py --config configs/avc.py:binary,strategy=hard \
+      --workdir runs/avc_bin_hard --config.sampling.mining_space=cross
   python launch/main.py --config configs/avc.py:strategy=soft \
       --workdir runs/avc_pseudo --config.sampling.labels_file=preds.csv
 
 The README table (5 strategies × 2 sizes × balanced/imbalanced × 3 seeds):
-  python launch/sweep.py --config configs/avc.py --seeds 0,1,2 \
-      --metrics probe_audio_acc,probe_visual_acc --workdir runs/avc_table \
+  JAX_COMPILATION_CACHE_DIR=/tmp/jax_cache python launch/sweep.py \
+      --config configs/avc.py --seeds 0,1,2 --workdir runs/avc_table \
+      --metrics probe_audio_acc,probe_visual_acc,fewshot_audio_acc,fewshot_visual_acc \
       --variants "$(python configs/avc.py)"
+(`python configs/avc.py` prints the 20 ';'-separated rows; the compilation
+cache lets the 12 runs of each strategy share one compilation.) It took 32
+min on 2 CPU cores shared with other jobs (20–50 s per run). Linear-probe
+test accuracy, audio / visual, mean over seeds 0–2 (few-label probe, 5 clips
+per class, in brackets):
+  20 per class, balanced:  random 0.89 / 0.82 (0.67 / 0.64), easy 0.81 /
+    0.73, hard 0.97 / 0.91 (0.90 / 0.82), soft 0.96 / 0.90 (0.91 / 0.83),
+    supervised 0.96 / 0.87 (0.92 / 0.81);
+  all (~126 per class), balanced:  random 0.97 / 0.92 (0.95 / 0.89), hard
+    0.99 / 0.95 (0.97 / 0.93), soft 0.98 / 0.92 (0.95 / 0.89), supervised
+    0.98 / 0.94 (0.97 / 0.92); untrained encoders 0.78 / 0.74 (0.48 / 0.47).
 
 Arguments:
-  (none)        AV-digits `pairs`, binary AVC head, random negatives, 300
-                steps of batch 64 (well under a minute on 2 CPU cores).
+  (none)        AV-digits `pairs`, contrastive objective with K = 8 sampled
+                negatives per anchor, random negatives, 300 steps of batch 64
+                (~30 s of CPU time per run, 20-50 s wall on 2 busy cores,
+                plus ~20 s compilation the first time).
   quick         60 steps, smaller probe budget; tests and notebooks.
-  contrastive   info_nce on (audio, chosen positive) pairs instead of the
-                binary head; its negatives are the rest of the batch.
+  binary        the classic AVC head (binary correspondence classifier on the
+                fused embeddings) instead of the contrastive softmax.
+  info_nce      in-batch symmetric info_nce on (audio, chosen positive);
+                negatives are the rest of the batch (random/soft only).
   strategy=S    random | easy | hard | soft | supervised (see below).
-  per_class=N   train on N examples per class (0 = all).
+  per_class=N   train on N examples per class (0 = all, ~126 per class).
   imbalance=r   class sizes decay geometrically to r × the largest (1.0 =
                 balanced); see avjax/data/subsets.py.
   seed=N        random seed (model init, subset choice, data order, sampling).
 
 Strategies (config.sampling.positives / negatives hold the mix, any ratios):
-  random      own positive, random negative (standard self-supervised AVC)
-  easy        own positive, farthest different-class negative
-  hard        own positive, closest different-class negative (in-batch)
-  soft        soft positive (another clip of the class), random negative
+  random      own positive, random negatives (standard self-supervised AVC)
+  easy        own positive, farthest different-class negatives
+  hard        own positive, closest different-class negatives (in-batch)
+  soft        soft positive (another clip of the class), random negatives
   supervised  no correspondence task: encoders + linear heads trained with
               cross-entropy on the labels (the paper's supervised baseline)
 Labels used by sampling come from the annotation, or from a classifier's
 predictions given as config.sampling.labels_file (CSV clip_id,label or JSON).
 
-metrics.json: probe_audio_acc, probe_visual_acc (test accuracy of a linear
-probe on the frozen encoders, L2 chosen on validation) and their
-probe_*_val_acc, plus avc_acc (binary head, test pairs vs random partners).
+metrics.json: probe_{audio,visual}_acc (test accuracy of a linear probe on
+the frozen encoders, fitted on the full train split, L2 chosen on
+validation), probe_*_val_acc, fewshot_{audio,visual}_acc (the same probe
+fitted on 5 labelled clips per class, mean of 3 fixed draws), and avc_acc
+(binary objective: head accuracy on test pairs vs random partners) or
+classifier_*_acc (supervised: the trained heads' test accuracy).
 """
 
 import ml_collections
@@ -138,8 +157,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.probe.l2_grid = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
   config.probe.steps = 300
   # Few-label probe: fitted on this many labelled clips per class (mean over
-  # fewshot_draws fixed draws); the full-label probe of random-init encoders
-  # is already near 99 % (audio) on AV-digits, this one leaves headroom.
+  # fewshot_draws fixed draws); full-label probes saturate near 0.98 on
+  # AV-digits audio for several strategies, this one leaves headroom.
   config.probe.fewshot_per_class = 5
   config.probe.fewshot_draws = 3
 

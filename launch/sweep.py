@@ -32,6 +32,10 @@ _VARIANTS = flags.DEFINE_string(
 _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds to run.")
 _METRICS = flags.DEFINE_list("metrics", None, "metrics.json keys to tabulate.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Root directory of the runs.")
+_COMPILATION_CACHE = flags.DEFINE_string(
+    "compilation_cache", None,
+    "JAX persistent compilation cache directory shared by the runs (runs of "
+    "one variant then compile once); default <workdir>/jax_cache.")
 _OVERRIDES = flags.DEFINE_multi_string(
     "set", [], "Config override key=value (Python literal) for every run.")
 flags.mark_flags_as_required(["config", "metrics", "workdir"])
@@ -81,6 +85,10 @@ def main(argv):
   from avjax.train import loop
 
   logging_utils.quiet_library_logs()
+  import jax
+  jax.config.update("jax_compilation_cache_dir", _COMPILATION_CACHE.value or
+                    os.path.join(_WORKDIR.value, "jax_cache"))
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
   variants = _VARIANTS.value.split(";")
   rows, times, record = {}, {}, []

@@ -28,7 +28,7 @@ def test_quick_soft_positive_run_writes_probe_metrics(tmp_path,
     metrics = json.load(f)
   for key in ("probe_audio_acc", "probe_visual_acc", "probe_audio_val_acc",
               "probe_visual_val_acc", "fewshot_audio_acc",
-              "fewshot_visual_acc", "avc_acc"):
+              "fewshot_visual_acc"):
     assert 0.0 <= metrics[key] <= 1.0, key
   # Ten balanced classes: chance is 0.1; even briefly trained encoders give
   # linearly separable digits far above it.

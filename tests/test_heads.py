@@ -9,7 +9,8 @@ from avjax.models import heads
 
 
 @pytest.mark.parametrize("fusion,in_dim", [("concat", 16),
-                                           ("concat_product", 24)])
+                                           ("concat_product", 24),
+                                           ("distance", 1)])
 def test_correspondence_head_shapes_and_fusion(fusion, in_dim):
   head = heads.CorrespondenceHead(hidden_dims=(12,), fusion=fusion)
   a = jax.random.normal(jax.random.PRNGKey(0), (5, 8))
@@ -33,6 +34,22 @@ def test_correspondence_head_is_order_sensitive_in_modalities():
   v = jnp.zeros((2, 3))
   params = head.init(jax.random.PRNGKey(0), a, v)
   assert not np.allclose(head.apply(params, a, v), head.apply(params, v, a))
+
+
+def test_distance_fusion_depends_only_on_normalised_distance():
+  head = heads.CorrespondenceHead(hidden_dims=(), fusion="distance")
+  a = jnp.array([[3.0, 0.0], [0.0, 1.0]])
+  v = jnp.array([[1.0, 0.0], [0.0, 2.0]])  # Same directions as a.
+  params = head.init(jax.random.PRNGKey(0), a, v)
+  p = params["params"]["Dense_0"]
+  np.testing.assert_allclose(head.apply(params, a, v),
+                             p["kernel"][0, 0] * 1e-6 + p["bias"][0],
+                             atol=1e-5)
+  far = head.apply(params, a, -v)  # Opposite directions: distance 2.
+  np.testing.assert_allclose(far, 2 * p["kernel"][0, 0] + p["bias"][0],
+                             rtol=1e-5)
+  grads = jax.grad(lambda x: head.apply(params, x, x).sum())(a)
+  assert np.isfinite(np.asarray(grads)).all()
 
 
 def test_correspondence_head_errors():

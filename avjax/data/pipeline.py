@@ -145,7 +145,10 @@ class ArraySource:
         return self._length
 
     def __getitem__(self, index: int) -> Batch:
-        return {key: value[index] for key, value in self.arrays.items()}
+        return {key: value[int(index)] for key, value in self.arrays.items()}
+
+    def __repr__(self) -> str:
+        return f"ArraySource({self._length} × {sorted(self.arrays)})"
 
 
 def cache_features(source: Sequence[Any],

@@ -76,31 +76,6 @@ def subset_indices(labels: np.ndarray, per_class: int | None = None,
   return np.sort(np.concatenate(keep)) if keep else np.zeros((0,), np.int64)
 
 
-class ArraySource:
-  """Random-access source over in-memory arrays: item i = {k: arrays[k][i]}.
-
-  Args:
-    arrays: {key: array [N, ...]}, all with the same leading size N.
-  """
-
-  def __init__(self, arrays: dict[str, np.ndarray]):
-    sizes = {k: len(v) for k, v in arrays.items()}
-    if not sizes or len(set(sizes.values())) != 1:
-      raise ValueError(f"ArraySource needs arrays of one leading size, got "
-                       f"{sizes}")
-    self.arrays = arrays
-    self._n = next(iter(sizes.values()))
-
-  def __len__(self) -> int:
-    return self._n
-
-  def __getitem__(self, i: int) -> dict[str, np.ndarray]:
-    return {k: v[int(i)] for k, v in self.arrays.items()}
-
-  def __repr__(self) -> str:
-    return f"ArraySource({self._n} × {sorted(self.arrays)})"
-
-
 class SubsetSource:
   """A random-access source restricted to ``indices`` of ``source``.
 

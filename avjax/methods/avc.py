@@ -13,14 +13,18 @@ encoders are then judged by linear probes on frozen features
 (``avjax.eval.linear_probe``), against a supervised baseline trained with
 the labels end to end.
 
-Objectives (``config.avc.objective``):
-  * ``binary``: the classic AVC head (L3-Net): each audio anchor forms one
-    positive pair (its chosen positive) and one negative pair (its chosen
-    negative); a ``CorrespondenceHead`` on the fused embeddings is trained
-    with binary cross-entropy, positives and valid negatives weighted equally.
-  * ``contrastive``: ``losses.info_nce(audio, visual[positive])``: row i's
-    positive is its chosen positive; every other row's partner is a negative
-    (in-batch, so negative strategies do not apply; the config rejects them).
+Objectives (``config.avc.objective``); each audio anchor gets one chosen
+positive and K = ``sampling.num_negatives`` distinct chosen negatives:
+  * ``contrastive`` (default): a softmax over the anchor's (positive, K
+    negatives) cosine similarities / temperature, cross-entropy towards the
+    positive; invalid (fallback) negatives are masked out.
+  * ``binary``: the classic AVC head (L3-Net): a ``CorrespondenceHead`` on
+    the fused (audio, visual) embeddings, binary cross-entropy with the
+    positive pair labelled 1 and the K negative pairs 0, the two halves
+    weighted equally.
+  * ``info_nce``: ``losses.info_nce(audio, visual[positive])``: row i's
+    positive is its chosen positive, every other row's partner a negative
+    (in-batch, so only random negatives; the config rejects easy/hard).
   * ``supervised``: the baseline: a ``LinearClassifier`` per modality on the
     embeddings, mean cross-entropy of the two, on the sampling labels.
 
@@ -29,14 +33,28 @@ Decisions the paper leaves open (all config fields):
     batches are drawn at random (no class-aware batching), so a soft positive
     exists for an anchor whose class has another clip in the batch; otherwise
     it falls back to its own pair and the fallback rate is logged;
+  * K = 8 negatives per anchor (the paper's AVC loader draws one; with one,
+    the objectives learn far slower on 2 CPU cores, and K is the same for
+    every strategy, so the comparison stays controlled);
   * easy / hard negatives are farthest / closest by the current embedding
     distance (cosine) between the anchor clip's *visual* embedding and the
-    candidates' (``sampling.mining_space``; "cross" uses anchor audio vs
-    candidate visual, meaningful for the contrastive objective whose spaces
-    are aligned); easy negatives may use label distance instead;
+    candidates' (``sampling.mining_space``; "cross", anchor audio vs
+    candidate visual, is available but collapses the contrastive objective
+    on AV-digits: probe accuracies fall to 0.4–0.5); easy negatives may use
+    label distance instead;
+  * the default objective is ``contrastive``: on AV-digits (all data, seed
+    0, 300 steps, random negatives) the binary head reaches 0.78
+    correspondence accuracy and its encoders probe at 0.94 / 0.80 (audio /
+    visual; few-label 0.81 / 0.65), the contrastive form's at 0.97 / 0.92
+    (0.95 / 0.89); untrained encoders: 0.78 / 0.74 (0.48 / 0.47);
   * the linear probe is fitted on the full training split (every strategy is
     probed on the same labelled data; ``probe.fit_on="subset"`` uses the
-    training subset instead), L2 chosen on validation;
+    training subset instead), L2 chosen on validation; a few-label probe
+    (``probe.fewshot_per_class`` clips per class, fixed draws) is reported as
+    well: full-label probes of several strategies saturate near 0.98 on
+    AV-digits audio, and the paper's claim is about scarce labels;
+  * training features are computed once per split and served from memory
+    (no augmentation is used);
   * subsets (``data.per_class`` / ``data.imbalance_ratio``) are chosen from
     the annotation, seeded by ``config.seed``;
   * a labels file replaces the labels used by sampling and by the supervised
@@ -184,7 +202,7 @@ class AVC(Method):
     # small training set would cost as much as the train step itself.
     relabel = self.sampling_labels
     source = subsets.SubsetSource(
-        subsets.ArraySource(self.split_arrays("train")), idx,
+        pipeline.ArraySource(self.split_arrays("train")), idx,
         labels=None if relabel is None else relabel[idx])
     return pipeline.make_train_iterator(
         source, batch_size=batch_size, seed=seed, batch_transform=None,
@@ -235,7 +253,7 @@ class AVC(Method):
     del stage, step
     k_drop, k_sample = jax.random.split(rng)
     a, v = self.embed(params, batch["audio"], batch["visual"], rng=k_drop)
-    labels = batch["label"]
+    labels = jnp.asarray(batch["label"])
     if self.objective == "supervised":
       ce = [optax.softmax_cross_entropy_with_integer_labels(
           self.classifier.apply(params[name], e), labels).mean()
@@ -243,7 +261,7 @@ class AVC(Method):
       return 0.5 * (ce[0] + ce[1]), {"ce_audio": ce[0], "ce_visual": ce[1]}
 
     part = self.partners(k_sample, a, v, labels, batch["id"])
-    truth = batch["true_label"]
+    truth = jnp.asarray(batch["true_label"])
     neg_ok = part["negative_valid"].astype(jnp.float32)     # [B, K]
     n_ok = jnp.maximum(jnp.sum(neg_ok), 1.0)
     metrics = {

@@ -16,6 +16,9 @@ picks the index ``j`` of the clip whose *visual* stream is paired with it:
                    anchor under the current embedding distance.
 =================  =========================================================
 
+``sample_partners`` combines them: one positive and K distinct negatives per
+anchor, each kind drawn from a strategy mix (``{"own": 0.5, "soft": 0.5}``).
+
 All functions are pure ``jax.numpy`` on fixed shapes (no Python control flow
 on values), so they run inside the jitted train step; a partner is a function
 of (batch, PRNG key) only, hence deterministic for a seed and unchanged by
@@ -170,7 +173,7 @@ def label_distances(labels: jax.Array,
 
 def _mix(key: jax.Array, weights: Mapping[str, float], kinds: tuple[str, ...],
          b: int, field: str) -> jax.Array:
-  """int32 [B] per-anchor kind index drawn ∝ weights (static Python floats)."""
+  """int32 [B] per-anchor kind index drawn ∝ weights (static floats)."""
   unknown = sorted(set(weights) - set(kinds))
   if unknown:
     raise ValueError(f"{field}: unknown kind(s) {unknown}; valid: "
