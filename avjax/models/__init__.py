@@ -1,4 +1,10 @@
-"""Flax modules: encoders, heads, denoiser, sync module, meta-weight MLP."""
+"""Flax modules: encoders, heads, transformer, denoiser.
+
+Submodules: ``encoders`` (conv / time-conv / MLP encoders, two-tower),
+``heads`` (AVC correspondence head, linear classifier), ``transformer``,
+``speech_image`` (CMD's speech and image encoders), ``denoiser`` (CMD's
+cross-attention head), ``corruption`` (feature corruptions).
+"""
 
 from avjax.models.encoders import ConvEncoder
 from avjax.models.encoders import l2_normalize
@@ -7,5 +13,11 @@ from avjax.models.encoders import MLPEncoder
 from avjax.models.encoders import TimeConvEncoder
 from avjax.models.encoders import TwoTower
 
-__all__ = ["ConvEncoder", "MLPEncoder", "TimeConvEncoder", "TwoTower", "l2_normalize",
-           "make_encoder"]
+__all__ = [
+    "ConvEncoder",
+    "MLPEncoder",
+    "TimeConvEncoder",
+    "TwoTower",
+    "l2_normalize",
+    "make_encoder",
+]

@@ -14,11 +14,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-
-def l2_normalize(x: jax.Array, axis: int = -1, eps: float = 1e-6) -> jax.Array:
-  """x / max(||x||, eps) along ``axis``; finite for all-zero rows."""
-  norm = jnp.sqrt(jnp.sum(x * x, axis=axis, keepdims=True))
-  return x / jnp.maximum(norm, eps)
+from avjax.losses.distances import safe_l2_normalize as l2_normalize
 
 
 class ConvEncoder(nn.Module):
