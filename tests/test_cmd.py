@@ -34,11 +34,11 @@ def _tiny_config(arg="quick", **cmd_overrides):
   config.model.image.update({"width": 16, "num_layers": 1, "num_heads": 2})
   config.cmd.head.update({"width": 16, "num_layers": 1, "num_heads": 2})
   for key, value in cmd_overrides.items():
-    node, *path = key.split(".")
+    *parents, leaf = key.split(".")
     target = config.cmd
-    for p in [node] + path[:-1]:
+    for p in parents:
       target = target[p]
-    target[path[-1] if path else node] = value
+    target[leaf] = value
   return config
 
 
@@ -271,3 +271,24 @@ def test_evaluate_same_retrieval_without_head(tmp_path,
   plots = set(os.listdir(tmp_path))
   assert "retrieval_examples.png" in plots
   assert "cmd_attention_0.png" in plots
+
+
+def test_fixed_length_audio_view_crops_and_pads():
+  records = [{"audio": np.arange(1, 11, dtype=np.int16), "audio_length": 10,
+              "image": np.zeros((4, 4, 3), np.uint8), "image_id": 7,
+              "wav_file": b"a.wav"},
+             {"audio": np.arange(1, 4, dtype=np.int16), "audio_length": 3,
+              "image": np.ones((4, 4, 3), np.uint8), "image_id": 8,
+              "wav_file": b"b.wav"}]
+  view = cmd_lib._FixedLengthAudio(records, 6)  # pylint: disable=protected-access
+  assert len(view) == 2
+  long, short = view[0], view[1]
+  np.testing.assert_array_equal(long["audio"], [1, 2, 3, 4, 5, 6])
+  assert long["audio_length"] == 6
+  np.testing.assert_array_equal(short["audio"], [1, 2, 3, 0, 0, 0])
+  assert short["audio_length"] == 3 and short["image_id"] == 8
+  assert set(long) == {"audio", "audio_length", "image", "image_id"}
+  bad = cmd_lib._FixedLengthAudio(  # pylint: disable=protected-access
+      [dict(records[0], audio=np.zeros((2, 3), np.int16))], 6)
+  with pytest.raises(ValueError, match="1-D waveform"):
+    bad[0]

@@ -250,8 +250,8 @@ class CMD(Method):
     """τ = exp(log_temperature) clipped to [temperature_min, max]."""
     lo, hi = self._log_t_bounds
     if not self.config.contrastive.learn_temperature:
-      return jnp.exp(jnp.asarray(math.log(
-          self.config.contrastive.temperature_init), jnp.float32))
+      return jnp.asarray(self.config.contrastive.temperature_init,
+                         jnp.float32)
     return jnp.exp(jnp.clip(params["log_temperature"], lo, hi))
 
   # Model ------------------------------------------------------------------
@@ -311,11 +311,27 @@ class CMD(Method):
     gap = _masked_average(dist(corr.features, target), weights)
     return loss, {f"cmd_{direction}": loss, f"gap_{direction}": gap}
 
+  def augment(self, batch, rng):
+    """Training-time input augmentation (``config.augment``): SpecAugment
+    masks on the log-mels, random translations of the images."""
+    cfg = self.config.get("augment")
+    audio, image = batch["audio"], batch["image"]
+    if not cfg:
+      return audio, image
+    rng_a, rng_i = jax.random.split(rng)
+    if cfg.time_masks or cfg.freq_masks:
+      audio = speech_image.spec_augment(
+          rng_a, audio, batch["audio_mask"], cfg.time_masks,
+          cfg.max_time_width, cfg.freq_masks, cfg.max_freq_width)
+    image = speech_image.random_shift(rng_i, image, cfg.image_shift)
+    return audio, image
+
   def loss_fn(self, params, batch, rng, stage: Stage, step):
     del stage, step
-    rng_enc, rng_s, rng_i = jax.random.split(rng, 3)
-    s, i = self.encode(params["encoders"], batch["audio"],
-                       batch["audio_mask"], batch["image"], rng=rng_enc)
+    rng_enc, rng_s, rng_i, rng_aug = jax.random.split(rng, 4)
+    audio, image = self.augment(batch, rng_aug)
+    s, i = self.encode(params["encoders"], audio, batch["audio_mask"], image,
+                       rng=rng_enc)
     tau = self.temperature(params)
     contrastive = jnp.mean(losses.info_nce(s.embedding, i.embedding, tau))
     metrics = {"contrastive": contrastive, "temperature": tau}

@@ -13,7 +13,10 @@ to ``embed_dim``.
 Image: ViT-style: non-overlapping ``patch_size`` patches → linear patch
 embedding + learned position embeddings → pre-LN transformer → patch
 features [B, P, D]; the global embedding is the mean of the patches,
-projected.
+projected. An optional small convolutional stem before the patches (the
+"hybrid" ViT) gives the translation-equivariant low-level features a plain
+ViT must otherwise learn from data; on AV-digits' 3,000 training canvases
+that matters (see configs/cmd.py).
 
 Decisions the paper (which uses pretrained HuBERT-like and CLIP-like
 encoders) leaves to us:
@@ -64,11 +67,120 @@ def subsample_mask(mask: jax.Array, strides: Sequence[int]) -> jax.Array:
   return mask
 
 
+POOLINGS = ("mean", "max", "mean_max")
+
+
+def pool(x: jax.Array, mask: jax.Array, kind: str) -> jax.Array:
+  """Pools tokens x [B, N, D] over the valid ones (mask [B, N]).
+
+  "mean" → [B, D]; "max" (per-channel maximum; rows without a valid token
+  give 0) → [B, D]; "mean_max" → their concatenation [B, 2D].
+  """
+  if kind not in POOLINGS:
+    raise ValueError(f"pooling={kind!r} is not one of {list(POOLINGS)}")
+  mean = transformer.masked_mean(x, mask)
+  if kind == "mean":
+    return mean
+  valid = mask[..., None]
+  peak = jnp.max(jnp.where(valid, x, -jnp.inf), axis=1)
+  peak = jnp.where(jnp.any(valid, axis=1), peak, 0.0)
+  return peak if kind == "max" else jnp.concatenate([mean, peak], axis=-1)
+
+
+def _masked_moments(x: jax.Array, mask: jax.Array
+                    ) -> tuple[jax.Array, jax.Array]:
+  """Mean and variance over the valid frames: [B, T, F] → 2 × [B, 1, F]."""
+  w = mask[..., None].astype(x.dtype)
+  n = jnp.maximum(jnp.sum(w, axis=1, keepdims=True), 1.0)
+  x = jnp.where(w > 0, x, 0.0)
+  mean = jnp.sum(x, axis=1, keepdims=True) / n
+  var = jnp.sum(w * (x - mean) ** 2, axis=1, keepdims=True) / n
+  return mean, var
+
+
+def utterance_normalize(log_mel: jax.Array, mask: jax.Array,
+                        eps: float = 1e-5) -> jax.Array:
+  """Per-utterance, per-bin mean/variance normalisation over valid frames.
+
+  log_mel [B, T, F], mask bool [B, T] → [B, T, F]; padded frames → 0.
+  """
+  mean, var = _masked_moments(log_mel, mask)
+  out = (log_mel - mean) * jax.lax.rsqrt(var + eps)
+  return jnp.where(mask[..., None], out, 0.0)
+
+
+def spec_augment(rng: jax.Array, log_mel: jax.Array, mask: jax.Array,
+                 num_time_masks: int = 2, max_time_width: int = 8,
+                 num_freq_masks: int = 2, max_freq_width: int = 6
+                 ) -> jax.Array:
+  """SpecAugment-style masking (Park et al. 2019) within valid frames.
+
+  Each time mask covers w ~ U{0..max_time_width} consecutive frames starting
+  uniformly inside the utterance's valid part; each frequency mask covers
+  w ~ U{0..max_freq_width} consecutive bins. Masked values are set to the
+  utterance's per-bin mean (so 0 after ``utterance_normalize``). Padding is
+  untouched.
+
+  Args:
+    rng: PRNG key.
+    log_mel: [B, T, F] float.
+    mask: bool [B, T] valid frames.
+
+  Returns:
+    [B, T, F].
+  """
+  batch, frames, bins = log_mel.shape
+  keys = jax.random.split(rng, 4)
+  lengths = jnp.sum(mask, axis=1)
+  t = jnp.arange(frames)[None, None, :]
+  widths = jax.random.randint(keys[0], (batch, num_time_masks), 0,
+                              max_time_width + 1)
+  starts = jnp.floor(jax.random.uniform(keys[1], (batch, num_time_masks))
+                     * jnp.maximum(lengths[:, None] - widths + 1, 1))
+  time_hit = jnp.any((t >= starts[..., None]) &
+                     (t < starts[..., None] + widths[..., None]), axis=1)
+  f = jnp.arange(bins)[None, None, :]
+  fwidths = jax.random.randint(keys[2], (batch, num_freq_masks), 0,
+                               max_freq_width + 1)
+  fstarts = jax.random.randint(keys[3], (batch, num_freq_masks), 0,
+                               jnp.maximum(bins - fwidths + 1, 1))
+  freq_hit = jnp.any((f >= fstarts[..., None]) &
+                     (f < fstarts[..., None] + fwidths[..., None]), axis=1)
+  hit = (time_hit & mask)[:, :, None] | (freq_hit[:, None, :] & mask[..., None])
+  mean, _ = _masked_moments(log_mel, mask)
+  return jnp.where(hit, mean, log_mel)
+
+
+def random_shift(rng: jax.Array, images: jax.Array,
+                 max_shift: int) -> jax.Array:
+  """Translates each image by its own random (dy, dx) in [-s, s]², zero fill.
+
+  images [B, H, W, C] → [B, H, W, C]. AV-digits canvases are ink on black,
+  so the fill matches the background; a uniform shift keeps the digits'
+  reading order.
+  """
+  if max_shift <= 0:
+    return images
+  batch, height, width, _ = images.shape
+  s = max_shift
+  padded = jnp.pad(images, ((0, 0), (s, s), (s, s), (0, 0)))
+  offsets = jax.random.randint(rng, (batch, 2), 0, 2 * s + 1)
+
+  def crop(img, off):
+    return jax.lax.dynamic_slice(img, (off[0], off[1], 0),
+                                 (height, width, img.shape[-1]))
+
+  return jax.vmap(crop)(padded, offsets)
+
+
 class SpeechEncoder(nn.Module):
   """Log-mel frames → frame features, frame mask and a global embedding.
 
   Attributes:
     conv_features: channels of the 1-D conv front-end layers.
+    input_norm: normalise each mel bin to zero mean, unit variance over the
+      utterance's valid frames (cepstral mean-variance normalisation);
+      removes gain and channel differences.
     conv_strides: time stride of each conv layer (same length).
     conv_kernel: odd kernel size (in frames) of the conv layers.
     width: transformer width D.
@@ -79,12 +191,14 @@ class SpeechEncoder(nn.Module):
   conv_features: Sequence[int] = (64, 64)
   conv_strides: Sequence[int] = (2, 2)
   conv_kernel: int = 3
+  input_norm: bool = True
   width: int = 64
   num_layers: int = 2
   num_heads: int = 4
   mlp_ratio: float = 4.0
   dropout: float = 0.0
   embed_dim: int = 64
+  pooling: str = "mean"
 
   @nn.compact
   def __call__(self, log_mel: jax.Array, mask: jax.Array | None = None, *,
@@ -108,6 +222,8 @@ class SpeechEncoder(nn.Module):
                        f"{log_mel.shape}")
     mask = mask.astype(bool)
     x = log_mel.astype(jnp.float32)
+    if self.input_norm:
+      x = utterance_normalize(x, mask)
     half = self.conv_kernel // 2
     for i, (f, s) in enumerate(zip(self.conv_features, self.conv_strides)):
       x = jnp.where(mask[..., None], x, 0.0)
@@ -120,8 +236,8 @@ class SpeechEncoder(nn.Module):
     x = transformer.TransformerEncoder(
         self.num_layers, self.num_heads, self.mlp_ratio, self.dropout,
         name="transformer")(x, mask, train=train)
-    pooled = transformer.masked_mean(x, mask)
-    embedding = nn.Dense(self.embed_dim, name="projection")(pooled)
+    embedding = nn.Dense(self.embed_dim, name="projection")(
+        pool(x, mask, self.pooling))
     return EncoderOutput(x, mask, embedding)
 
 
@@ -129,19 +245,26 @@ class ImageEncoder(nn.Module):
   """Images [B, H, W, C] → patch features, all-True mask, global embedding.
 
   Attributes:
-    patch_size: side of the square non-overlapping patches; must divide H, W.
+    patch_size: side of the square non-overlapping patches, in pixels of
+      the stem's output (of the image when there is no stem); must divide
+      its height and width.
+    stem_features: channels of an optional convolutional stem (3×3 convs of
+      stride 2, each halving H and W, + LayerNorm + GELU) before the patch
+      embedding — the "hybrid" ViT of Dosovitskiy et al.; () = plain ViT.
     width: transformer width D.
     num_layers / num_heads / mlp_ratio / dropout: transformer settings.
     embed_dim: width E of the global embedding.
   """
 
   patch_size: int = 8
+  stem_features: Sequence[int] = ()
   width: int = 64
   num_layers: int = 2
   num_heads: int = 4
   mlp_ratio: float = 4.0
   dropout: float = 0.0
   embed_dim: int = 64
+  pooling: str = "mean"
 
   @nn.compact
   def __call__(self, images: jax.Array, *,
@@ -151,13 +274,19 @@ class ImageEncoder(nn.Module):
     if images.ndim != 4:
       raise ValueError("ImageEncoder expects images [B, H, W, C], got shape "
                        f"{images.shape}")
-    _, height, width, _ = images.shape
+    x = images.astype(jnp.float32)
+    for i, f in enumerate(self.stem_features):
+      x = nn.Conv(f, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)),
+                  name=f"stem_conv_{i}")(x)
+      x = nn.gelu(nn.LayerNorm(name=f"stem_norm_{i}")(x))
+    _, height, width, _ = x.shape
     p = self.patch_size
     if height % p or width % p:
-      raise ValueError(f"image size {height}x{width} is not divisible by "
-                       f"patch_size={p}")
+      raise ValueError(f"image size {images.shape[1]}x{images.shape[2]} "
+                       f"({height}x{width} after the stem) is not divisible "
+                       f"by patch_size={p}")
     x = nn.Conv(self.width, (p, p), strides=(p, p), padding="VALID",
-                name="patch_embed")(images.astype(jnp.float32))
+                name="patch_embed")(x)
     x = x.reshape(x.shape[0], -1, self.width)
     pos = self.param("position_embedding", nn.initializers.normal(0.02),
                      (x.shape[1], self.width))
@@ -167,7 +296,7 @@ class ImageEncoder(nn.Module):
         self.num_layers, self.num_heads, self.mlp_ratio, self.dropout,
         name="transformer")(x, mask, train=train)
     embedding = nn.Dense(self.embed_dim, name="projection")(
-        jnp.mean(x, axis=1))
+        pool(x, mask, self.pooling))
     return EncoderOutput(x, mask, embedding)
 
 
