@@ -57,49 +57,62 @@ def _stage(config):
   return StageScheduler(config.stages)[0]
 
 
+class _Tiny:
+  """One small CMD method shared by the tests of this module, with its
+  params, a batch, the batch's encoder outputs and a jitted loss_fn (each
+  compiled once)."""
+
+  def __init__(self):
+    self.method = cmd_lib.CMD(_tiny_config())
+    self.batch = _batch()
+    self.params = self.method.init_params(jax.random.PRNGKey(0), self.batch)
+    self.stage = _stage(self.method.config)
+    self.encode = jax.jit(self.method.encode)
+    self.speech, self.image = self.encode(
+        self.params["encoders"], self.batch["audio"],
+        self.batch["audio_mask"], self.batch["image"])
+    self.loss_fn = jax.jit(self.method.loss_fn, static_argnums=3)
+
+
 @pytest.fixture(scope="module")
-def method_and_params():
-  method = cmd_lib.CMD(_tiny_config())
-  return method, method.init_params(jax.random.PRNGKey(0), _batch())
+def tiny():
+  return _Tiny()
 
 
-def test_param_tree_and_head_count(method_and_params):
-  method, params = method_and_params
+def test_param_tree_and_head_count(tiny):
+  params = tiny.params
   assert set(params) == {"encoders", "log_temperature", "cmd_head"}
   assert set(params["cmd_head"]) == {"speech_from_image", "speech_mask_token"}
   n_head = cmd_lib.count_params(params["cmd_head"])
   assert 0 < n_head < cmd_lib.count_params(params["encoders"])
-  np.testing.assert_allclose(float(method.temperature(params)), 0.07,
+  np.testing.assert_allclose(float(tiny.method.temperature(params)), 0.07,
                              rtol=1e-6)
-  base = cmd_lib.CMD(_tiny_config("quick,no_cmd"))
-  base_params = base.init_params(jax.random.PRNGKey(0), _batch())
-  assert set(base_params) == {"encoders", "log_temperature"}
-  sym = cmd_lib.CMD(_tiny_config("quick,symmetric"))
-  sym_params = sym.init_params(jax.random.PRNGKey(0), _batch())
-  assert set(sym_params["cmd_head"]) == {
+  b = tiny.batch
+  shapes = lambda m: jax.eval_shape(  # pylint: disable=protected-access
+      m._init_params, jax.random.PRNGKey(0), b["audio"][:2],
+      b["audio_mask"][:2], b["image"][:2])
+  base = shapes(cmd_lib.CMD(_tiny_config("quick,no_cmd")))
+  assert set(base) == {"encoders", "log_temperature"}
+  sym = shapes(cmd_lib.CMD(_tiny_config("quick,symmetric")))
+  assert set(sym["cmd_head"]) == {
       "speech_from_image", "speech_mask_token", "image_from_speech",
       "image_mask_token"}
 
 
-def test_retrieval_outputs_identical_without_head(method_and_params):
-  method, params = method_and_params
-  batch = _batch()
+def test_retrieval_outputs_identical_without_head(tiny):
+  batch, params = tiny.batch, tiny.params
   trained = dict(params)  # A head with arbitrary (non-init) values.
   trained["cmd_head"] = jax.tree.map(lambda x: x + 1.0, params["cmd_head"])
   without = {k: v for k, v in params.items() if k != "cmd_head"}
-  for p in (trained, params):
-    s, i = method.embed(p, batch["audio"], batch["audio_mask"],
-                        batch["image"])
-    s0, i0 = method.embed(without, batch["audio"], batch["audio_mask"],
-                          batch["image"])
-    np.testing.assert_array_equal(s, s0)
-    np.testing.assert_array_equal(i, i0)
+  embed = jax.jit(tiny.method.embed)
+  s0, i0 = embed(without, batch["audio"], batch["audio_mask"], batch["image"])
+  s, i = embed(trained, batch["audio"], batch["audio_mask"], batch["image"])
+  np.testing.assert_array_equal(s, s0)
+  np.testing.assert_array_equal(i, i0)
 
 
-def test_loss_finite_and_cmd_gradients_reach_both_encoders(
-    method_and_params):
-  method, params = method_and_params
-  batch = _batch()
+def test_cmd_gradients_reach_both_encoders(tiny):
+  method, batch = tiny.method, tiny.batch
 
   def cmd_only(p):
     s, i = method.encode(p["encoders"], batch["audio"], batch["audio_mask"],
@@ -111,79 +124,69 @@ def test_loss_finite_and_cmd_gradients_reach_both_encoders(
 
   # The zero-initialised output layer blocks the gradient at init; any
   # trained head passes it on.
-  p = dict(params)
+  p = dict(tiny.params)
   p["cmd_head"] = jax.tree.map(
       lambda x: x + 0.05 * jax.random.normal(jax.random.PRNGKey(3), x.shape),
-      params["cmd_head"])
+      p["cmd_head"])
   grads = jax.jit(jax.grad(cmd_only))(p)["encoders"]["params"]
   for tower in ("speech", "image"):
     norm = optax.global_norm(grads[tower])
     assert np.isfinite(norm) and norm > 0, tower
-  loss, metrics = jax.jit(method.loss_fn, static_argnums=3)(
-      params, batch, jax.random.PRNGKey(4), _stage(method.config), 0)
-  assert np.isfinite(loss)
-  assert {"contrastive", "temperature", "cmd_speech_from_image",
-          "gap_speech_from_image"} <= set(metrics)
 
 
-def test_zero_noise_gives_zero_target_gap():
-  method = cmd_lib.CMD(_tiny_config(**{
-      "speech_corruption.noise_std": 0.0,
-      "speech_corruption.mask_fraction": 0.0,
-      "speech_corruption.swap_fraction": 0.0}))
-  params = method.init_params(jax.random.PRNGKey(0), _batch())
-  _, metrics = jax.jit(method.loss_fn, static_argnums=3)(
-      params, _batch(), jax.random.PRNGKey(1), _stage(method.config), 0)
-  # Uncorrupted input: no gap to close, and the identity-initialised head
-  # reconstructs it exactly.
-  assert float(metrics["gap_speech_from_image"]) < 1e-6
-  assert float(metrics["cmd_speech_from_image"]) < 1e-6
-  noisy = cmd_lib.CMD(_tiny_config())
-  _, metrics = jax.jit(noisy.loss_fn, static_argnums=3)(
-      params, _batch(), jax.random.PRNGKey(1), _stage(noisy.config), 0)
-  assert float(metrics["gap_speech_from_image"]) > 0.1
-
-
-def test_padding_contents_do_not_change_the_loss(method_and_params):
-  method, params = method_and_params
-  batch = _batch()
+def test_loss_is_finite_and_independent_of_padding_contents(tiny):
+  batch = tiny.batch
   big = dict(batch, audio=np.where(batch["audio_mask"][..., None],
                                    batch["audio"], 1e4).astype(np.float32))
-  fn = jax.jit(method.loss_fn, static_argnums=3)
-  stage = _stage(method.config)
-  loss, m = fn(params, batch, jax.random.PRNGKey(1), stage, 0)
-  loss_big, m_big = fn(params, big, jax.random.PRNGKey(1), stage, 0)
+  loss, m = tiny.loss_fn(tiny.params, batch, jax.random.PRNGKey(1),
+                         tiny.stage, 0)
+  loss_big, m_big = tiny.loss_fn(tiny.params, big, jax.random.PRNGKey(1),
+                                 tiny.stage, 0)
+  assert np.isfinite(loss)
+  assert {"contrastive", "temperature", "cmd_speech_from_image",
+          "gap_speech_from_image"} <= set(m)
   np.testing.assert_allclose(loss_big, loss, rtol=1e-5)
   for key in m:
     np.testing.assert_allclose(m_big[key], m[key], rtol=1e-4, atol=1e-6,
                                err_msg=key)
+  # The configured corruption leaves a gap for the head to close.
+  assert float(m["gap_speech_from_image"]) > 0.1
 
 
-def test_head_training_on_a_fixed_batch_reduces_reconstruction_error():
+def test_zero_noise_gives_zero_target_gap(tiny):
+  zero = ml_collections.ConfigDict(
+      {"noise_std": 0.0, "mask_fraction": 0.0, "swap_fraction": 0.0})
+  loss, m = jax.jit(
+      lambda head, s, i: tiny.method._denoising_loss(  # pylint: disable=protected-access
+          head, s, i, "speech_from_image", zero, jax.random.PRNGKey(0)))(
+              tiny.params["cmd_head"], tiny.speech, tiny.image)
+  # Uncorrupted input: no gap to close, and the identity-initialised head
+  # reconstructs it exactly.
+  assert float(m["gap_speech_from_image"]) < 1e-6
+  assert float(loss) < 1e-6
+
+
+def test_head_training_on_a_fixed_batch_reduces_reconstruction_error(tiny):
   """The method's denoising loss (fresh corruption every step, learned mask
   token, normalised MSE) trained on one batch's fixed encoder features."""
-  config = _tiny_config(**{"speech_corruption.noise_std": 0.3,
-                           "speech_corruption.mask_fraction": 0.5,
-                           "speech_corruption.swap_fraction": 0.0})
-  method = cmd_lib.CMD(config)
-  batch = _batch()
-  params = method.init_params(jax.random.PRNGKey(0), batch)
-  s, i = jax.jit(method.encode)(params["encoders"], batch["audio"],
-                                batch["audio_mask"], batch["image"])
+  method = tiny.method
+  corr = ml_collections.ConfigDict(
+      {"noise_std": 0.3, "mask_fraction": 0.5, "swap_fraction": 0.0})
   tx = optax.adam(3e-3)
 
   def loss(head, k):
     return method._denoising_loss(  # pylint: disable=protected-access
-        head, s, i, "speech_from_image", config.cmd.speech_corruption,
+        head, tiny.speech, tiny.image, "speech_from_image", corr,
         jax.random.fold_in(jax.random.PRNGKey(1), k))
 
   @jax.jit
   def step(head, opt, k):
-    (value, metrics), grads = jax.value_and_grad(loss, has_aux=True)(head, k)
+    (_, metrics), grads = jax.value_and_grad(loss, has_aux=True)(head, k)
     updates, opt = tx.update(grads, opt)
     return optax.apply_updates(head, updates), opt, metrics
 
-  head, opt = params["cmd_head"], tx.init(params["cmd_head"])
+  head = tiny.params["cmd_head"]
+  opt = tx.init(head)
   history = []
   for k in range(150):
     head, opt, metrics = step(head, opt, k)
@@ -197,13 +200,20 @@ def test_head_training_on_a_fixed_batch_reduces_reconstruction_error():
   assert last[0] < 0.5 * first[0], (first, last)
 
 
-def test_temperature_is_projected_into_range(method_and_params):
-  method, params = method_and_params
-  p = dict(params, log_temperature=jnp.asarray(math.log(5.0)))
+class _PushTemperatureUp(cmd_lib.CMD):
+  """CMD whose loss only pushes log τ up (cheap to compile)."""
+
+  def loss_fn(self, params, batch, rng, stage, step):
+    return -params["log_temperature"], {}
+
+
+def test_temperature_is_projected_into_range(tiny):
+  method = _PushTemperatureUp(tiny.method.config)
+  p = dict(tiny.params, log_temperature=jnp.asarray(math.log(5.0)))
   assert float(method.temperature(p)) == pytest.approx(0.5, rel=1e-6)
-  state = TrainState.create(p, optax.sgd(0.0), jax.random.PRNGKey(0))
-  state, _ = jax.jit(lambda s: method.train_step(
-      s, _batch(), _stage(method.config)))(state)
+  state = TrainState.create(p, optax.sgd(10.0), jax.random.PRNGKey(0))
+  state, _ = jax.jit(lambda s: method.train_step(s, tiny.batch,
+                                                 tiny.stage))(state)
   assert float(state.params["log_temperature"]) == pytest.approx(
       math.log(0.5), rel=1e-6)
 

@@ -36,6 +36,12 @@ Decisions the paper leaves open (config fields in ``configs/cmd.py``):
     (``"corrupted"``, MAE style).
   * Noise: the summary in papers.md mentions swapping features with other
     samples'; ratios were not found. Masked frames get a learned mask token.
+  * Head size: 2 cross-attention layers at the encoders' width (the paper's
+    depth was not found); its parameter count is logged at start-up and
+    reported as ``head_params`` in the metrics.
+  * Optional SpecAugment / image-shift input augmentation
+    (``config.augment``) is applied before the encoders, identically with or
+    without the head.
   * The head's attention map plotted at evaluation is the last decoder
     layer's, averaged over heads and over the frames of one stretch of the
     caption, with the clean (uncorrupted) frames as queries. On AV-digits the

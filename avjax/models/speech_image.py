@@ -4,19 +4,19 @@ Both encoders return an :class:`EncoderOutput`: token features (speech
 frames or image patches) for the cross-modal denoiser, their validity mask,
 and one global embedding per example for retrieval.
 
-Speech: log-mel frames [B, T, n_mels] → 1-D convolutions over time (the
-strided ones subsample time) → linear map to the model width + sinusoidal
-positions → pre-LN transformer with a key padding mask → frame features
-[B, T', D]. The global embedding is the masked mean of the frames, projected
-to ``embed_dim``.
+Speech: log-mel frames [B, T, n_mels] → optional per-utterance mean/variance
+normalisation → 1-D convolutions over time (the strided ones subsample
+time) → linear map to the model width + sinusoidal positions → pre-LN
+transformer with a key padding mask → frame features [B, T', D]. The global
+embedding is a masked pooling of the frames, projected to ``embed_dim``.
 
-Image: ViT-style: non-overlapping ``patch_size`` patches → linear patch
-embedding + learned position embeddings → pre-LN transformer → patch
-features [B, P, D]; the global embedding is the mean of the patches,
-projected. An optional small convolutional stem before the patches (the
-"hybrid" ViT) gives the translation-equivariant low-level features a plain
-ViT must otherwise learn from data; on AV-digits' 3,000 training canvases
-that matters (see configs/cmd.py).
+Image: ViT-style: an optional convolutional stem, non-overlapping
+``patch_size`` patches → linear patch embedding + learned position
+embeddings → pre-LN transformer → patch features [B, P, D]; the global
+embedding is a pooling of the patches, projected.
+
+Also here: the training-time input augmentations used with these encoders
+(``spec_augment``, ``random_shift``), pure jnp and padding-aware.
 
 Decisions the paper (which uses pretrained HuBERT-like and CLIP-like
 encoders) leaves to us:
@@ -27,12 +27,20 @@ encoders) leaves to us:
     The frame mask is subsampled with the conv strides (frame ``j`` is valid
     iff input frame ``j * stride`` is): an utterance of L frames keeps
     ceil(L / stride) frames, exactly what a lone unpadded utterance gives.
-  * Normalisation is LayerNorm only (no statistics across time or batch),
-    for the same reason.
+  * Normalisation is LayerNorm only (no statistics across batch) and the
+    input normalisation uses only the utterance's valid frames, for the same
+    reason.
   * Speech positions are fixed sinusoids (utterance length is open-ended);
     image positions are learned (the patch grid is fixed).
-  * Global embeddings are mean-pooled (no CLS token) and not L2-normalised
-    here; the contrastive loss and cosine retrieval normalise them.
+  * Trained from scratch on small data (AV-digits), a plain ViT with 8×8
+    patches and mean pooling learned nothing in the first few hundred steps
+    (even with digit labels); a small stride-2 conv stem before the patches
+    (the "hybrid" ViT of Dosovitskiy et al.) whose tokens each see about one
+    digit, with max pooling over tokens (a multiple-instance "which digits
+    are present" read-out), did. Both are options (``stem_features``,
+    ``pooling``); configs/cmd.py picks them for AV-digits.
+  * Global embeddings are not L2-normalised here; the contrastive loss and
+    cosine retrieval normalise them.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ Configs:
   1 s recording of its digit word. 1,258 / 269 / 270 examples.
 - `captions` (CMD): a 64x64 canvas of 2-4 digits and the spoken sequence of
   its digits in reading order (see `canvas` for the precise order).
-  3,000 / 500 / 500 examples (`AvDigitsConfig.caption_split_sizes`).
+  20,000 / 500 / 500 examples (`AvDigitsConfig.caption_split_sizes`).
 
 Both configs use the same disjoint split of scikit-learn's 1,797 digits
 (70/15/15 %, stratified, `digits.split_indices`); a canvas only uses digits
@@ -52,7 +52,9 @@ PAIRS_AUDIO_SAMPLES = speech.SAMPLE_RATE  # 1.0 s
 CAPTION_MAX_SECONDS = 3.5
 CAPTION_AUDIO_SAMPLES = int(CAPTION_MAX_SECONDS * speech.SAMPLE_RATE)
 CAPTION_MAX_MARGIN = int(0.15 * speech.SAMPLE_RATE)  # noise before/after
-CAPTION_SPLIT_SIZES = {"train": 3000, "validation": 500, "test": 500}
+# 20,000 training canvases: with 3,000 (version 1.0.0) the CMD encoders,
+# trained from scratch, memorised the pairs (train R@1 0.45, test 0.015).
+CAPTION_SPLIT_SIZES = {"train": 20000, "validation": 500, "test": 500}
 
 _CONFIG_IDS = {"pairs": 0, "captions": 1}
 
@@ -222,8 +224,13 @@ def _captions_features() -> dict[str, tfds.features.FeatureConnector]:
 class AvDigits(tfds.core.GeneratorBasedBuilder):
     """AV-digits: scikit-learn handwritten digits with espeak-ng speech."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Initial release: configs pairs and captions."}
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES = {
+        "1.0.0": "Initial release: configs pairs and captions.",
+        "1.1.0": ("captions: 20,000 training canvases instead of 3,000; "
+                  "examples 0-2,999 and the validation and test examples "
+                  "are unchanged apart from their ids."),
+    }
     BUILDER_CONFIGS = [
         AvDigitsConfig(
             name="pairs",
