@@ -29,6 +29,7 @@ Arguments:
   flickr8k_audio  Flickr8k Audio Captions, 224×224 images (manual download).
   spokencoco      SpokenCOCO, 224×224 images (manual download).
   seed=N          Random seed (init, data order, corruption).
+  steps=N         N training steps instead of the variant's default.
 
 metrics.json: r{1,5,10}_s2i (speech→image), r{1,5,10}_i2s (image→speech),
 r{k}_mean, r_mean, map_*, temperature, head_params (0 without the head),
@@ -41,7 +42,7 @@ import ml_collections
 from avjax.config_utils import parse_config_arg
 
 _VARIANTS = {"quick", "no_cmd", "symmetric", "flickr8k_audio", "spokencoco"}
-_KEYS = {"seed", "noise"}
+_KEYS = {"seed", "noise", "steps"}
 # Speech-frame corruption presets (papers.md: ratios not given by the paper).
 NOISE_PRESETS = {
     "mix": {"noise_std": 0.2, "mask_fraction": 0.3, "swap_fraction": 0.2},
@@ -62,6 +63,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if noise not in NOISE_PRESETS:
     raise ValueError(f"configs/cmd.py: noise={noise!r} is not one of "
                      f"{sorted(NOISE_PRESETS)}")
+  if "steps" in settings and (not isinstance(settings["steps"], int)
+                              or settings["steps"] <= 0):
+    raise ValueError(f"configs/cmd.py: steps={settings['steps']!r} is not a "
+                     "positive integer")
   if {"flickr8k_audio", "spokencoco"} <= variants:
     raise ValueError("configs/cmd.py: choose one of 'flickr8k_audio' or "
                      "'spokencoco'")
@@ -180,6 +185,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if "symmetric" in variants:
     config.cmd.symmetric = True
 
+  steps = settings.get("steps", steps)
   config.stages = (ml_collections.ConfigDict({"name": "train",
                                               "steps": steps}),)
   return config
