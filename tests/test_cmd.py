@@ -246,8 +246,8 @@ def test_config_variants_and_bad_settings():
     assert isinstance(config, ml_collections.ConfigDict)
   assert _load_config("no_cmd").cmd.weight == 0.0
   assert _load_config("quick,seed=3").seed == 3
-  assert _load_config("no_cmd,steps=4000").stages[0].steps == 4000
-  assert _load_config(None).stages[0].steps == 2000
+  assert _load_config("no_cmd,steps=2000").stages[0].steps == 2000
+  assert _load_config(None).stages[0].steps == 4000
   with pytest.raises(ValueError, match="steps=0 is not a positive integer"):
     _load_config("steps=0")
   with pytest.raises(ValueError, match="steps='many'"):
