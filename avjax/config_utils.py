@@ -53,6 +53,20 @@ def parse_config_arg(arg: str | None, variants: set[str] | frozenset[str],
   return names, settings
 
 
+def positive_int_setting(settings: dict, key: str, default: int,
+                         config_name: str = "config") -> int:
+  """``settings[key]`` (from :func:`parse_config_arg`), or ``default``.
+
+  Raises:
+    ValueError: naming the key and value when it is not an integer > 0.
+  """
+  value = settings.get(key, default)
+  if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+    raise ValueError(f"{config_name}: {key}={value!r} is not a positive "
+                     "integer")
+  return value
+
+
 def load_config_file(path: str, arg: str | None = None
                      ) -> ml_collections.ConfigDict:
   """Calls ``get_config(arg)`` of the config file at ``path``.

@@ -47,6 +47,7 @@ distance of the speech head vs. that of its corrupted input).
 import ml_collections
 
 from avjax.config_utils import parse_config_arg
+from avjax.config_utils import positive_int_setting
 
 _VARIANTS = {"quick", "no_cmd", "symmetric", "flickr8k_audio", "spokencoco"}
 _KEYS = {"seed", "noise", "steps"}
@@ -70,10 +71,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if noise not in NOISE_PRESETS:
     raise ValueError(f"configs/cmd.py: noise={noise!r} is not one of "
                      f"{sorted(NOISE_PRESETS)}")
-  if "steps" in settings and (not isinstance(settings["steps"], int)
-                              or settings["steps"] <= 0):
-    raise ValueError(f"configs/cmd.py: steps={settings['steps']!r} is not a "
-                     "positive integer")
   if {"flickr8k_audio", "spokencoco"} <= variants:
     raise ValueError("configs/cmd.py: choose one of 'flickr8k_audio' or "
                      "'spokencoco'")
@@ -194,7 +191,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if "symmetric" in variants:
     config.cmd.symmetric = True
 
-  steps = settings.get("steps", steps)
+  steps = positive_int_setting(settings, "steps", steps, "configs/cmd.py")
   config.stages = (ml_collections.ConfigDict({"name": "train",
                                               "steps": steps}),)
   return config

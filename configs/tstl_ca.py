@@ -19,6 +19,7 @@ See README.md for runtimes and results of these commands.
 import ml_collections
 
 from avjax.config_utils import parse_config_arg
+from avjax.config_utils import positive_int_setting
 
 _VARIANTS = {"quick", "one_stage", "ave", "vegas"}
 
@@ -93,8 +94,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.eval_every = 0
 
   if "steps" in settings:
-    stage1_steps = int(settings["steps"]) // 2
-    stage2_steps = int(settings["steps"]) - stage1_steps
+    steps = positive_int_setting(settings, "steps", 0, "configs/tstl_ca.py")
+    stage1_steps = steps // 2
+    stage2_steps = steps - stage1_steps
   semihard = _stage(name="semihard", steps=stage1_steps, loss="semihard")
   curriculum = _stage(name="curriculum", steps=stage2_steps,
                       loss="interpolated_hard", alpha_start=0.0,

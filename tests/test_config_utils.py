@@ -1,6 +1,7 @@
 import pytest
 
 from avjax.config_utils import parse_config_arg
+from avjax.config_utils import positive_int_setting
 
 
 def test_parse():
@@ -31,3 +32,11 @@ def test_load_config_file(tmp_path):
   bad.write_text("x = 1\n")
   with pytest.raises(ValueError, match="no get_config"):
     load_config_file(str(bad))
+
+
+def test_positive_int_setting():
+  assert positive_int_setting({"steps": 7}, "steps", 3) == 7
+  assert positive_int_setting({}, "steps", 3) == 3
+  for bad in (0, -2, 1.5, "many", True):
+    with pytest.raises(ValueError, match=r"cfg\.py: steps=.* is not a positive"):
+      positive_int_setting({"steps": bad}, "steps", 3, "cfg.py")
