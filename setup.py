@@ -24,7 +24,12 @@ INSTALL_REQUIRES = [
     "matplotlib>=3.8",
     "tqdm>=4.66",
     "importlib_resources>=6.0",  # tfds builders inside a package (py3.11)
+    "tokenizers>=0.20",  # MAMA's caption tokenizer
 ]
+
+# PyAV bundles its own FFmpeg; decoded frames (and so accuracy) can change
+# with the FFmpeg version, so the range is pinned to one major release.
+VIDEO_REQUIRES = ["av>=18,<19"]
 
 setuptools.setup(
     name="avjax",
@@ -39,7 +44,9 @@ setuptools.setup(
     python_requires=">=3.10",
     install_requires=INSTALL_REQUIRES,
     extras_require={
-        "test": ["pytest>=8", "pytest-xdist>=3.5", "ipython>=8"],
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "ipython>=8"]
+        + VIDEO_REQUIRES,
+        "video": VIDEO_REQUIRES,
         "bench": ["torch", "pytorch-metric-learning>=2.5"],
     },
 )

@@ -2,7 +2,9 @@ import os
 
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
+from avjax.train.checkpoint import CheckpointMismatch
 from avjax.train.checkpoint import Checkpointer
 
 
@@ -43,3 +45,76 @@ def test_damaged_checkpoint_is_moved_aside(tmp_path, caplog):
   assert "step 2" in caplog.text and "damaged" in caplog.text
   assert (tmp_path / "c_damaged" / "2").is_dir()
   assert ckpt.all_steps() == [1]
+
+
+def test_shape_mismatch_is_an_error_and_moves_nothing(tmp_path):
+  ckpt = Checkpointer(str(tmp_path / "c"))
+  for s in (1, 2):
+    ckpt.save(s, _tree(s), {"stage": 0, "data_iterator": {}})
+  ckpt.close()
+  wider = {"w": jnp.zeros((5,), jnp.float32), "step": jnp.int32(0)}
+  ckpt = Checkpointer(str(tmp_path / "c"))
+  with pytest.raises(CheckpointMismatch) as info:
+    ckpt.restore_latest(wider)
+  assert "['w']: checkpoint float32[3], model float32[5]" in str(info.value)
+  assert str(tmp_path / "c") in str(info.value)
+  assert ckpt.all_steps() == [1, 2]
+  assert not (tmp_path / "c_damaged").exists()
+
+
+def test_failed_check_moves_nothing(tmp_path):
+  ckpt = Checkpointer(str(tmp_path / "c"))
+  ckpt.save(1, _tree(1), {"stage": 0, "data_iterator": {}, "config": {"a": 1}})
+  ckpt.close()
+
+  def check(step, meta):
+    raise CheckpointMismatch(f"step {step}: config {meta['config']}")
+
+  ckpt = Checkpointer(str(tmp_path / "c"))
+  with pytest.raises(CheckpointMismatch, match="step 1: config {'a': 1}"):
+    ckpt.restore_latest(_tree(0), check=check)
+  assert ckpt.all_steps() == [1]
+
+
+def test_transient_read_error_is_retried_not_moved(tmp_path, monkeypatch):
+  ckpt = Checkpointer(str(tmp_path / "c"), retry_delay_s=0.0)
+  for s in (1, 2):
+    ckpt.save(s, _tree(s), {"stage": 0, "data_iterator": {}})
+  ckpt.wait_until_finished()
+  real_restore = ckpt._manager.restore
+  failures = []
+
+  def flaky_restore(step, *args, **kwargs):
+    if not failures:  # The first read of anything fails once.
+      failures.append(step)
+      raise OSError("transient: connection reset")
+    return real_restore(step, *args, **kwargs)
+
+  monkeypatch.setattr(ckpt._manager, "restore", flaky_restore)
+  step, tree, _ = ckpt.restore_latest(_tree(0))
+  assert failures == [2] and step == 2
+  np.testing.assert_allclose(tree["w"], 2.0)
+  assert ckpt.all_steps() == [1, 2]
+  assert not (tmp_path / "c_damaged").exists()
+  ckpt.close()
+
+
+def test_persistent_read_error_moves_aside_after_retry(tmp_path, monkeypatch):
+  ckpt = Checkpointer(str(tmp_path / "c"), retry_delay_s=0.0)
+  for s in (1, 2):
+    ckpt.save(s, _tree(s), {"stage": 0, "data_iterator": {}})
+  ckpt.wait_until_finished()
+  real_restore = ckpt._manager.restore
+  attempts = []
+
+  def broken_step_2(step, *args, **kwargs):
+    if step == 2:
+      attempts.append(step)
+      raise OSError("unreadable")
+    return real_restore(step, *args, **kwargs)
+
+  monkeypatch.setattr(ckpt._manager, "restore", broken_step_2)
+  step, _, _ = ckpt.restore_latest(_tree(0))
+  assert step == 1 and attempts == [2, 2]  # tried twice before moving
+  assert (tmp_path / "c_damaged" / "2").is_dir()
+  ckpt.close()

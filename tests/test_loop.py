@@ -9,12 +9,13 @@ import pytest
 
 from avjax.train import loop
 
-from toy_method import ToyRegression, toy_config
+from avjax.train import checkpoint as checkpoint_lib
+from toy_method import ToyFrozenSecondStage, ToyRegression, toy_config
 
 
-def _run(workdir, **overrides):
+def _run(workdir, triggers=None, method_cls=ToyRegression, **overrides):
   config = toy_config(**overrides)
-  method = ToyRegression(config)
+  method = method_cls(config, **(triggers or {}))
   return loop.train_and_evaluate(config, str(workdir), method=method), method
 
 
@@ -70,7 +71,7 @@ def test_damaged_newest_checkpoint_falls_back(tmp_path, caplog):
 
 def test_nan_loss_stops_with_step_and_keeps_checkpoint(tmp_path):
   with pytest.raises(FloatingPointError, match="at step 6"):
-    _run(tmp_path, **{"data.nan_at_step": 5})
+    _run(tmp_path, triggers={"nan_loss_at": 5})
   steps = sorted(int(s) for s in os.listdir(tmp_path / "checkpoints"))
   assert steps == [4]
   assert not os.path.exists(tmp_path / "metrics.json")
@@ -78,6 +79,95 @@ def test_nan_loss_stops_with_step_and_keeps_checkpoint(tmp_path):
   # trigger finishes the run.
   metrics, _ = _run(tmp_path)
   assert np.isfinite(metrics["mse"])
+
+
+def _tree_listing(root):
+  """Relative path -> (size, mtime) of every file under ``root``."""
+  out = {}
+  for dirpath, _, files in os.walk(root):
+    for name in files:
+      path = os.path.join(dirpath, name)
+      st = os.stat(path)
+      out[os.path.relpath(path, root)] = (st.st_size, st.st_mtime_ns)
+  return out
+
+
+def test_nan_gradient_with_finite_loss_is_never_saved(tmp_path):
+  # Step index 7 (the 8th step) gets a NaN gradient, its loss stays finite;
+  # step 8 is a checkpoint step, so before the fix NaN params were saved.
+  with pytest.raises(FloatingPointError,
+                     match="non-finite at step 8 although the loss"):
+    _run(tmp_path, triggers={"nan_grad_at": 7})
+  steps = sorted(int(s) for s in os.listdir(tmp_path / "checkpoints"))
+  assert steps == [4, 6]
+  ckpt = checkpoint_lib.Checkpointer(str(tmp_path / "checkpoints"))
+  _, tree, _ = ckpt.restore_latest(_abstract_toy_tree())
+  ckpt.close()
+  assert np.all(np.isfinite(np.asarray(tree["params"]["w"])))
+  metrics, _ = _run(tmp_path)  # Resuming without the trigger finishes.
+  assert np.isfinite(metrics["mse"])
+
+
+def _abstract_toy_tree():
+  """The checkpoint tree of a fresh toy run (structure to restore into)."""
+  import jax
+  from avjax.train.state import TrainState
+  config = toy_config()
+  method = ToyRegression(config)
+  params = {"w": jax.numpy.zeros(3)}
+  state = TrainState.create(params, method.make_optimizer(None, 12),
+                            jax.random.PRNGKey(0))
+  return state.checkpoint_tree()
+
+
+@pytest.mark.parametrize("override", [
+    {"optimizer.name": "sgd"},
+    {"optimizer.learning_rate": 0.1},
+    {"data.batch_size": 16},
+    {"seed": 1},
+    {"stages": ({"name": "first", "steps": 6, "scale": 1.0},
+                {"name": "second", "steps": 10, "scale": 2.0})},
+])
+def test_changed_config_is_an_error_and_keeps_every_checkpoint(
+    tmp_path, override):
+  _run(tmp_path)
+  before = _tree_listing(tmp_path / "checkpoints")
+  with pytest.raises(checkpoint_lib.CheckpointMismatch) as info:
+    _run(tmp_path, **override)
+  message = str(info.value)
+  assert str(tmp_path) in message and "new --workdir" in message
+  key = next(iter(override))
+  assert key in message  # names what differs
+  assert _tree_listing(tmp_path / "checkpoints") == before
+  assert not os.path.exists(tmp_path / "checkpoints_damaged")
+  # The unchanged command still resumes (and re-evaluates) the run.
+  metrics, _ = _run(tmp_path)
+  assert np.isfinite(metrics["mse"])
+
+
+def test_per_stage_optimizer_freezes_and_resumes(tmp_path):
+  full, _ = _run(tmp_path / "full", method_cls=ToyFrozenSecondStage)
+  # w is frozen in stage 2 (steps 6..12): bit-identical to step 6's w.
+  ckpt = checkpoint_lib.Checkpointer(str(tmp_path / "full" / "checkpoints"),
+                                     max_to_keep=5)
+  meta6 = ckpt.read_meta(6)
+  ckpt.close()
+  assert meta6["stage"] == 1
+  part = tmp_path / "part"
+  _run(part, method_cls=ToyFrozenSecondStage)
+  shutil.rmtree(part / "checkpoints" / "12")
+  shutil.rmtree(part / "checkpoints" / "8")
+  os.remove(part / "metrics.json")
+  # Resume at the stage boundary (step 6): its checkpoint already holds the
+  # stage-2 optimiser state.
+  resumed, method = _run(part, method_cls=ToyFrozenSecondStage)
+  assert method.seen_stages == {"second"}
+  assert resumed == full
+  first_only, _ = _run(tmp_path / "first", method_cls=ToyFrozenSecondStage,
+                       stages=({"name": "first", "steps": 6, "scale": 1.0},))
+  for i in range(3):
+    assert full[f"w{i}"] == first_only[f"w{i}"]  # frozen: bit-identical
+  assert full["b"] != first_only["b"]  # the bias did train in stage 2
 
 
 def test_changed_stages_on_resume_is_an_error(tmp_path):

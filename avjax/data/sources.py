@@ -34,6 +34,9 @@ _BUILDERS: dict[str, type[tfds.core.DatasetBuilder] | str] = {
     "vegas": "avjax.data.avcmr_features",
     "flickr8k_audio": "avjax.data.flickr8k_audio",
     "spokencoco": "avjax.data.spokencoco",
+    "vggsound_sparse": "avjax.data.sync_videos",
+    "lrs3": "avjax.data.sync_videos",
+    "msrvtt": "avjax.data.msrvtt",
 }
 
 

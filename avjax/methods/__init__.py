@@ -12,6 +12,8 @@ _METHODS = {
     "tstl_ca": "avjax.methods.tstl_ca:TSTLCA",
     "avc": "avjax.methods.avc:AVC",
     "cmd": "avjax.methods.cmd:CMD",
+    "synchformer": "avjax.methods.synchformer:Synchformer",
+    "mama": "avjax.methods.mama:MAMA",
 }
 
 

@@ -13,7 +13,9 @@ from typing import Any, Mapping
 
 import jax
 import ml_collections
+import optax
 
+from avjax.train import optim
 from avjax.train.stages import Stage
 from avjax.train.state import TrainState
 
@@ -35,6 +37,23 @@ class Method(abc.ABC):
   @abc.abstractmethod
   def init_params(self, rng: jax.Array, batch: Batch) -> PyTree:
     """Initial parameters, given one example batch for shapes."""
+
+  def make_optimizer(self, stage: Stage,
+                     total_steps: int) -> optax.GradientTransformation:
+    """The optax transformation that trains ``stage``.
+
+    The default builds one optimiser from ``config.optimizer`` and returns
+    that same object for every stage, so its state carries across stages.
+    A method may return a different transformation per stage (e.g.
+    ``optax.multi_transform`` with ``optax.set_to_zero()`` on the subtrees a
+    stage freezes); the loop then starts that stage with a freshly
+    initialised optimiser state (the params carry over).
+    """
+    del stage
+    if getattr(self, "_shared_optimizer", None) is None:
+      self._shared_optimizer = optim.make_optimizer(self.config.optimizer,
+                                                    total_steps)
+    return self._shared_optimizer
 
   def init_aux(self, rng: jax.Array, params: PyTree) -> PyTree:
     """Auxiliary learned state saved with the train state (default none)."""

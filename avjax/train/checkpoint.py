@@ -1,35 +1,84 @@
-"""Checkpoints: orbax ``CheckpointManager`` with fall-back on damage.
+"""Checkpoints: orbax ``CheckpointManager`` that never discards a good run.
 
 A checkpoint holds two items:
   * ``state``: the TrainState's saved pytree (step, params, optimiser state,
     RNG, aux) — restored into the shapes/shardings of a freshly built state;
-  * ``meta``: JSON with the stage index and the grain iterator state, so a
-    resumed run continues in the same stage with the same data order.
+  * ``meta``: JSON with the stage index, the grain iterator state, the run's
+    config fingerprint (see ``avjax.train.loop``) and the path → shape/dtype
+    record of ``state`` (``state_shapes``).
 
 Saving is asynchronous; orbax commits a step only once it is fully written,
-so a run killed mid-save leaves the previous checkpoints intact. If the newest
-committed checkpoint cannot be read, it is moved to ``<dir>_damaged/`` (kept
-for inspection, never deleted), a warning is logged, and the next older one is
-tried.
+so a run killed mid-save leaves the previous checkpoints intact.
+
+Restoring tells three failures apart:
+  * the checkpoint does not fit the run (its config fingerprint or its array
+    shapes differ from the freshly built state): :class:`CheckpointMismatch`,
+    naming the directory and what differs. Nothing is moved: the checkpoints
+    are good, the command is wrong.
+  * a read fails once: it is retried (after ``retry_delay_s``), since network
+    and shared file systems fail transiently.
+  * a read fails again: the checkpoint is damaged. It is moved to
+    ``<dir>_damaged/`` (kept for inspection, never deleted), a warning is
+    logged, and the next older one is tried.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-from typing import Any
+import time
+from typing import Any, Callable
 
 import jax
 import orbax.checkpoint as ocp
 from absl import logging
+
+PyTree = Any
+# (step, meta) -> the abstract state tree to restore into.
+TemplateFn = Callable[[int, dict[str, Any]], PyTree]
+# (step, meta) -> None; raises CheckpointMismatch when the run cannot resume.
+CheckFn = Callable[[int, dict[str, Any]], None]
+
+
+class CheckpointMismatch(ValueError):
+  """A readable checkpoint that does not fit the run trying to resume it."""
+
+
+def state_shapes(tree: PyTree) -> dict[str, list[Any]]:
+  """``{path: [shape, dtype]}`` of every array leaf of ``tree`` (for meta)."""
+  leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+  return {jax.tree_util.keystr(path): [list(leaf.shape), str(leaf.dtype)]
+          for path, leaf in leaves}
+
+
+def shape_differences(saved: dict[str, list[Any]],
+                      expected: dict[str, list[Any]],
+                      limit: int = 8) -> list[str]:
+  """Human-readable differences between two :func:`state_shapes` records."""
+  diffs = []
+  for key in sorted(set(saved) | set(expected)):
+    if key not in expected:
+      diffs.append(f"{key}: in the checkpoint, not in the model")
+    elif key not in saved:
+      diffs.append(f"{key}: in the model, not in the checkpoint")
+    elif list(saved[key][0]) != list(expected[key][0]) or (
+        saved[key][1] != expected[key][1]):
+      diffs.append(f"{key}: checkpoint {saved[key][1]}{saved[key][0]}, "
+                   f"model {expected[key][1]}{expected[key][0]}")
+  if len(diffs) > limit:
+    diffs = diffs[:limit] + [f"... and {len(diffs) - limit} more"]
+  return diffs
 
 
 class Checkpointer:
   """Saves and restores (state tree, meta dict) pairs under ``directory``."""
 
   def __init__(self, directory: str, max_to_keep: int = 3,
-               async_save: bool = True):
+               async_save: bool = True, read_attempts: int = 2,
+               retry_delay_s: float = 1.0):
     self.directory = os.path.abspath(directory)
+    self._read_attempts = max(1, read_attempts)
+    self._retry_delay_s = retry_delay_s
     self._manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(
@@ -44,7 +93,9 @@ class Checkpointer:
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
 
-  def save(self, step: int, state_tree: Any, meta: dict[str, Any]) -> None:
+  def save(self, step: int, state_tree: PyTree, meta: dict[str, Any]) -> None:
+    """Saves asynchronously; ``meta`` gains the ``state_shapes`` record."""
+    meta = dict(meta, state_shapes=state_shapes(state_tree))
     self._manager.save(
         step,
         args=ocp.args.Composite(state=ocp.args.StandardSave(state_tree),
@@ -57,38 +108,91 @@ class Checkpointer:
     self._manager.wait_until_finished()
     self._manager.close()
 
-  def restore_latest(self, abstract_state_tree: Any
-                     ) -> tuple[int, Any, dict[str, Any]] | None:
-    """Restores the newest readable checkpoint.
+  def _read(self, step: int, what: str, fn: Callable[[], Any]) -> Any:
+    """Calls ``fn``, retrying read failures; re-raises the last one."""
+    for attempt in range(self._read_attempts):
+      try:
+        return fn()
+      except CheckpointMismatch:
+        raise
+      except Exception as e:  # pylint: disable=broad-except
+        if attempt + 1 == self._read_attempts:
+          raise
+        logging.warning("Reading the %s of checkpoint %d in %s failed (%s: "
+                        "%s); retrying.", what, step, self.directory,
+                        type(e).__name__, str(e)[:200])
+        time.sleep(self._retry_delay_s)
+        self._manager.reload()
+
+  def read_meta(self, step: int) -> dict[str, Any]:
+    restored = self._manager.restore(
+        step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+    return dict(restored.meta)
+
+  def restore_latest(self, template: PyTree | TemplateFn,
+                     check: CheckFn | None = None
+                     ) -> tuple[int, PyTree, dict[str, Any]] | None:
+    """Restores the newest readable checkpoint that fits the run.
 
     Args:
-      abstract_state_tree: a pytree of arrays or ``jax.ShapeDtypeStruct``s
-        (with shardings) giving the structure to restore into.
+      template: the abstract state tree (arrays or ``jax.ShapeDtypeStruct``s
+        with shardings) to restore into, or a function ``(step, meta) ->``
+        that tree, for runs whose state structure depends on the checkpoint
+        (e.g. a per-stage optimiser).
+      check: called with ``(step, meta)`` before the state is read; raises
+        :class:`CheckpointMismatch` when the checkpoint's run differs.
 
     Returns:
       ``(step, state_tree, meta)``, or None when there is no checkpoint.
+
+    Raises:
+      CheckpointMismatch: the newest readable checkpoint does not fit (by
+        ``check``, or by its recorded array shapes); nothing is moved.
     """
     for step in sorted(self._manager.all_steps(), reverse=True):
       try:
-        restored = self._manager.restore(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(abstract_state_tree),
-                meta=ocp.args.JsonRestore()))
-        return step, restored.state, dict(restored.meta)
+        meta = self._read(step, "meta", lambda s=step: self.read_meta(s))
       except Exception as e:  # pylint: disable=broad-except
-        # Any failure to read a committed checkpoint means it is unusable.
-        logging.warning(
-            "Checkpoint at step %d in %s is damaged (%s: %s); moving it "
-            "aside and falling back to the previous one.", step,
-            self.directory, type(e).__name__, str(e)[:300])
-        self._move_aside(step)
+        self._damaged(step, e)
+        continue
+      if check is not None:
+        check(step, meta)
+      tree = template(step, meta) if callable(template) else template
+      saved_shapes = meta.get("state_shapes")
+      if saved_shapes is not None:
+        diffs = shape_differences(saved_shapes, state_shapes(tree))
+        if diffs:
+          raise CheckpointMismatch(
+              f"The checkpoint at step {step} in {self.directory} holds "
+              "arrays of other shapes than the model and optimiser this "
+              "config builds (" + "; ".join(diffs) + "). The config changed "
+              "between runs — use a new --workdir (the checkpoints are left "
+              "untouched).")
+      try:
+        restored = self._read(step, "state", lambda s=step, t=tree: (
+            self._manager.restore(
+                s, args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(t)))))
+      except Exception as e:  # pylint: disable=broad-except
+        self._damaged(step, e)
+        continue
+      return step, restored.state, meta
     return None
+
+  def _damaged(self, step: int, error: Exception) -> None:
+    logging.warning(
+        "Checkpoint at step %d in %s is damaged (%s: %s); moving it aside "
+        "and falling back to the previous one.", step, self.directory,
+        type(error).__name__, str(error)[:300])
+    self._move_aside(step)
 
   def _move_aside(self, step: int) -> None:
     src = os.path.join(self.directory, str(step))
     if jax.process_index() == 0 and os.path.exists(src):
       dst_dir = self.directory.rstrip("/") + "_damaged"
       os.makedirs(dst_dir, exist_ok=True)
-      shutil.move(src, os.path.join(dst_dir, str(step)))
+      dst = os.path.join(dst_dir, str(step))
+      if os.path.exists(dst):  # Damaged twice at the same step: keep both.
+        dst += f".{int(time.time())}"
+      shutil.move(src, dst)
     self._manager.reload()

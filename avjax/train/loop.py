@@ -3,8 +3,9 @@
 Read top to bottom it is the story of a run: build the method, the data
 iterator and the state; resume from the newest readable checkpoint; step
 through the curriculum stages (one jitted step per stage); log, evaluate and
-checkpoint periodically; stop on a non-finite loss without touching the last
-good checkpoint; evaluate on the test split and write ``metrics.json``.
+checkpoint periodically; stop on a non-finite loss or update without saving
+it; evaluate on the test split and write ``metrics.json``. A workdir that
+holds a run with another config is an error, never silently retrained.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import time
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import tqdm
@@ -46,6 +48,86 @@ def _write_json_atomic(path: str, obj: Any) -> None:
   os.replace(tmp, path)
 
 
+# Config fields that may change between a run and its resumption: where the
+# data lives and how it is read, not what it is.
+_RESUME_FREE_DATA_KEYS = frozenset(
+    {"data_dir", "manual_dir", "image_root", "skip_bad_files",
+     "cache_features"})
+
+
+def run_fingerprint(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """The part of ``config`` a resumed run must share with the saved one.
+
+  Method, seed, dataset and batch (all ``config.data`` fields but paths and
+  caching), model, loss, optimiser and stages (names, steps, options): a
+  change to any of them would silently give a run that neither config
+  describes (another schedule, another data order, other shapes).
+  """
+  cfg = json.loads(config.to_json_best_effort())
+  data = {k: v for k, v in (cfg.get("data") or {}).items()
+          if k not in _RESUME_FREE_DATA_KEYS}
+  return {"method": cfg.get("method"), "seed": cfg.get("seed"),
+          "data": data, "model": cfg.get("model"), "loss": cfg.get("loss"),
+          "optimizer": cfg.get("optimizer"), "stages": cfg.get("stages")}
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+  if isinstance(tree, dict):
+    out = {}
+    for k, v in tree.items():
+      out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+  if isinstance(tree, (list, tuple)):
+    out = {}
+    for i, v in enumerate(tree):
+      out.update(_flatten(v, f"{prefix}[{i}]"))
+    return out or {prefix: []}
+  return {prefix: tree}
+
+
+def fingerprint_differences(saved: dict[str, Any],
+                            current: dict[str, Any]) -> list[str]:
+  """``key: saved → current`` for every leaf that differs (dotted keys)."""
+  a, b = _flatten(saved), _flatten(current)
+  missing = object()
+  return [f"{k}: {a.get(k, '<unset>')!r} → {b.get(k, '<unset>')!r}"
+          for k in sorted(set(a) | set(b))
+          if a.get(k, missing) != b.get(k, missing)]
+
+
+def _resume_check(fingerprint: dict[str, Any], scheduler: StageScheduler,
+                  workdir: str) -> checkpoint_lib.CheckFn:
+  """Raises CheckpointMismatch when a checkpoint's run is not this one."""
+
+  def check(step: int, meta: dict[str, Any]) -> None:
+    saved = meta.get("config")
+    if saved is None:
+      logging.warning("Checkpoint %d in %s has no config record (written by "
+                      "an older avjax); only its stage and shapes are "
+                      "checked.", step, workdir)
+    else:
+      diffs = fingerprint_differences(saved, fingerprint)
+      if diffs:
+        shown = diffs[:10] + ([f"... and {len(diffs) - 10} more"]
+                              if len(diffs) > 10 else [])
+        raise checkpoint_lib.CheckpointMismatch(
+            f"The run in {workdir} (checkpoint at step {step}) was trained "
+            "with another config: " + "; ".join(shown) + ". The config "
+            "changed between runs — rerun with the original config to "
+            "resume, or use a new --workdir (the checkpoints are left "
+            "untouched).")
+    expected = scheduler.stage_at(step)
+    saved_stage = meta.get("stage")
+    if saved_stage is not None and saved_stage != expected.index:
+      raise checkpoint_lib.CheckpointMismatch(
+          f"Checkpoint in {workdir} at step {step} was saved in stage "
+          f"{saved_stage} ({meta.get('stage_name')!r}), but config.stages "
+          f"puts step {step} in stage {expected.index} ({expected.name!r}); "
+          "the config changed between runs — use a new --workdir.")
+
+  return check
+
+
 class _PendingMetrics:
   """Per-step metrics kept on device until the next flush (no host sync)."""
 
@@ -56,10 +138,12 @@ class _PendingMetrics:
     self._items.append((step, metrics))
 
   def flush(self) -> dict[str, float]:
-    """Fetches, checks finiteness of ``loss``, and returns the means.
+    """Fetches, checks finiteness of loss and state, returns the means.
 
     Raises:
-      FloatingPointError: naming the first step whose loss is not finite.
+      FloatingPointError: naming the first step whose loss, or whose updated
+        parameters / optimiser state, are not finite. The caller saves no
+        checkpoint after such a step.
     """
     if not self._items:
       return {}
@@ -72,19 +156,42 @@ class _PendingMetrics:
         raise FloatingPointError(
             f"Training loss is {loss} at step {step + 1}; stopping. The last "
             "good checkpoint is left intact.")
-    return {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
+      if not bool(m.get(_STATE_FINITE, True)):
+        raise FloatingPointError(
+            f"The parameters or optimiser state became non-finite at step "
+            f"{step + 1} although the loss ({loss:.6g}) was finite: a "
+            "non-finite gradient or update. Stopping; the last good "
+            "checkpoint is left intact (try a lower learning rate or "
+            "config.optimizer.grad_clip_norm).")
+    return {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]
+            if k != _STATE_FINITE}
 
 
-def _check_resume(meta: dict, step: int, scheduler: StageScheduler,
-                  directory: str) -> None:
-  expected = scheduler.stage_at(step)
-  saved_stage = meta.get("stage")
-  if saved_stage is not None and saved_stage != expected.index:
-    raise ValueError(
-        f"Checkpoint in {directory} at step {step} was saved in stage "
-        f"{saved_stage} ({meta.get('stage_name')!r}), but config.stages puts "
-        f"step {step} in stage {expected.index} ({expected.name!r}); the "
-        "config changed between runs — use a new --workdir.")
+_STATE_FINITE = "state_finite"
+
+
+def _all_finite(tree: Any) -> jax.Array:
+  """True when every floating-point leaf of ``tree`` is finite (jittable)."""
+  checks = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
+            if jnp.issubdtype(jnp.result_type(x), jnp.inexact)]
+  return jnp.all(jnp.stack(checks)) if checks else jnp.array(True)
+
+
+def checked_train_step(method: methods.Method, stage: Any):
+  """``method.train_step`` for ``stage``, plus a finiteness flag.
+
+  The flag covers the updated params, optimiser state and aux, so a
+  non-finite gradient is caught on the step it happens even when that
+  step's loss (computed before the update) is finite.
+  """
+
+  def step(state: TrainState, batch: Any) -> tuple[TrainState, dict]:
+    new_state, metrics = method.train_step(state, batch, stage)
+    finite = _all_finite((new_state.params, new_state.opt_state,
+                          new_state.aux))
+    return new_state, dict(metrics, **{_STATE_FINITE: finite})
+
+  return step
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
@@ -100,6 +207,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
   Returns:
     The final test metrics, also written to ``workdir/metrics.json``.
+
+  Raises:
+    checkpoint.CheckpointMismatch: ``workdir`` holds a run with another
+      config (nothing in it is changed).
+    FloatingPointError: the loss or the updated state became non-finite.
   """
   workdir = os.path.abspath(workdir)
   is_host = jax.process_index() == 0
@@ -110,15 +222,25 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   total_steps = scheduler.total_steps
   mesh = sharding.make_mesh()
   local_batch_size = sharding.check_batch_size(config.data.batch_size, mesh)
+  fingerprint = run_fingerprint(config)
 
   train_iter = method.train_iterator(local_batch_size, config.seed,
                                      jax.process_index(), jax.process_count())
   init_rng, train_rng = jax.random.split(jax.random.PRNGKey(config.seed))
   params_rng, aux_rng = jax.random.split(init_rng)
   params = method.init_params(params_rng, _peek(train_iter))
-  state = TrainState.create(
-      params, optim.make_optimizer(config.optimizer, total_steps), train_rng,
-      aux=method.init_aux(aux_rng, params))
+  txs = [method.make_optimizer(stage, total_steps) for stage in scheduler]
+
+  def for_stage(state: TrainState, index: int) -> TrainState:
+    """``state`` with stage ``index``'s optimiser (fresh state if new)."""
+    if state.tx is txs[index]:
+      return state
+    opt_state = sharding.replicate(jax.jit(txs[index].init)(state.params),
+                                   mesh)
+    return state.replace(tx=txs[index], opt_state=opt_state)
+
+  state = TrainState.create(params, txs[0], train_rng,
+                            aux=method.init_aux(aux_rng, params))
   state = sharding.replicate(state, mesh)
   n_params = sum(x.size for x in jax.tree.leaves(state.params))
   logging.info("%s: %d parameters, %d steps in %d stage(s), %d device(s).",
@@ -128,11 +250,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   ckpt = checkpoint_lib.Checkpointer(
       os.path.join(workdir, "checkpoints"),
       max_to_keep=config.get("max_checkpoints_to_keep", 3))
-  restored = ckpt.restore_latest(state.checkpoint_tree())
+  restored = ckpt.restore_latest(
+      lambda step, meta: for_stage(
+          state, scheduler.stage_at(step).index).checkpoint_tree(),
+      check=_resume_check(fingerprint, scheduler, workdir))
   start_step = 0
   if restored is not None:
     start_step, tree, meta = restored
-    _check_resume(meta, start_step, scheduler, ckpt.directory)
+    state = for_stage(state, scheduler.stage_at(start_step).index)
     state = state.from_checkpoint_tree(tree)
     train_iter.set_state(meta["data_iterator"])
     logging.info("Resumed from step %d (stage %r).", start_step,
@@ -151,9 +276,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     for step in range(start_step, total_steps):
       stage = scheduler.stage_at(step)
       if stage.index not in step_fns:
-        step_fns[stage.index] = jax.jit(
-            functools.partial(method.train_step, stage=stage),
-            donate_argnums=0)
+        step_fns[stage.index] = jax.jit(checked_train_step(method, stage),
+                                        donate_argnums=0)
       batch = sharding.shard_batch(next(train_iter), mesh)
       state, metrics = step_fns[stage.index](state, batch)
       pending.add(step, metrics)
@@ -161,18 +285,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       bar.update(1)
       at_save = (done % ckpt_every == 0 or done == total_steps
                  or done == stage.end)
-      if done % log_every == 0 or at_save:
-        scalars = pending.flush()
+      at_eval = eval_every and done % eval_every == 0 and done != total_steps
+      if done % log_every == 0 or at_save or at_eval:
+        scalars = pending.flush()  # Raises before a non-finite state is saved.
         scalars["stage"] = stage.index
         writer.write_scalars(done, {f"train/{k}": v
                                     for k, v in scalars.items()})
         bar.set_postfix(loss=f"{scalars['loss']:.4f}", stage=stage.name)
+      if done == stage.end and done < total_steps:
+        # Switch optimisers before saving, so the checkpoint at a stage
+        # boundary already has the next stage's structure, as its meta says.
+        state = for_stage(state, stage.index + 1)
       if at_save:
         ckpt.save(done, state.checkpoint_tree(),
                   {"stage": scheduler.stage_at(done).index,
                    "stage_name": scheduler.stage_at(done).name,
+                   "config": fingerprint,
                    "data_iterator": train_iter.get_state()})
-      if eval_every and done % eval_every == 0 and done != total_steps:
+      if at_eval:
         val = method.evaluate(state.params, "validation")
         writer.write_scalars(done, {f"val/{k}": v for k, v in val.items()})
         logging.info("step %d validation: %s", done, val)
