@@ -30,10 +30,13 @@ def test_quick_soft_positive_run_writes_probe_metrics(tmp_path,
               "probe_visual_val_acc", "fewshot_audio_acc",
               "fewshot_visual_acc"):
     assert 0.0 <= metrics[key] <= 1.0, key
-  # Ten balanced classes: chance is 0.1; even briefly trained encoders give
-  # linearly separable digits far above it.
-  assert metrics["probe_audio_acc"] > 0.5
-  assert metrics["probe_visual_acc"] > 0.5
+  # Ten balanced classes: chance is 0.1. This quick config measured probe
+  # accuracies audio 0.893 / visual 0.770 and few-shot 0.630 / 0.488 on the
+  # 2-core CPU machine; the floors sit a margin below.
+  assert metrics["probe_audio_acc"] > 0.84
+  assert metrics["probe_visual_acc"] > 0.72
+  assert metrics["fewshot_audio_acc"] > 0.55
+  assert metrics["fewshot_visual_acc"] > 0.40
   assert "training_curves.png" in os.listdir(tmp_path / "plots")
   with open(tmp_path / "log.jsonl") as f:
     logged = [json.loads(line) for line in f]

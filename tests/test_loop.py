@@ -177,3 +177,96 @@ def test_changed_stages_on_resume_is_an_error(tmp_path):
   with pytest.raises(ValueError, match="config changed between runs"):
     _run(tmp_path, **{"stages": ({"name": "first", "steps": 4, "scale": 1.0},
                                  {"name": "second", "steps": 8, "scale": 2.0})})
+
+
+_KILL_SCRIPT = """
+import json, os, signal, sys, time
+sys.path.insert(0, {tests_dir!r})
+from absl import logging
+logging.set_verbosity("info")
+logging.set_stderrthreshold("info")
+from avjax.train import checkpoint, loop
+from toy_method import ToyRegression, toy_config
+mode, at = sys.argv[1], int(sys.argv[2])
+config = toy_config(**{{
+    "stages": ({{"name": "first", "steps": 10, "scale": 1.0}},
+               {{"name": "second", "steps": 10, "scale": 2.0}}),
+    "checkpoint_every": 3, "max_checkpoints_to_keep": 10}})
+if mode == "between_steps":  # SIGKILL before step `at` (0-based) runs.
+  real_shard, calls = loop.sharding.shard_batch, [0]
+  def shard(batch, mesh):
+    if calls[0] == at:
+      time.sleep(2.0)  # let in-flight async saves commit first
+      os.kill(os.getpid(), signal.SIGKILL)
+    calls[0] += 1
+    return real_shard(batch, mesh)
+  loop.sharding.shard_batch = shard
+elif mode == "during_save":  # SIGKILL while step `at`'s save is in flight.
+  real_save = checkpoint.Checkpointer.save
+  def save(self, step, tree, meta):
+    real_save(self, step, tree, meta)
+    if step == at:
+      os.kill(os.getpid(), signal.SIGKILL)
+  checkpoint.Checkpointer.save = save
+metrics = loop.train_and_evaluate(config, sys.argv[3],
+                                  method=ToyRegression(config))
+print(json.dumps(metrics))
+"""
+_KILL_SAVE_STEPS = (3, 6, 9, 10, 12, 15, 18, 20)  # every 3 + stage ends
+
+
+def _kill_point(seed):
+  """(mode, step) drawn from ``seed``: a random step, or a random save."""
+  rng = np.random.default_rng(seed)
+  if rng.random() < 0.5:
+    return "during_save", int(rng.choice(_KILL_SAVE_STEPS[:-1]))
+  return "between_steps", int(rng.integers(1, 20))
+
+
+def _run_killable(workdir, mode="none", at=-1):
+  import subprocess
+  import sys
+  code = _KILL_SCRIPT.format(tests_dir=os.path.dirname(__file__))
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  return subprocess.run([sys.executable, "-c", code, mode, str(at),
+                         str(workdir)], capture_output=True, text=True,
+                        timeout=300, env=env)
+
+
+_KILL_SEEDS = (0, 1, 3)
+
+
+def test_kill_seeds_cover_a_save_and_both_stages():
+  points = [_kill_point(s) for s in _KILL_SEEDS]
+  assert any(mode == "during_save" for mode, _ in points)
+  assert any(mode == "between_steps" and at > 10 for mode, at in points)
+  assert any(at < 10 for _, at in points)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_killable_run(tmp_path_factory):
+  out = _run_killable(tmp_path_factory.mktemp("full"))
+  assert out.returncode == 0, out.stderr[-3000:]
+  return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("seed", _KILL_SEEDS)
+def test_killed_at_random_point_resumes_exactly(tmp_path, seed,
+                                                uninterrupted_killable_run):
+  mode, at = _kill_point(seed)
+  killed = _run_killable(tmp_path, mode, at)
+  assert killed.returncode == -9, killed.stderr[-3000:]
+  assert not (tmp_path / "metrics.json").exists()
+  if mode == "during_save":  # the interrupted save never counts
+    expected = max([0] + [s for s in _KILL_SAVE_STEPS if s < at])
+  else:  # all saves up to step `at` had committed
+    expected = max([0] + [s for s in _KILL_SAVE_STEPS if s <= at])
+  out = _run_killable(tmp_path)
+  assert out.returncode == 0, out.stderr[-3000:]
+  if expected:
+    assert f"Resumed from step {expected} " in out.stderr
+  else:
+    assert "Resumed from step" not in out.stderr
+  resumed = json.loads(out.stdout.strip().splitlines()[-1])
+  assert resumed == uninterrupted_killable_run  # exactly, not approximately
+  assert not (tmp_path / "checkpoints_damaged").exists()

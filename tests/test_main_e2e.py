@@ -7,7 +7,6 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -25,6 +24,14 @@ def _run(workdir, data_dir, *extra, **kwargs):
                         capture_output=True, text=True, timeout=900)
 
 
+def _listing(root):
+  """Relative path -> (size, mtime) of every file under ``root``."""
+  return {os.path.relpath(os.path.join(d, f), root):
+          (os.stat(os.path.join(d, f)).st_size,
+           os.stat(os.path.join(d, f)).st_mtime_ns)
+          for d, _, files in os.walk(root) for f in files}
+
+
 def _metrics(workdir):
   with open(os.path.join(workdir, "metrics.json")) as f:
     return json.load(f)
@@ -39,8 +46,11 @@ def test_quick_run_then_kill_and_resume(tmp_path, av_digits_pairs_dir):
   for key in ("map_a2v", "map_v2a", "map_mean"):
     assert 0.0 < metrics[key] <= 1.0
   assert "map_mean" in out.stdout  # printed at the end
-  # Chance MAP for 10 balanced classes is ~0.1; 120 steps learn far more.
-  assert metrics["map_mean"] > 0.2
+  # Chance MAP for 10 balanced classes is ~0.1. This quick config measured
+  # map_mean 0.370 (a2v 0.206, v2a 0.535) on the 2-core CPU machine; the
+  # floors sit a margin below, so a regression of a few points fails.
+  assert metrics["map_mean"] > 0.33
+  assert metrics["map_v2a"] > 0.48 and metrics["map_a2v"] > 0.17
   assert {"precision_recall.png", "retrieval_examples.png",
           "training_curves.png"} <= set(os.listdir(full / "plots"))
   assert os.listdir(full / "tensorboard")
@@ -66,10 +76,19 @@ def test_quick_run_then_kill_and_resume(tmp_path, av_digits_pairs_dir):
   assert out.returncode == 0, out.stderr[-3000:]
   assert "Resumed from step" in out.stderr
   resumed = _metrics(killed)
-  assert resumed.keys() == metrics.keys()
-  for key in metrics:
-    np.testing.assert_allclose(resumed[key], metrics[key], rtol=1e-6,
-                               err_msg=key)
+  assert resumed == metrics  # exactly: same data order, same updates
+
+  # The finished run rerun with another optimiser: a clear error naming the
+  # workdir and the field, and every checkpoint left as it was.
+  ckpt_dir = full / "checkpoints"
+  before = _listing(ckpt_dir)
+  out = _run(full, av_digits_pairs_dir, "--config.optimizer.name=sgd")
+  assert out.returncode != 0
+  assert str(full) in out.stderr and "optimizer.name: 'adam' → 'sgd'" in (
+      out.stderr)
+  assert "new --workdir" in out.stderr
+  assert _listing(ckpt_dir) == before
+  assert not (full / "checkpoints_damaged").exists()
 
 
 @pytest.mark.slow

@@ -70,16 +70,22 @@ def test_no_shuffle_keeps_source_order_across_epochs():
     assert _ids(it, 3) == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 0, 1]]
 
 
-def test_processes_read_disjoint_shards():
-    seen = []
-    for index in range(2):
-        it = pipeline.make_train_iterator(ToySource(20), 5, seed=3,
+@pytest.mark.parametrize("source_kind", ["records", "arrays"])
+def test_processes_read_slices_of_the_one_process_global_batch(source_kind):
+    def source():
+        if source_kind == "records":
+            return ToySource(23)
+        return pipeline.ArraySource({"id": np.arange(23),
+                                     "x": np.arange(46.0).reshape(23, 2)})
+
+    one = _ids(pipeline.make_train_iterator(source(), 6, seed=3), 5)
+    per_process = [
+        _ids(pipeline.make_train_iterator(source(), 3, seed=3,
                                           process_index=index,
-                                          process_count=2)
-        ids = sum(_ids(it, 2), [])
-        assert all(i % 2 == index for i in ids)
-        seen += ids
-    assert sorted(seen) == list(range(20))
+                                          process_count=2), 5)
+        for index in range(2)]
+    for step in range(5):  # Several epochs: the same global batch each step.
+        assert per_process[0][step] + per_process[1][step] == one[step]
 
 
 def test_batch_transform_is_applied_per_batch():
@@ -98,8 +104,8 @@ def test_batch_transform_is_applied_per_batch():
 
 
 def test_bad_arguments():
-    with pytest.raises(ValueError, match="fewer than batch_size 8"):
-        pipeline.make_train_iterator(ToySource(10), 8, seed=0,
+    with pytest.raises(ValueError, match="fewer than the global batch of 12"):
+        pipeline.make_train_iterator(ToySource(10), 6, seed=0,
                                      process_index=1, process_count=2)
     with pytest.raises(ValueError, match="process_index"):
         pipeline.make_train_iterator(ToySource(10), 2, seed=0,
@@ -154,3 +160,46 @@ def test_cache_features_matches_per_batch_transform():
 def test_array_source_rejects_ragged_arrays():
     with pytest.raises(ValueError, match="lengths"):
         pipeline.ArraySource({"a": np.zeros(3), "b": np.zeros(4)})
+
+
+class _CountingArraySource(pipeline.ArraySource):
+    """ArraySource that counts per-example reads and batch gathers."""
+
+    def __init__(self, arrays):
+        super().__init__(arrays)
+        self.item_reads = self.gathers = 0
+
+    def __getitem__(self, index):
+        self.item_reads += 1
+        return super().__getitem__(index)
+
+    def gather(self, indices):
+        self.gathers += 1
+        return super().gather(indices)
+
+
+@pytest.mark.parametrize("process_index,process_count", [(0, 1), (1, 2)])
+def test_array_source_batches_are_gathered_whole(process_index, process_count):
+    arrays = {"x": np.arange(46 * 3, dtype=np.float32).reshape(46, 3),
+              "label": np.arange(46, dtype=np.int32) % 5}
+    counted = _CountingArraySource(arrays)
+    # Reference: the same arrays behind a plain per-example source.
+    plain = [{k: v[i] for k, v in arrays.items()} for i in range(46)]
+    make = lambda src: pipeline.make_train_iterator(  # noqa: E731
+        src, batch_size=8, seed=3, process_index=process_index,
+        process_count=process_count, num_threads=0)
+    fast, slow = make(counted), make(plain)
+    for _ in range(7):  # Several epochs of the shard.
+        a, b = next(fast), next(slow)
+        assert a.keys() == b.keys()
+        for key in a:
+            assert a[key].dtype == b[key].dtype
+            np.testing.assert_array_equal(a[key], b[key])
+    assert counted.item_reads == 0
+    assert counted.gathers == 7
+    state = fast.get_state()
+    expected = [next(fast)["x"] for _ in range(3)]
+    resumed = make(counted)
+    resumed.set_state(state)
+    for want in expected:
+        np.testing.assert_array_equal(next(resumed)["x"], want)

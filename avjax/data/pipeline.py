@@ -1,9 +1,17 @@
 """grain input pipelines over random-access sources.
 
-Training: `source[process_index::process_count]` (each host reads a disjoint
-shard), a seeded shuffle reshuffled every epoch, endless repetition, batches
-of `batch_size` (batches may span an epoch boundary), then one call of the
-batch transform per batch (vectorised features, `avjax.data.features`).
+Training: a seeded shuffle of the whole source, reshuffled every epoch,
+endless repetition, global batches of `batch_size * process_count` examples
+(batches may span an epoch boundary), of which process `p` reads and
+transforms only rows `[p * batch_size, (p + 1) * batch_size)`; then one call
+of the batch transform per batch (vectorised features,
+`avjax.data.features`). Every process walks the same global sequence, so the
+global batch of every step is the same whatever the number of processes
+(a 2-process run sees exactly the data of a 1-process run).
+Sources that hold their split in memory as arrays (`ArraySource`, and
+`subsets.SubsetSource` over one) have a `gather(indices)` method: their
+batches are gathered in one vectorised indexing per key instead of one
+`source[i]` per example (same examples, same order).
 The iterator's `get_state()` is a small JSON-serialisable dict (it goes into
 the checkpoint); `set_state()` on a fresh iterator built with the same
 arguments resumes the exact batch sequence.
@@ -19,6 +27,7 @@ here).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -60,7 +69,9 @@ def make_train_iterator(source: Sequence[Any], batch_size: int, seed: int,
       seed: shuffle seed (same on every process).
       batch_transform: applied to each stacked batch (dict of [B, ...]
         arrays), e.g. `features.PairsFeatures()`; None keeps raw records.
-      process_index, process_count: this host's shard of the source.
+      process_index, process_count: this process reads rows
+        `[process_index * batch_size, (process_index + 1) * batch_size)` of
+        each global batch of `batch_size * process_count` examples.
       shuffle: reshuffle every epoch; False keeps source order.
       num_threads, prefetch: batch-producing threads and buffered batches.
 
@@ -73,20 +84,39 @@ def make_train_iterator(source: Sequence[Any], batch_size: int, seed: int,
                          f"{process_index}, {process_count}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    shard_size = len(range(process_index, len(source), process_count))
-    if shard_size < batch_size:
+    global_batch = batch_size * process_count
+    if len(source) < global_batch:
         raise ValueError(
-            f"process {process_index}/{process_count} holds {shard_size} "
-            f"examples, fewer than batch_size {batch_size}")
-    ds = grain.MapDataset.source(source)
-    if process_count > 1:
-        ds = ds[process_index::process_count]
+            f"the source holds {len(source)} examples, fewer than the global "
+            f"batch of {global_batch} ({process_count} process(es) x "
+            f"{batch_size})")
+    gather = getattr(source, "gather", None)
+    if gather is None and process_count > 1:
+        gather = functools.partial(_read_and_stack, source)
+    # With `gather`, the dataset runs over indices and a batch of indices
+    # becomes one gather: the shuffle is the same either way.
+    ds = (grain.MapDataset.range(len(source)) if gather
+          else grain.MapDataset.source(source))
     ds = ds.seed(seed)
     if shuffle:
         ds = ds.shuffle()
-    ds = ds.repeat().batch(batch_size, drop_remainder=True)
+    if gather:
+        lo = process_index * batch_size
+        ds = ds.repeat().batch(
+            global_batch, drop_remainder=True,
+            batch_fn=lambda ids: np.asarray(ids, np.int64)[lo:lo + batch_size])
+        ds = ds.map(gather)
+    else:
+        ds = ds.repeat().batch(batch_size, drop_remainder=True)
     ds = _with_transform(ds, batch_transform)
     return iter(ds.to_iter_dataset(_read_options(num_threads, prefetch)))
+
+
+def _read_and_stack(source: Sequence[Any], indices: np.ndarray) -> Batch:
+    """Reads `source[i]` for each index and stacks them key by key."""
+    records = [source[int(i)] for i in indices]
+    return {key: np.stack([np.asarray(r[key]) for r in records])
+            for key in records[0]}
 
 
 def iterate_split(source: Sequence[Any],
@@ -147,6 +177,10 @@ class ArraySource:
     def __getitem__(self, index: int) -> Batch:
         return {key: value[int(index)] for key, value in self.arrays.items()}
 
+    def gather(self, indices: np.ndarray) -> Batch:
+        """`{key: array[indices]}`: a whole batch in one indexing per key."""
+        return {key: value[indices] for key, value in self.arrays.items()}
+
     def __repr__(self) -> str:
         return f"ArraySource({self._length} × {sorted(self.arrays)})"
 
@@ -163,3 +197,38 @@ def cache_features(source: Sequence[Any],
     raw source.
     """
     return ArraySource(load_split(source, batch_transform, batch_size))
+
+
+class ZipIterator:
+    """Several named iterators advanced together: `{name: next(it)}`.
+
+    For steps that read more than one stream (MAMA's train and meta
+    batches): `get_state()` / `set_state()` save and restore every member's
+    state as one dict, so the loop checkpoints them with no special case
+    and a resumed run continues every stream where it stopped.
+    """
+
+    def __init__(self, iterators: dict[str, Any]):
+        if not iterators:
+            raise ValueError("ZipIterator needs at least one iterator")
+        for name, it in iterators.items():
+            if not (hasattr(it, "get_state") and hasattr(it, "set_state")):
+                raise TypeError(f"iterator {name!r} has no get_state / "
+                                f"set_state: {it!r}")
+        self.iterators = dict(iterators)
+
+    def __iter__(self) -> "ZipIterator":
+        return self
+
+    def __next__(self) -> dict[str, Any]:
+        return {name: next(it) for name, it in self.iterators.items()}
+
+    def get_state(self) -> dict[str, Any]:
+        return {name: it.get_state() for name, it in self.iterators.items()}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        if set(state) != set(self.iterators):
+            raise ValueError(f"iterator state has streams {sorted(state)}, "
+                             f"expected {sorted(self.iterators)}")
+        for name, it in self.iterators.items():
+            it.set_state(state[name])

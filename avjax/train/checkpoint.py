@@ -10,6 +10,10 @@ A checkpoint holds two items:
 Saving is asynchronous; orbax commits a step only once it is fully written,
 so a run killed mid-save leaves the previous checkpoints intact.
 
+In a multi-process run process 0 lists the checkpoints to try, every read
+must succeed on every process, and only process 0 moves a damaged step aside
+(the others wait at a barrier, then reload).
+
 Restoring tells three failures apart:
   * the checkpoint does not fit the run (its config fingerprint or its array
     shapes differ from the freshly built state): :class:`CheckpointMismatch`,
@@ -32,6 +36,8 @@ from typing import Any, Callable
 import jax
 import orbax.checkpoint as ocp
 from absl import logging
+
+from avjax.train import multihost
 
 PyTree = Any
 # (step, meta) -> the abstract state tree to restore into.
@@ -109,20 +115,31 @@ class Checkpointer:
     self._manager.close()
 
   def _read(self, step: int, what: str, fn: Callable[[], Any]) -> Any:
-    """Calls ``fn``, retrying read failures; re-raises the last one."""
+    """Calls ``fn`` on every process, retrying until all of them succeed.
+
+    Raises the last error (on every process: another process's failure
+    counts as this one's) when the reads still fail after the retries.
+    """
     for attempt in range(self._read_attempts):
+      error = None
       try:
-        return fn()
+        value = fn()
       except CheckpointMismatch:
         raise
       except Exception as e:  # pylint: disable=broad-except
-        if attempt + 1 == self._read_attempts:
-          raise
-        logging.warning("Reading the %s of checkpoint %d in %s failed (%s: "
-                        "%s); retrying.", what, step, self.directory,
-                        type(e).__name__, str(e)[:200])
-        time.sleep(self._retry_delay_s)
-        self._manager.reload()
+        value, error = None, e
+      if multihost.all_true(error is None):
+        return value
+      if error is None:
+        error = OSError(f"reading the {what} of checkpoint {step} failed on "
+                        "another process")
+      if attempt + 1 == self._read_attempts:
+        raise error
+      logging.warning("Reading the %s of checkpoint %d in %s failed (%s: "
+                      "%s); retrying.", what, step, self.directory,
+                      type(error).__name__, str(error)[:200])
+      time.sleep(self._retry_delay_s)
+      self._manager.reload()
 
   def read_meta(self, step: int) -> dict[str, Any]:
     restored = self._manager.restore(
@@ -149,7 +166,10 @@ class Checkpointer:
       CheckpointMismatch: the newest readable checkpoint does not fit (by
         ``check``, or by its recorded array shapes); nothing is moved.
     """
-    for step in sorted(self._manager.all_steps(), reverse=True):
+    # Process 0 lists the candidates, so every process walks the same ones.
+    candidates = multihost.broadcast_ints(
+        sorted(self._manager.all_steps(), reverse=True))
+    for step in candidates:
       try:
         meta = self._read(step, "meta", lambda s=step: self.read_meta(s))
       except Exception as e:  # pylint: disable=broad-except
@@ -187,6 +207,7 @@ class Checkpointer:
     self._move_aside(step)
 
   def _move_aside(self, step: int) -> None:
+    """Process 0 moves the step's directory; then everyone reloads."""
     src = os.path.join(self.directory, str(step))
     if jax.process_index() == 0 and os.path.exists(src):
       dst_dir = self.directory.rstrip("/") + "_damaged"
@@ -195,4 +216,5 @@ class Checkpointer:
       if os.path.exists(dst):  # Damaged twice at the same step: keep both.
         dst += f".{int(time.time())}"
       shutil.move(src, dst)
+    multihost.barrier(f"avjax_checkpoint_moved_{step}")
     self._manager.reload()

@@ -27,6 +27,7 @@ from absl import logging
 from avjax import methods
 from avjax.train import checkpoint as checkpoint_lib
 from avjax.train import logging_utils
+from avjax.train import multihost
 from avjax.train import optim
 from avjax.train import sharding
 from avjax.train.stages import StageScheduler
@@ -39,6 +40,30 @@ def _peek(iterator: Any) -> Any:
   batch = next(iterator)
   iterator.set_state(saved)
   return batch
+
+
+def _iterator_states(train_iter: Any) -> dict[str, Any]:
+  """Every process's data-iterator state, keyed ``process_<i>``."""
+  states = multihost.gather_json(train_iter.get_state())
+  return {f"process_{i}": state for i, state in enumerate(states)}
+
+
+def _own_iterator_state(saved: dict[str, Any]) -> Any:
+  """This process's iterator state from a checkpoint's meta.
+
+  Every process walks the same sequence of global batches (see
+  ``avjax.data.pipeline``), so a run resumed on more processes than it was
+  saved from may take process 0's state; checkpoints of older avjax
+  versions hold one state, not a dict of them.
+  """
+  if not any(k.startswith("process_") for k in saved):
+    return saved
+  own = f"process_{jax.process_index()}"
+  if own not in saved:
+    logging.info("Checkpoint has no iterator state for %s (saved by %d "
+                 "process(es)); using process_0's.", own, len(saved))
+    own = "process_0"
+  return saved[own]
 
 
 def _write_json_atomic(path: str, obj: Any) -> None:
@@ -259,7 +284,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     start_step, tree, meta = restored
     state = for_stage(state, scheduler.stage_at(start_step).index)
     state = state.from_checkpoint_tree(tree)
-    train_iter.set_state(meta["data_iterator"])
+    train_iter.set_state(_own_iterator_state(meta["data_iterator"]))
     logging.info("Resumed from step %d (stage %r).", start_step,
                  scheduler.stage_at(start_step).name)
 
@@ -301,7 +326,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                   {"stage": scheduler.stage_at(done).index,
                    "stage_name": scheduler.stage_at(done).name,
                    "config": fingerprint,
-                   "data_iterator": train_iter.get_state()})
+                   "data_iterator": _iterator_states(train_iter)})
       if at_eval:
         val = method.evaluate(state.params, "validation")
         writer.write_scalars(done, {f"val/{k}": v for k, v in val.items()})

@@ -1,0 +1,124 @@
+"""launch/main.py as 2 processes × 2 CPU devices (gloo) against 1 × 4.
+
+The global batch is the same in both runs (each process reads its slice of
+it), so the final metrics must be equal; only process 0 writes metrics,
+plots and logs; rerunning the 2-process command resumes from the shared
+checkpoint, also when its newest checkpoint is damaged.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MAIN = os.path.join(ROOT, "launch", "main.py")
+CONFIG = os.path.join(ROOT, "configs", "tstl_ca.py") + ":quick,steps=40"
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def _env(devices: int) -> dict[str, str]:
+  env = dict(os.environ)
+  env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+  env["JAX_PLATFORMS"] = "cpu"
+  return env
+
+
+def _args(workdir, data_dir):
+  return [sys.executable, MAIN, f"--config={CONFIG}", f"--workdir={workdir}",
+          f"--config.data.data_dir={data_dir}", "--config.checkpoint_every=10"]
+
+
+def _run_two_processes(workdir, data_dir):
+  port = _free_port()
+  procs = [subprocess.Popen(
+      _args(workdir, data_dir) + [
+          f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
+          f"--process_id={i}", "--distributed_timeout_s=120"],
+      cwd=ROOT, env=_env(2), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+      text=True) for i in range(2)]
+  outs = [p.communicate(timeout=900) for p in procs]
+  for i, (p, (_, err)) in enumerate(zip(procs, outs)):
+    assert p.returncode == 0, f"process {i}:\n{err[-3000:]}"
+  return outs
+
+
+def _metrics(workdir):
+  with open(os.path.join(workdir, "metrics.json")) as f:
+    return json.load(f)
+
+
+@pytest.fixture(scope="module")
+def one_process_metrics(tmp_path_factory, av_digits_pairs_dir):
+  workdir = tmp_path_factory.mktemp("one_process")
+  out = subprocess.run(_args(workdir, av_digits_pairs_dir), cwd=ROOT,
+                       env=_env(4), capture_output=True, text=True,
+                       timeout=900)
+  assert out.returncode == 0, out.stderr[-3000:]
+  return _metrics(workdir)
+
+
+@pytest.mark.slow
+def test_two_processes_equal_one_and_resume(tmp_path, av_digits_pairs_dir,
+                                            one_process_metrics):
+  workdir = tmp_path / "two"
+  (out0, err0), (out1, err1) = _run_two_processes(workdir, av_digits_pairs_dir)
+  assert "JAX process 0 / 2" in err0 and "JAX process 1 / 2" in err1
+  # The same global batches and updates as one process on 4 devices.
+  assert _metrics(workdir) == pytest.approx(one_process_metrics, rel=1e-5)
+  # Only process 0 reports and writes logs and plots.
+  assert "Final test metrics" in out0 and "Final test metrics" not in out1
+  with open(workdir / "log.jsonl") as f:
+    steps = [json.loads(line)["step"] for line in f
+             if "train/loss" in line]
+  assert steps == sorted(set(steps))  # one writer: no duplicated records
+  assert len(os.listdir(workdir / "tensorboard")) == 1
+  assert "training_curves.png" in os.listdir(workdir / "plots")
+
+  # Rerunning the same command resumes from the shared final checkpoint.
+  (_, err0), (_, err1) = _run_two_processes(workdir, av_digits_pairs_dir)
+  assert "Resumed from step 40" in err0 and "Resumed from step 40" in err1
+
+  # A damaged newest checkpoint: moved aside once, both fall back to 30.
+  for root, _, files in os.walk(workdir / "checkpoints" / "40" / "state"):
+    for name in files:
+      if name != "commit_success.txt":
+        with open(os.path.join(root, name), "wb") as f:
+          f.write(b"garbage")
+  os.remove(workdir / "metrics.json")
+  (_, err0), (_, err1) = _run_two_processes(workdir, av_digits_pairs_dir)
+  assert "Resumed from step 30" in err0 and "Resumed from step 30" in err1
+  assert os.listdir(workdir / "checkpoints_damaged") == ["40"]
+  assert _metrics(workdir) == pytest.approx(one_process_metrics, rel=1e-5)
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--coordinator_address=127.0.0.1:1", "--num_processes=2",
+      "--process_id=2"], "--process_id=2 is outside [0, 2)"),
+    (["--coordinator_address=127.0.0.1:1", "--num_processes=2"],
+     "needs --num_processes and --process_id"),
+])
+def test_bad_process_flags_are_named(tmp_path, flags, message):
+  out = subprocess.run(_args(tmp_path, tmp_path) + flags, cwd=ROOT,
+                       env=_env(1), capture_output=True, text=True,
+                       timeout=120)
+  assert out.returncode != 0 and message in out.stderr
+
+
+def test_silent_coordinator_is_an_error_naming_it(tmp_path):
+  address = f"127.0.0.1:{_free_port()}"  # nobody listens there
+  out = subprocess.run(
+      _args(tmp_path, tmp_path) + [f"--coordinator_address={address}",
+                                   "--num_processes=2", "--process_id=1",
+                                   "--distributed_timeout_s=3"],
+      cwd=ROOT, env=_env(1), capture_output=True, text=True, timeout=120)
+  assert out.returncode != 0
+  assert f"No coordinator answered at {address} within 3 s" in out.stderr
