@@ -108,6 +108,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.data.name = "av_digits/pairs"
   config.data.data_dir = ml_collections.config_dict.placeholder(str)
   config.data.manual_dir = ml_collections.config_dict.placeholder(str)
+  # Manual downloads: skip and count missing / unreadable item files
+  # (logged per split) instead of stopping at the first one.
+  config.data.skip_bad_files = False
   config.data.batch_size = 64
   config.data.num_classes = 10
   # Small / imbalanced training sets (avjax/data/subsets.py); 0 = all.

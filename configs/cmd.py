@@ -31,10 +31,14 @@ Arguments:
   no_cmd          The contrastive-only baseline: same encoders and steps,
                   no head (cmd.weight = 0).
   symmetric       Also denoise image patches from speech frames.
-  noise=N         Speech corruption preset: mix (default: noise + mask +
-                  swap), gaussian, mask, swap.
+  noise=mix|gaussian|mask|swap
+                  Speech corruption preset (default mix: noise + mask +
+                  swap).
   flickr8k_audio  Flickr8k Audio Captions, 224×224 images (manual download).
-  spokencoco      SpokenCOCO, 224×224 images (manual download).
+  spokencoco      SpokenCOCO, 224×224 images (manual download), on the
+                  Karpathy splits of the published retrieval results
+                  (`spokencoco/karpathy_img224`: 5k-image val and test; needs
+                  Karpathy's dataset_coco.json in the manual directory).
   seed=N          Random seed (init, data order, corruption).
   steps=N         N training steps instead of the variant's default.
 
@@ -82,6 +86,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.data.name = "av_digits/captions"
   config.data.data_dir = ml_collections.config_dict.placeholder(str)
   config.data.manual_dir = ml_collections.config_dict.placeholder(str)
+  # Manual downloads: skip and count missing / unreadable item files
+  # (logged per split) instead of stopping at the first one.
+  config.data.skip_bad_files = False
+  # SpokenCOCO: the directory holding COCO's train2014/ and val2014/
+  # (None: <manual_dir>/mscoco_img if it exists, else <manual_dir>).
+  config.data.image_root = ml_collections.config_dict.placeholder(str)
   config.data.batch_size = 64
   # Crop / pad waveforms to this length (None: the dataset's fixed length).
   config.data.max_audio_seconds = ml_collections.config_dict.placeholder(
@@ -157,7 +167,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   if "flickr8k_audio" in variants or "spokencoco" in variants:
     config.data.name = ("flickr8k_audio/img224" if "flickr8k_audio" in variants
-                        else "spokencoco/img224")
+                        else "spokencoco/karpathy_img224")
     config.data.max_audio_seconds = 8.0
     config.data.batch_size = 128
     config.data.log_mel.n_mels = 80

@@ -11,7 +11,10 @@ Variants:
   quick      AV-digits `pairs`, 120 steps; a minute or two on 2 CPU cores.
   one_stage  Same total steps, all semi-hard (the README's baseline).
   steps=N    N total steps (N/2 per stage; all semi-hard with one_stage).
-  ave/vegas  Pre-extracted AVE / VEGAS features (manual download), MLPs.
+  ave/vegas  Pre-extracted AVE / VEGAS features (manual download), MLPs:
+             builder configs `ave/avcmr15` (the AV-CMR group's 15-class AVE
+             file) and `vegas/default`; for all 28 AVE classes add
+             --config.data.name=ave/full.
   seed=N     Random seed.
 See README.md for runtimes and results of these commands.
 """
@@ -39,6 +42,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.data.name = "av_digits/pairs"
   config.data.data_dir = ml_collections.config_dict.placeholder(str)
   config.data.manual_dir = ml_collections.config_dict.placeholder(str)
+  # Manual downloads: skip and count missing / unreadable item files
+  # (logged per split) instead of stopping at the first one.
+  config.data.skip_bad_files = False
   config.data.batch_size = 128
   # Compute log-mels of the training split once, not once per batch.
   config.data.cache_features = True
@@ -74,7 +80,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if "ave" in variants or "vegas" in variants:
     if {"ave", "vegas"} <= variants:
       raise ValueError("configs/tstl_ca.py: choose one of 'ave' or 'vegas'")
-    config.data.name = "ave" if "ave" in variants else "vegas"
+    config.data.name = "ave/avcmr15" if "ave" in variants else "vegas/default"
     config.model.audio_encoder = config.model.visual_encoder = "mlp"
     config.model.embed_dim = 128
     config.model.audio_kwargs = ml_collections.ConfigDict(

@@ -1,6 +1,5 @@
 """Tests of the AV-digits tfds builder (avjax/data/av_digits)."""
 
-import sys
 
 import numpy as np
 import pytest
@@ -262,10 +261,6 @@ def test_too_long_caption_is_an_error(monkeypatch):
     with pytest.raises(ValueError, match="caption '.*' spoken by .* lasts"):
         builder_lib.make_caption("train", 0, 0, 1, np.arange(100), images,
                                  labels)
-
-
-def test_no_tensorflow_import(av_digits_data_dir):
-    assert "tensorflow" not in sys.modules
 
 
 def test_custom_small_captions_config(tmp_path):

@@ -76,12 +76,17 @@ def test_failed_check_moves_nothing(tmp_path):
   assert ckpt.all_steps() == [1]
 
 
-def test_transient_read_error_is_retried_not_moved(tmp_path, monkeypatch):
+def _saved_steps_1_and_2(tmp_path):
+  """A Checkpointer (no retry delay) holding steps 1 and 2, and its restore."""
   ckpt = Checkpointer(str(tmp_path / "c"), retry_delay_s=0.0)
   for s in (1, 2):
     ckpt.save(s, _tree(s), {"stage": 0, "data_iterator": {}})
   ckpt.wait_until_finished()
-  real_restore = ckpt._manager.restore
+  return ckpt, ckpt._manager.restore
+
+
+def test_transient_read_error_is_retried_not_moved(tmp_path, monkeypatch):
+  ckpt, real_restore = _saved_steps_1_and_2(tmp_path)
   failures = []
 
   def flaky_restore(step, *args, **kwargs):
@@ -100,11 +105,7 @@ def test_transient_read_error_is_retried_not_moved(tmp_path, monkeypatch):
 
 
 def test_persistent_read_error_moves_aside_after_retry(tmp_path, monkeypatch):
-  ckpt = Checkpointer(str(tmp_path / "c"), retry_delay_s=0.0)
-  for s in (1, 2):
-    ckpt.save(s, _tree(s), {"stage": 0, "data_iterator": {}})
-  ckpt.wait_until_finished()
-  real_restore = ckpt._manager.restore
+  ckpt, real_restore = _saved_steps_1_and_2(tmp_path)
   attempts = []
 
   def broken_step_2(step, *args, **kwargs):

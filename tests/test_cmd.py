@@ -11,6 +11,7 @@ import numpy as np
 import optax
 import pytest
 
+from avjax.data.av_digits import AvDigits, AvDigitsConfig
 from avjax.methods import cmd as cmd_lib
 from avjax.train.stages import StageScheduler
 from avjax.train.state import TrainState
@@ -253,7 +254,8 @@ def test_config_variants_and_bad_settings():
   with pytest.raises(ValueError, match="steps='many'"):
     _load_config("steps=many")
   assert _load_config("flickr8k_audio").data.name == "flickr8k_audio/img224"
-  assert _load_config("spokencoco").data.name == "spokencoco/img224"
+  assert (_load_config("spokencoco").data.name
+          == "spokencoco/karpathy_img224")  # The published 5k test split.
   with pytest.raises(ValueError, match="noise='pink'"):
     _load_config("noise=pink")
   with pytest.raises(ValueError, match="unknown config argument"):
@@ -267,17 +269,30 @@ def test_config_variants_and_bad_settings():
     cmd_lib.CMD(_tiny_config(loss_on="some"))
 
 
-def test_evaluate_same_retrieval_without_head(tmp_path,
-                                              av_digits_captions_dir):
+@pytest.fixture(scope="module")
+def tiny_captions(tmp_path_factory):
+  """A tiny AV-digits `captions` builder (8 train, 40 test canvases): this
+  test is about the head, not the dataset, and needs no full `captions`."""
+  config = AvDigitsConfig(name="captions_tiny", kind="captions",
+                          caption_split_sizes={"train": 8, "validation": 4,
+                                               "test": 40})
+  builder = AvDigits(config=config, file_format="array_record",
+                     data_dir=str(tmp_path_factory.mktemp("captions")))
+  builder.download_and_prepare(file_format="array_record")
+  return builder
+
+
+def test_evaluate_same_retrieval_without_head(tmp_path, tiny_captions,
+                                              monkeypatch):
   config = _tiny_config()
-  config.data.data_dir = av_digits_captions_dir
   config.eval_batch_size = 32
   method = cmd_lib.CMD(config)
+  monkeypatch.setattr(method, "_source", tiny_captions.as_data_source)
   it = method.train_iterator(8, 0, 0, 1)
   params = method.init_params(jax.random.PRNGKey(0), next(it))
-  with_head = method.evaluate(params, "test[:40]", plot_dir=str(tmp_path))
+  with_head = method.evaluate(params, "test", plot_dir=str(tmp_path))
   without = method.evaluate({k: v for k, v in params.items()
-                             if k != "cmd_head"}, "test[:40]")
+                             if k != "cmd_head"}, "test")
   retrieval_keys = [k for k in with_head if k.startswith(("r", "map_"))]
   assert "r1_s2i" in retrieval_keys and "r10_i2s" in retrieval_keys
   for key in retrieval_keys:

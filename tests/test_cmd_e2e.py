@@ -29,8 +29,12 @@ def test_quick_run_writes_metrics_and_plots(tmp_path, av_digits_captions_dir):
       assert 0.0 <= metrics[f"r{k}_{direction}"] <= 1.0
   assert metrics["r10_mean"] >= metrics["r1_mean"]
   assert metrics["head_params"] > 0
-  # The head rebuilds held-out frames better than their corrupted input.
-  assert metrics["cmd_recon"] < metrics["cmd_gap"]
+  # Measured for this quick config on the 2-core CPU machine: R@10 mean
+  # 0.052 (chance 0.02; R@1 0.004, chance 0.002), reconstruction distance
+  # 0.109 against the corrupted input's 0.612 (ratio 0.18). The floors sit
+  # a margin from those values.
+  assert metrics["r10_mean"] > 0.035
+  assert metrics["cmd_recon"] < 0.3 * metrics["cmd_gap"]
   assert 0.01 <= metrics["temperature"] <= 0.5
   plots = set(os.listdir(tmp_path / "plots"))
   assert {"retrieval_examples.png", "cmd_attention_0.png",

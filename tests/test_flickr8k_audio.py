@@ -2,7 +2,6 @@
 
 import logging
 import math
-import sys
 
 import numpy as np
 import pytest
@@ -85,7 +84,6 @@ def test_builds_published_layout(tmp_path):
     stereo = data["1001_bbb_0.wav"].mean(axis=1)
     np.testing.assert_array_equal(ex["1001_bbb_0.wav"]["audio"],
                                   np.round(stereo * 32768).astype(np.int16))
-    assert "tensorflow" not in sys.modules
 
 
 def test_missing_files_named_with_dir(tmp_path):
@@ -162,3 +160,35 @@ def test_image_in_two_split_lists_is_rejected(tmp_path):
         "3000_ddd.jpg\n1000_aaa.jpg\n")
     with pytest.raises(ValueError, match=r"1000_aaa.jpg \(train and test\)"):
         build(flickr8k_audio.Flickr8kAudio, manual_dir, tmp_path / "data", config="img64")
+
+
+@pytest.mark.parametrize("damage,named,match", [
+    ("empty_wav2capt", "flickr_audio/wav2capt.txt", "no caption"),
+    ("empty_train_list", "Flickr_8k.trainImages.txt", "lists no image"),
+    ("no_match", "Flickr_8k.trainImages.txt", "none of its 2 image"),
+    ("latin1_wav2capt", "flickr_audio/wav2capt.txt:2", "not UTF-8"),
+    ("latin1_test_list", "Flickr8k_text/Flickr_8k.testImages.txt:1",
+     "not UTF-8"),
+])
+def test_unusable_index_files_are_named(tmp_path, damage, named, match):
+    manual_dir = tmp_path / "manual"
+    make_tree(manual_dir)
+    wav2capt = manual_dir / "flickr_audio" / "wav2capt.txt"
+    train_list = manual_dir / "Flickr_8k.trainImages.txt"
+    if damage == "empty_wav2capt":
+        wav2capt.write_text("\n")
+    elif damage == "empty_train_list":
+        train_list.write_text("")
+    elif damage == "no_match":  # Other image names than wav2capt.txt's.
+        train_list.write_text("1000_aaa.JPG\n1001_bbb.png\n")
+    elif damage == "latin1_wav2capt":
+        lines = wav2capt.read_text().splitlines()
+        lines[1] = lines[1].replace("1000_aaa_0", "1000_aaa_\u00e90")
+        wav2capt.write_bytes("\n".join(lines).encode("latin-1"))
+    else:
+        (manual_dir / named.rsplit(":", 1)[0]).write_bytes(
+            "3000_ddd\u00e9.jpg\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=match) as err:
+        build(flickr8k_audio.Flickr8kAudio, manual_dir, tmp_path / "data",
+              config="img64")
+    assert str(manual_dir / named) in str(err.value)

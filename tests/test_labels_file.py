@@ -69,3 +69,16 @@ def test_bad_files(tmp_path):
   lst.write_text("[1, 2]")
   with pytest.raises(ValueError, match="must be an object"):
     labels_file.read_labels_file(str(lst))
+
+
+@pytest.mark.parametrize("name,content,match", [
+    ("p.json", b'{"1": 0, "2": ', r"p\.json.*not valid JSON.*line 1"),
+    ("p.json", '{"1": 0, "\u00e9": 1}'.encode("latin-1"), r"p\.json:1.*UTF-8"),
+    ("p.csv", "clip_id,label\n1,0\n2,1\u00e9\n".encode("latin-1"),
+     r"p\.csv:3.*UTF-8"),
+])
+def test_undecodable_files_are_named(tmp_path, name, content, match):
+  path = tmp_path / name
+  path.write_bytes(content)
+  with pytest.raises(ValueError, match=match):
+    labels_file.read_labels_file(str(path))

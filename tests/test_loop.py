@@ -33,6 +33,10 @@ def test_trains_and_writes_outputs(tmp_path):
       0, 0, 0, 1, 1, 1]
   assert os.listdir(tmp_path / "tensorboard")
   assert os.path.exists(tmp_path / "plots" / "training_curves.png")
+  with open(tmp_path / "config.json") as f:
+    saved = json.load(f)
+  assert saved["optimizer"]["learning_rate"] == 0.3
+  assert saved["stages"][1]["name"] == "second"
 
 
 def test_resume_equals_uninterrupted(tmp_path):

@@ -183,3 +183,51 @@ def test_check_unique_and_invert_listing():
     clash = r"lists: item\(s\) listed in two splits: \['b \(train and test\)'\]"
     with pytest.raises(ValueError, match=clash):
         manual.invert_listing({"train": ["a", "b"], "test": ["b"]}, "lists")
+
+
+@pytest.mark.parametrize("subtype", ["PCM_16", "PCM_24", "FLOAT"])
+@pytest.mark.parametrize("keep", ["half", 60])
+def test_read_wav_truncated_file_is_named(tmp_path, subtype, keep):
+    # A 1,280-sample wav cut to half its bytes, or to 60 bytes (the header
+    # and a few samples): soundfile reads what is there without complaint.
+    path = tmp_path / "cut.wav"
+    write_wav(path, 1280, subtype=subtype)
+    data = path.read_bytes()
+    size = len(data) // 2 if keep == "half" else keep
+    path.write_bytes(data[:size])
+    if (subtype, keep) != ("FLOAT", 60):  # Cut inside its longer header.
+        assert 0 < soundfile.info(str(path)).frames < 1280
+    with pytest.raises(manual.BadFileError, match="truncated") as err:
+        manual.read_wav(path)
+    assert err.value.path == path
+    assert str(path) in str(err.value)
+    assert f"holds {size - 44} bytes" in str(err.value) or subtype != "PCM_16"
+
+
+def test_read_wav_accepts_extra_chunks_and_odd_padding(tmp_path):
+    # A LIST chunk after the data chunk and an odd-sized chunk before it
+    # (padded to even size, as RIFF requires) are fine.
+    path = tmp_path / "extra.wav"
+    write_wav(path, 101, rate=8000, subtype="PCM_U8")
+    data = bytearray(path.read_bytes())
+    fmt_end = data.index(b"data")
+    odd = b"junk" + (3).to_bytes(4, "little") + b"abc\x00"
+    data[fmt_end:fmt_end] = odd
+    data += b"LIST" + (4).to_bytes(4, "little") + b"INFO"
+    data[4:8] = (len(data) - 8).to_bytes(4, "little")
+    path.write_bytes(bytes(data))
+    samples = manual.read_wav(path, 8000)
+    assert samples.shape == (101,)
+
+
+def test_read_wav_data_size_unknown_is_read(tmp_path):
+    # Streaming writers put 0xFFFFFFFF in the size fields: no truncation
+    # check is possible, the samples present are read.
+    path = tmp_path / "stream.wav"
+    write_wav(path, 320)
+    data = bytearray(path.read_bytes())
+    at = data.index(b"data") + 4
+    data[at:at + 4] = b"\xff\xff\xff\xff"
+    data[4:8] = b"\xff\xff\xff\xff"
+    path.write_bytes(bytes(data))
+    assert manual.read_wav(path).shape == (320,)

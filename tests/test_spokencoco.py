@@ -4,7 +4,6 @@ import json
 import logging
 import math
 import shutil
-import sys
 
 import numpy as np
 import pytest
@@ -88,7 +87,6 @@ def test_original_splits(tmp_path):
         else:
             stored, _ = soundfile.read(str(manual_dir / "SpokenCOCO" / wav), dtype="int16")
             np.testing.assert_array_equal(e["audio"], stored)
-    assert "tensorflow" not in sys.modules
 
 
 def test_karpathy_splits(tmp_path):
@@ -185,7 +183,8 @@ def test_json_schema_errors_are_located(tmp_path):
                                          r"lacks the string key 'wav'"):
         build(spokencoco.Spokencoco, manual_dir, tmp_path / "data", config="img64")
     path.write_text("{not json")
-    with pytest.raises(ValueError, match="SpokenCOCO_val.json is not valid json"):
+    with pytest.raises(ValueError,
+                       match=r"SpokenCOCO_val.json:1:2: not valid JSON"):
         build(spokencoco.Spokencoco, manual_dir, tmp_path / "data2", config="img64")
 
 
@@ -193,3 +192,34 @@ def test_coco_image_id():
     assert spokencoco.coco_image_id("val2014/COCO_val2014_000000391895.jpg", "x") == 391895
     with pytest.raises(ValueError, match="x: image path 'a/b.jpg' carries no MSCOCO id"):
         spokencoco.coco_image_id("a/b.jpg", "x")
+
+
+@pytest.mark.parametrize("damage,named,match", [
+    ("truncated_karpathy", "dataset_coco.json", r"not valid JSON.*line 1"),
+    ("latin1_karpathy", "dataset_coco.json", r"not UTF-8"),
+    ("latin1_train_json", "SpokenCOCO/SpokenCOCO_train.json", r"not UTF-8"),
+    ("karpathy_names_no_image", "dataset_coco.json", r"test.*no SpokenCOCO"),
+    ("empty_train_json", "SpokenCOCO/SpokenCOCO_train.json", r"no caption"),
+])
+def test_unusable_index_files_are_named(tmp_path, damage, named, match):
+    manual_dir = tmp_path / "manual"
+    make_tree(manual_dir, karpathy=True)
+    target = manual_dir / named
+    text = target.read_text()
+    if damage == "truncated_karpathy":
+        target.write_text(text[:len(text) // 2])
+    elif damage.startswith("latin1"):
+        target.write_bytes(text.replace('"', '"\u00e9', 1).encode("latin-1"))
+    elif damage == "karpathy_names_no_image":  # Test images SpokenCOCO lacks.
+        doc = json.loads(text)
+        for image in doc["images"]:
+            if image["split"] == "test":
+                image["filename"] = image["filename"].replace("val2014", "x")
+        target.write_text(json.dumps(doc))
+    else:
+        target.write_text(json.dumps({"data": []}))
+    config = "img64" if damage == "empty_train_json" else "karpathy_img64"
+    with pytest.raises(ValueError, match=match) as err:
+        build(spokencoco.Spokencoco, manual_dir, tmp_path / "data",
+              config=config)
+    assert str(target) in str(err.value)

@@ -60,3 +60,21 @@ def test_subset_source_relabels_and_keeps_truth():
     subsets.SubsetSource(src, [9])
   with pytest.raises(ValueError, match="2 labels for 1 indices"):
     subsets.SubsetSource(src, [1], labels=np.array([0, 1]))
+
+
+def test_subset_of_array_source_gathers_batches():
+  from avjax.data import pipeline  # pylint: disable=import-outside-toplevel
+  arrays = {"x": np.arange(20, dtype=np.float32) * 10,
+            "label": np.arange(20, dtype=np.int32) % 4}
+  idx = np.array([3, 5, 8, 13, 17, 19])
+  relabel = np.array([1, 1, 2, 2, 3, 0], np.int32)
+  sub = subsets.SubsetSource(pipeline.ArraySource(arrays), idx, labels=relabel)
+  batch = sub.gather(np.array([4, 0, 2]))
+  per_item = [sub[k] for k in (4, 0, 2)]
+  for key in ("x", "label", "true_label"):
+    np.testing.assert_array_equal(batch[key], [item[key] for item in per_item])
+  np.testing.assert_array_equal(batch["label"], [3, 1, 2])
+  np.testing.assert_array_equal(batch["true_label"], [1, 3, 0])
+  # Over a source without ``gather`` (a tfds source), none is offered.
+  assert not hasattr(subsets.SubsetSource([{"label": 0}] * 3, [0, 1]),
+                     "gather")

@@ -100,6 +100,7 @@ def test_trains_on_vegas_features(tmp_path):
   config.eval_every = 0
   config.checkpoint_every = 20
   metrics = loop.train_and_evaluate(config, str(tmp_path / "run"))
-  # Class-separable features: retrieval is far above chance (0.1).
-  assert metrics["map_mean"] > 0.5
+  # Class-separable features (chance MAP about 0.1): this run measured
+  # map_mean 1.000 on the 2-core CPU machine; the floor sits just below.
+  assert metrics["map_mean"] > 0.95
   assert os.path.exists(tmp_path / "run" / "plots" / "precision_recall.png")

@@ -89,6 +89,13 @@ class FeatureSplit:
 
 
 def _read_labels(ds: h5py.Dataset, key: str, path: Path, num_classes: int) -> np.ndarray:
+    if ds.dtype.kind not in "biuf":
+        is_text = (ds.dtype.kind in "OSU"
+                   or h5py.check_string_dtype(ds.dtype) is not None)
+        kind = "string" if is_text else f"non-numeric ({ds.dtype})"
+        raise ValueError(f"{path}:{key} holds {kind} labels; expected "
+                         f"integer class indices 0..{num_classes - 1} "
+                         "(shape [N], [N, 1] or one-hot)")
     raw = np.asarray(ds[()])
     if raw.ndim == 2 and raw.shape[1] == 1:
         raw = raw[:, 0]

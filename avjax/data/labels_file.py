@@ -15,11 +15,13 @@ indices in ``[0, num_classes)``.
 from __future__ import annotations
 
 import csv
-import json
+import io
 import os
 from typing import Sequence
 
 import numpy as np
+
+from avjax.data import manual
 
 _SHOW = 10  # How many offending ids/classes an error message lists.
 
@@ -46,15 +48,16 @@ def read_labels_file(path: str) -> dict[int, int]:
 
   Raises:
     FileNotFoundError: if ``path`` does not exist.
-    ValueError: on an unknown extension, a missing ``clip_id``/``label``
-      column, a non-integer value or a clip id listed twice.
+    ValueError: on an unknown extension, a file that is not UTF-8 or not
+      valid JSON (naming the line), a missing ``clip_id``/``label`` column,
+      a non-integer value or a clip id listed twice.
   """
   if not os.path.exists(path):
     raise FileNotFoundError(f"labels file {path!r} does not exist")
   ext = os.path.splitext(path)[1].lower()
   pairs: list[tuple[int, int]] = []
   if ext == ".csv":
-    with open(path, newline="", encoding="utf-8") as f:
+    with io.StringIO(manual.read_text(path), newline="") as f:
       reader = csv.DictReader(f)
       missing = {"clip_id", "label"} - set(reader.fieldnames or ())
       if missing:
@@ -65,8 +68,7 @@ def read_labels_file(path: str) -> dict[int, int]:
         pairs.append((_as_int(row["clip_id"], "clip_id", path),
                       _as_int(row["label"], "label", path)))
   elif ext == ".json":
-    with open(path, encoding="utf-8") as f:
-      obj = json.load(f)
+    obj = manual.read_json(path)
     if not isinstance(obj, dict):
       raise ValueError(f"{path}: JSON must be an object {{clip_id: label}}, "
                        f"got {type(obj).__name__}")

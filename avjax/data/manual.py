@@ -33,6 +33,7 @@ Decisions the datasets leave open (recorded here once for all builders):
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -154,6 +155,51 @@ def _to_int16(x: np.ndarray) -> np.ndarray:
     return np.clip(np.round(x * INT16_SCALE), -32768, 32767).astype(np.int16)
 
 
+_UNKNOWN_SIZE = 0xFFFFFFFF  # Size field of a wav written as a stream.
+
+
+def check_wav_complete(path: os.PathLike | str) -> None:
+    """Checks that a RIFF/WAVE file holds every byte its chunks declare.
+
+    libsndfile reads a truncated wav without complaint (it returns the
+    samples that are there), so the chunk list is walked here: each chunk's
+    declared size (padded to even) must fit in the file, and the ``data``
+    chunk must be present. Files that are not RIFF/WAVE (RF64, AIFF, ...)
+    and data chunks of unknown size (0xFFFFFFFF, streaming writers) are left
+    to libsndfile.
+
+    Raises:
+      BadFileError: naming the file, the chunk, its declared size and the
+        bytes present.
+    """
+    path = Path(path)
+    file_size = path.stat().st_size
+    with open(path, "rb") as f:
+        header = f.read(12)
+        if len(header) < 12 or header[:4] != b"RIFF" or header[8:12] != b"WAVE":
+            return
+        offset = 12
+        while offset + 8 <= file_size:
+            f.seek(offset)
+            chunk_id, size = f.read(4), int.from_bytes(f.read(4), "little")
+            body = offset + 8
+            if chunk_id == b"data":
+                if size != _UNKNOWN_SIZE and body + size > file_size:
+                    raise BadFileError(
+                        path, f"truncated wav file (data chunk declares "
+                        f"{size} bytes, the file holds {file_size - body} "
+                        "bytes of it)")
+                return
+            if body + size > file_size:
+                raise BadFileError(
+                    path, f"truncated wav file ({chunk_id!r} chunk at byte "
+                    f"{offset} declares {size} bytes, the file holds "
+                    f"{file_size - body}; no data chunk)")
+            offset = body + size + (size & 1)
+    raise BadFileError(path, f"truncated wav file (no data chunk in its "
+                       f"{file_size} bytes)")
+
+
 def read_wav(path: os.PathLike | str, target_rate: int = 16000) -> np.ndarray:
     """Reads a wav file as mono int16 samples at ``target_rate`` Hz.
 
@@ -166,11 +212,13 @@ def read_wav(path: os.PathLike | str, target_rate: int = 16000) -> np.ndarray:
       resampled with a polyphase filter (T = ceil(n * target_rate / rate)).
 
     Raises:
-      BadFileError: missing file, unreadable/garbage file, or zero samples.
+      BadFileError: missing file, unreadable/garbage file, a truncated file
+        (fewer bytes than its chunks declare), or zero samples.
     """
     path = Path(path)
     if not path.is_file():
         raise BadFileError(path, "missing wav file")
+    check_wav_complete(path)
     try:
         data, rate = soundfile.read(str(path), dtype="float64", always_2d=True)
     except (RuntimeError, ValueError, EOFError) as err:
@@ -211,6 +259,51 @@ def load_image(path: os.PathLike | str, size: int) -> np.ndarray:
     left, top = (new_w - size) // 2, (new_h - size) // 2
     img = img.crop((left, top, left + size, top + size))
     return np.asarray(img, dtype=np.uint8)
+
+
+def _decode_utf8(data: bytes, path: os.PathLike | str) -> str:
+    """``data`` as UTF-8 text (a BOM is dropped); ValueError naming the file,
+    line and column of the first undecodable byte."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        column = err.start - (data.rfind(b"\n", 0, err.start) + 1) + 1
+        raise ValueError(
+            f"{path}:{line}: not UTF-8 text (byte 0x{data[err.start]:02x} at "
+            f"column {column}); save the file as UTF-8") from None
+
+
+def read_text(path: os.PathLike | str) -> str:
+    """A UTF-8 text file's contents (index files, split lists, JSON).
+
+    Raises:
+      ValueError: naming the file and line of the first undecodable byte.
+    """
+    with open(path, "rb") as f:
+        return _decode_utf8(f.read(), path)
+
+
+def read_lines(path: os.PathLike | str) -> list[str]:
+    """The lines of a UTF-8 text file, without line ends (see ``read_text``)."""
+    return read_text(path).splitlines()
+
+
+def read_json(path: os.PathLike | str) -> Any:
+    """A UTF-8 JSON file, parsed.
+
+    Raises:
+      ValueError: naming the file, and the line and column where decoding or
+        parsing failed (e.g. a truncated download).
+    """
+    text = read_text(path)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        hint = " (truncated?)" if err.pos >= len(text.rstrip()) else ""
+        raise ValueError(f"{path}:{err.lineno}:{err.colno}: not valid JSON"
+                         f"{hint} ({err.msg} at line {err.lineno} column "
+                         f"{err.colno})") from None
 
 
 def check_unique(items: Iterable[str], what: str, source: os.PathLike | str) -> None:
@@ -256,8 +349,9 @@ class BadFileLog:
     def handle(self, err: BadFileError, n_examples: int = 1) -> None:
         """Raises ``err`` unless skipping; otherwise counts ``n_examples``."""
         if not self.skip:
-            raise BadFileError(err.path, f"{self.where}: {err.reason} (pass "
-                               "skip_bad_files=True to the builder to skip "
+            raise BadFileError(err.path, f"{self.where}: {err.reason} (set "
+                               "--config.data.skip_bad_files=True, or pass "
+                               "skip_bad_files=True to the builder, to skip "
                                "and count such files)") from err
         self.skipped_examples += n_examples
         self.files.setdefault(err.path, err.reason)

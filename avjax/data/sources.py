@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import inspect
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -138,9 +139,27 @@ def _file_lock(path: str):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def _check_builder_kwargs(cls: type[tfds.core.DatasetBuilder], name: str,
+                          builder_kwargs: Mapping[str, Any]) -> None:
+    accepted = set()
+    for klass in cls.__mro__:
+        init = vars(klass).get("__init__")
+        if init is not None:
+            accepted |= {p.name for p in inspect.signature(init).parameters
+                         .values() if p.kind == p.KEYWORD_ONLY}
+    unknown = sorted(set(builder_kwargs) - accepted)
+    if unknown:
+        raise ValueError(
+            f"dataset {name!r} does not take the builder argument(s) "
+            f"{unknown} (config.data.{unknown[0]}); it is read from a "
+            "manual download only where a builder lists it")
+
+
 def get_builder(name: str, data_dir: str | None = None,
                 manual_dir: str | None = None,
-                prepare: bool = True) -> tfds.core.DatasetBuilder:
+                prepare: bool = True,
+                builder_kwargs: Mapping[str, Any] | None = None
+                ) -> tfds.core.DatasetBuilder:
     """The prepared (array_record) builder of "dataset[/config]".
 
     Args:
@@ -149,16 +168,21 @@ def get_builder(name: str, data_dir: str | None = None,
       manual_dir: directory holding manually downloaded files, for builders
         that need them.
       prepare: run `download_and_prepare` when not yet prepared.
+      builder_kwargs: extra keyword arguments of the builder class, e.g.
+        {"skip_bad_files": True} (see `config_builder_kwargs`).
 
     Raises:
-      ValueError: unknown dataset or config; dataset prepared in another
-        file format.
+      ValueError: unknown dataset or config; a builder argument the builder
+        does not take; dataset prepared in another file format.
     """
     dataset, config = split_name(name)
     cls = builder_class(dataset)
     config = _config_for(cls, dataset, config)
     data_dir = os.path.expanduser(data_dir or default_data_dir())
     kwargs: dict[str, Any] = {"data_dir": data_dir, "file_format": FILE_FORMAT}
+    if builder_kwargs:
+        _check_builder_kwargs(cls, dataset, builder_kwargs)
+        kwargs.update(builder_kwargs)
     if config is not None:
         kwargs["config"] = config
     builder = cls(**kwargs)
@@ -247,7 +271,8 @@ def check_example(example: Mapping[str, Any], spec: Mapping[str, Any],
 
 
 def load_source(name: str, split: str, data_dir: str | None = None,
-                manual_dir: str | None = None):
+                manual_dir: str | None = None,
+                builder_kwargs: Mapping[str, Any] | None = None):
     """Random-access source of one split, prepared on first use.
 
     Args:
@@ -256,16 +281,19 @@ def load_source(name: str, split: str, data_dir: str | None = None,
         with a tfds slice ("train[:100]").
       data_dir: tfds data dir; default $AVJAX_DATA_DIR or ~/avjax_data.
       manual_dir: manually downloaded files, for builders that need them.
+      builder_kwargs: extra builder arguments (see `get_builder`).
 
     Returns:
       A tfds array_record data source: `len()` and `[i]` -> dict of numpy
-      arrays (scalars as Python numbers, text as bytes).
+      arrays (scalars as Python numbers, text as bytes); wrapped by the
+      builder's `wrap_data_source(source, split)` where it has one.
 
     Raises:
       ValueError: unknown dataset, config or split (listing the valid ones),
         or a record whose shapes do not match the builder's features.
     """
-    builder = get_builder(name, data_dir=data_dir, manual_dir=manual_dir)
+    builder = get_builder(name, data_dir=data_dir, manual_dir=manual_dir,
+                          builder_kwargs=builder_kwargs)
     splits = list(builder.info.splits.keys())
     base_split = split.split("[", 1)[0]
     if base_split not in splits:
@@ -275,4 +303,31 @@ def load_source(name: str, split: str, data_dir: str | None = None,
     if len(source):
         check_example(source[0], feature_spec(builder.info.features),
                       f"{name}:{split}")
-    return source
+    # A builder may keep part of each example outside the tfds records
+    # (the caption builders store each image once) and join it back here.
+    wrap = getattr(builder, "wrap_data_source", None)
+    return wrap(source, split) if wrap else source
+
+
+# config.data fields passed to the builder when set: False / None leave the
+# builder's default (so datasets without the argument accept the config).
+_BUILDER_FIELDS = ("skip_bad_files", "image_root")
+
+
+def config_builder_kwargs(data_cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """Builder arguments set in a config's ``data`` block.
+
+    ``data.skip_bad_files`` (when true) and ``data.image_root`` (when set);
+    a field left at False / None is not passed.
+    """
+    return {key: data_cfg[key] for key in _BUILDER_FIELDS
+            if key in data_cfg and data_cfg[key] not in (None, False)}
+
+
+def load_config_source(data_cfg: Mapping[str, Any], split: str):
+    """`load_source` of ``split`` with the fields of a config's ``data``
+    block: name, data_dir, manual_dir and the builder arguments."""
+    return load_source(data_cfg["name"], split,
+                       data_dir=data_cfg.get("data_dir"),
+                       manual_dir=data_cfg.get("manual_dir"),
+                       builder_kwargs=config_builder_kwargs(data_cfg))

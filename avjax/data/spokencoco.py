@@ -38,7 +38,6 @@ SpokenCOCO_val.json, in file order (the same under both protocols).
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from pathlib import Path
@@ -91,13 +90,10 @@ def parse_spokencoco_json(path: Path) -> list[tuple[str, list[str]]]:
     """Reads a SpokenCOCO json into (image path, [wav paths]) per entry.
 
     Raises:
-      ValueError: invalid json or a missing key (names file, entry and key).
+      ValueError: a file that is not UTF-8 or not valid json (names file and
+        line), a missing key (names file, entry and key), or no caption.
     """
-    try:
-        with open(path, encoding="utf-8") as f:
-            doc = json.load(f)
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path} is not valid json ({err})") from err
+    doc = manual.read_json(path)
     if not isinstance(doc, dict) or not isinstance(doc.get("data"), list):
         raise ValueError(f"{path}: expected an object with a 'data' list")
     entries: list[tuple[str, list[str]]] = []
@@ -114,18 +110,28 @@ def parse_spokencoco_json(path: Path) -> list[tuple[str, list[str]]]:
                                  "string key 'wav'")
             wavs.append(cap["wav"])
         entries.append((entry["image"], wavs))
+    if not any(wavs for _, wavs in entries):
+        raise ValueError(f"{path}: no caption in its {len(entries)} 'data' "
+                         "entries (an empty or cut-down file?)")
     return entries
 
 
 def read_karpathy_splits(path: Path) -> dict[str, str]:
-    """Maps image file name → train/validation/test from dataset_coco.json."""
-    with open(path, encoding="utf-8") as f:
-        doc = json.load(f)
+    """Maps image file name → train/validation/test from dataset_coco.json.
+
+    Raises:
+      ValueError: a file that is not UTF-8, not valid json (a truncated
+        download) or not in Karpathy's schema, naming it (and the line or
+        entry).
+    """
+    doc = manual.read_json(path)
     images = doc.get("images") if isinstance(doc, dict) else None
     if not isinstance(images, list):
         raise ValueError(f"{path}: expected an object with an 'images' list")
     out: dict[str, str] = {}
     for i, img in enumerate(images):
+        if not isinstance(img, dict):
+            raise ValueError(f"{path}: images[{i}] is not an object")
         name, split = img.get("filename"), img.get("split")
         if not isinstance(name, str) or split not in KARPATHY_SPLITS:
             raise ValueError(f"{path}: images[{i}] needs 'filename' and a 'split' "
@@ -135,8 +141,16 @@ def read_karpathy_splits(path: Path) -> dict[str, str]:
 
 
 def build_groups(json_paths: dict[str, Path], wav_root: Path, image_root: Path,
-                 karpathy: dict[str, str] | None) -> dict[str, list[spoken_captions.ImageGroup]]:
-    """Groups SpokenCOCO captions by image into the protocol's splits."""
+                 karpathy: dict[str, str] | None,
+                 karpathy_file: Path | str = KARPATHY_FILE
+                 ) -> dict[str, list[spoken_captions.ImageGroup]]:
+    """Groups SpokenCOCO captions by image into the protocol's splits.
+
+    Raises:
+      ValueError: a Karpathy split none of whose images has a SpokenCOCO
+        caption (naming ``karpathy_file`` and the json files; tfds would
+        only say that no example was yielded).
+    """
     splits: dict[str, list[spoken_captions.ImageGroup]] = (
         {"train": [], "validation": []} if karpathy is None
         else {"train": [], "validation": [], "test": []})
@@ -162,6 +176,15 @@ def build_groups(json_paths: dict[str, Path], wav_root: Path, image_root: Path,
     if left_out:
         logging.info("spokencoco: %d caption(s) of images absent from %s left out",
                      left_out, KARPATHY_FILE)
+    for split, groups in splits.items():
+        if groups or karpathy is None:
+            continue
+        names = sorted(n for n, s in karpathy.items() if s == split)
+        raise ValueError(
+            f"spokencoco/{split}: {karpathy_file} puts {len(names)} image(s) "
+            f"in this split, but no SpokenCOCO caption in "
+            f"{json_paths['train']} or {json_paths['val']} is of one of them"
+            + (f" (e.g. {names[0]!r})" if names else ""))
     return splits
 
 
@@ -175,8 +198,12 @@ class Spokencoco(manual.ManualDownloadBuilder):
     """
 
     name = "spokencoco"
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Reads the published SpokenCOCO layout."}
+    VERSION = tfds.core.Version("2.0.0")
+    RELEASE_NOTES = {
+        "1.0.0": "Reads the published SpokenCOCO layout.",
+        "2.0.0": "Each image stored once, JPEG-encoded, in an image table "
+                 "per split; records reference it by image_id.",
+    }
     MANUAL_DOWNLOAD_INSTRUCTIONS = INSTRUCTIONS
     BUILDER_CONFIG_CLASS = spoken_captions.SpokenCaptionConfig
     BUILDER_CONFIGS = [
@@ -216,12 +243,18 @@ class Spokencoco(manual.ManualDownloadBuilder):
                                  instructions=INSTRUCTIONS)
         groups = build_groups(
             {k: found[v] for k, v in JSON_FILES.items()}, manual_dir / WAV_ROOT,
-            image_root, read_karpathy_splits(found[KARPATHY_FILE]) if karpathy else None)
+            image_root,
+            read_karpathy_splits(found[KARPATHY_FILE]) if karpathy else None,
+            found.get(KARPATHY_FILE, KARPATHY_FILE))
         size = self.builder_config.image_size
         return {split: self._generate_examples(g, size, split)
                 for split, g in groups.items()}
 
     def _generate_examples(self, groups: list[spoken_captions.ImageGroup],
                            image_size: int, split: str):
-        return spoken_captions.generate_examples(groups, image_size,
-                                                 self._bad_file_log(split))
+        return spoken_captions.generate_examples(
+            groups, image_size, self._bad_file_log(split), self.data_dir, split)
+
+    def wrap_data_source(self, source: Any, split: str) -> Any:
+        """Adds each record's decoded "image" (see ``spoken_captions``)."""
+        return spoken_captions.wrap_data_source(self, source, split)

@@ -108,5 +108,21 @@ class SubsetSource:
       item["label"] = self.labels[k]
     return item
 
+  def __getattr__(self, name: str):
+    # ``gather`` exists exactly when the wrapped source has one, so the
+    # pipeline gathers whole batches from in-memory sources only.
+    if name == "gather" and hasattr(self.source, "gather"):
+      return self._gather
+    raise AttributeError(name)
+
+  def _gather(self, ks: np.ndarray) -> dict[str, np.ndarray]:
+    """Items ``ks`` as one batch: ``{key: [len(ks), ...]}``."""
+    ks = np.asarray(ks, np.int64)
+    batch = dict(self.source.gather(self.indices[ks]))
+    if self.labels is not None:
+      batch["true_label"] = batch.get("true_label", batch["label"])
+      batch["label"] = self.labels[ks]
+    return batch
+
   def __repr__(self) -> str:
     return f"SubsetSource({len(self)} of {len(self.source)})"

@@ -79,6 +79,7 @@ from avjax.data import pipeline
 from avjax.data import sources
 from avjax.data import subsets
 from avjax.eval import linear_probe as probe_lib
+from avjax.eval.sharded import sharded_embed
 from avjax.methods import sampling
 from avjax.methods.base import Method
 from avjax.models import encoders
@@ -153,9 +154,7 @@ class AVC(Method):
 
   # Data -------------------------------------------------------------------
   def _source(self, split: str):
-    d = self.config.data
-    return sources.load_source(d.name, split, data_dir=d.get("data_dir"),
-                               manual_dir=d.get("manual_dir"))
+    return sources.load_config_source(self.config.data, split)
 
   def split_arrays(self, split: str) -> dict[str, np.ndarray]:
     """A whole split as model inputs (cached per process); see
@@ -310,17 +309,14 @@ class AVC(Method):
     return jax.jit(lambda p, a, v: self.embed(p, a, v))
 
   def embed_split(self, params, split: str) -> dict[str, np.ndarray]:
-    """{'audio', 'visual' float32 [N, E], 'label' int32 [N] (annotation)}."""
+    """{'audio', 'visual' float32 [N, E], 'label' int32 [N] (annotation)}.
+
+    Each process embeds its block of rows; every process gets all rows.
+    """
     data = self.split_arrays(split)
-    bs = int(self.config.get("eval_batch_size", 512))
-    outs_a, outs_v = [], []
-    for i in range(0, len(data["true_label"]), bs):
-      a, v = self._embed_jit(params, data["audio"][i:i + bs],
-                             data["visual"][i:i + bs])
-      outs_a.append(np.asarray(a))
-      outs_v.append(np.asarray(v))
-    return {"audio": np.concatenate(outs_a), "visual": np.concatenate(outs_v),
-            "label": data["true_label"]}
+    emb = sharded_embed(self._embed_jit, params, data,
+                        int(self.config.get("eval_batch_size", 512)))
+    return dict(emb, label=data["true_label"])
 
   def evaluate(self, params, split, plot_dir=None):
     """Linear-probe accuracies (and head accuracies) on ``split``.

@@ -67,6 +67,7 @@ from avjax.data import features as features_lib
 from avjax.data import pipeline
 from avjax.data import sources
 from avjax.eval import retrieval
+from avjax.eval import sharded
 from avjax.methods.base import Method
 from avjax.models import corruption
 from avjax.models import denoiser
@@ -195,8 +196,7 @@ class CMD(Method):
   # Data -------------------------------------------------------------------
   def _source(self, split: str):
     d = self.config.data
-    source = sources.load_source(d.name, split, data_dir=d.get("data_dir"),
-                                 manual_dir=d.get("manual_dir"))
+    source = sources.load_config_source(d, split)
     seconds = d.get("max_audio_seconds")
     if seconds:
       source = _FixedLengthAudio(source, int(round(seconds * 16000)))
@@ -409,33 +409,45 @@ class CMD(Method):
     "cmd_gap" (reconstruction distance and corrupted-input distance of the
     speech head under the configured corruption, summed over valid frames),
     "cmd_frames" (their number) and "first_maps" (the head's last-layer
-    cross-attention [B, Q, P] on the first batch's clean frames).
+    cross-attention [B, Q, P] on the first batch's clean frames). Each
+    process embeds its block of rows (its own first batch for the plots);
+    the rows and sums cover the whole split on every process.
     """
     source = self._source(split)
     bs = int(self.config.get("eval_batch_size", 256))
     has_head = HEAD in params
-    speech, image, ids = [], [], []
-    totals = np.zeros(3)
+    params = sharded.local_replica(params)
+    lo, hi = sharded.process_block(len(source))
+    # An empty block reads row 0 and keeps none of it (shapes for the gather).
+    block = sharded.RowSlice(source, lo, hi) if hi > lo else (
+        sharded.RowSlice(source, 0, 1))
+    keep = hi - lo
+    rows: dict[str, list[np.ndarray]] = {}
     out: dict[str, Any] = {}
-    for batch in pipeline.iterate_split(source, self._eval_transform, bs):
+    for batch in pipeline.iterate_split(block, self._eval_transform, bs):
       n = len(batch["image_id"])
       pad = lambda x: np.concatenate(  # One jit shape for every batch.
           [x, np.repeat(x[-1:], bs - n, axis=0)]) if n < bs else x
       s, i = self._embed_jit(params["encoders"], pad(batch["audio"]),
                              pad(batch["audio_mask"]), pad(batch["image"]))
-      speech.append(np.asarray(s.embedding)[:n])
-      image.append(np.asarray(i.embedding)[:n])
-      ids.append(np.asarray(batch["image_id"]))
+      got = {"speech": np.asarray(s.embedding)[:n],
+             "image": np.asarray(i.embedding)[:n],
+             "image_id": np.asarray(batch["image_id"])}
       if has_head:
         rec, gap, frames, maps = jax.device_get(
             self._head_eval_jit(params[HEAD], s, i))
-        totals += [rec[:n].sum(), gap[:n].sum(), frames[:n].sum()]
+        got.update(cmd_recon=rec[:n], cmd_gap=gap[:n], cmd_frames=frames[:n])
         out.setdefault("first_maps", maps[:n])
+      for key, value in got.items():
+        rows.setdefault(key, []).append(value)
       out.setdefault("first_batch", batch)
-    out.update(speech=np.concatenate(speech), image=np.concatenate(image),
-               image_id=np.concatenate(ids), source=source)
+    gathered = sharded.gather_rows(
+        {k: np.concatenate(v)[:keep] for k, v in rows.items()}, len(source))
+    out.update(speech=gathered["speech"], image=gathered["image"],
+               image_id=gathered["image_id"], source=source)
     if has_head:
-      out.update(cmd_recon=totals[0], cmd_gap=totals[1], cmd_frames=totals[2])
+      out.update({k: float(np.sum(gathered[k], dtype=np.float64))
+                  for k in ("cmd_recon", "cmd_gap", "cmd_frames")})
     return out
 
   def evaluate(self, params, split, plot_dir=None):

@@ -36,6 +36,7 @@ from avjax.data import pipeline
 from avjax.data import sources
 from avjax.eval import plots
 from avjax.eval import retrieval
+from avjax.eval.sharded import sharded_embed
 from avjax.methods.base import Method
 from avjax.models import encoders
 from avjax.train.stages import Stage
@@ -45,7 +46,7 @@ _FEATURE_VECTOR_DATASETS = ("ave", "vegas")
 
 def _batch_transform(data_cfg: ml_collections.ConfigDict):
   """Numpy batch → model inputs: {'audio', 'visual', 'label'}."""
-  if data_cfg.name in _FEATURE_VECTOR_DATASETS:
+  if sources.split_name(data_cfg.name)[0] in _FEATURE_VECTOR_DATASETS:
     def transform(batch):
       return {"audio": np.asarray(batch["audio"], np.float32),
               "visual": np.asarray(batch["visual"], np.float32),
@@ -77,9 +78,7 @@ class TSTLCA(Method):
 
   # Data -------------------------------------------------------------------
   def _source(self, split: str):
-    d = self.config.data
-    return sources.load_source(d.name, split, data_dir=d.get("data_dir"),
-                               manual_dir=d.get("manual_dir"))
+    return sources.load_config_source(self.config.data, split)
 
   def train_iterator(self, batch_size, seed, process_index, process_count):
     source, transform = self._source("train"), self.transform
@@ -139,17 +138,14 @@ class TSTLCA(Method):
     return jax.jit(lambda p, a, v: self.embed(p, a, v))
 
   def embed_split(self, params, split: str) -> dict[str, np.ndarray]:
-    """Embeds a whole split: {'audio', 'visual' [N, E], 'label' [N]}."""
+    """Embeds a whole split: {'audio', 'visual' [N, E], 'label' [N]}.
+
+    Each process embeds its block of rows; every process gets all rows.
+    """
     data = pipeline.load_split(self._source(split), self.transform)
-    bs = int(self.config.get("eval_batch_size", 512))
-    outs_a, outs_v = [], []
-    for i in range(0, len(data["label"]), bs):
-      a, v = self._embed_jit(params, data["audio"][i:i + bs],
-                             data["visual"][i:i + bs])
-      outs_a.append(np.asarray(a))
-      outs_v.append(np.asarray(v))
-    return {"audio": np.concatenate(outs_a), "visual": np.concatenate(outs_v),
-            "label": data["label"], "inputs": data}
+    emb = sharded_embed(self._embed_jit, params, data,
+                        int(self.config.get("eval_batch_size", 512)))
+    return dict(emb, label=data["label"], inputs=data)
 
   def evaluate(self, params, split, plot_dir=None):
     emb = self.embed_split(params, split)
