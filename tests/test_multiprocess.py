@@ -1,9 +1,14 @@
 """launch/main.py as 2 processes × 2 CPU devices (gloo) against 1 × 4.
 
 The global batch is the same in both runs (each process reads its slice of
-it), so the final metrics must be equal; only process 0 writes metrics,
-plots and logs; rerunning the 2-process command resumes from the shared
-checkpoint, also when its newest checkpoint is damaged.
+it), so the runs take the same steps: their per-step losses agree to float
+reduction order (gloo sums the gradients of the two processes in another
+order than one process sums its four devices; after ~8 steps semi-hard
+mining starts to pick different negatives, so later steps and the final
+metrics drift apart). Only process 0 writes metrics, plots and logs;
+rerunning the 2-process command resumes from the shared checkpoint, also
+when its newest checkpoint is damaged, and then ends exactly as the
+uninterrupted 2-process run did.
 """
 
 import json
@@ -16,7 +21,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MAIN = os.path.join(ROOT, "launch", "main.py")
-CONFIG = os.path.join(ROOT, "configs", "tstl_ca.py") + ":quick,steps=40"
+CONFIG = os.path.join(ROOT, "configs", "tstl_ca.py") + ":quick,steps=20"
 
 
 def _free_port() -> int:
@@ -34,7 +39,8 @@ def _env(devices: int) -> dict[str, str]:
 
 def _args(workdir, data_dir):
   return [sys.executable, MAIN, f"--config={CONFIG}", f"--workdir={workdir}",
-          f"--config.data.data_dir={data_dir}", "--config.checkpoint_every=10"]
+          f"--config.data.data_dir={data_dir}", "--config.checkpoint_every=5",
+          "--config.log_every=1"]
 
 
 def _run_two_processes(workdir, data_dir):
@@ -51,29 +57,39 @@ def _run_two_processes(workdir, data_dir):
   return outs
 
 
+def _losses(workdir):
+  with open(os.path.join(workdir, "log.jsonl")) as f:
+    rows = [json.loads(line) for line in f]
+  return [r["train/loss"] for r in rows if "train/loss" in r]
+
+
 def _metrics(workdir):
   with open(os.path.join(workdir, "metrics.json")) as f:
     return json.load(f)
 
 
 @pytest.fixture(scope="module")
-def one_process_metrics(tmp_path_factory, av_digits_pairs_dir):
+def one_process_losses(tmp_path_factory, av_digits_pairs_dir):
   workdir = tmp_path_factory.mktemp("one_process")
   out = subprocess.run(_args(workdir, av_digits_pairs_dir), cwd=ROOT,
                        env=_env(4), capture_output=True, text=True,
                        timeout=900)
   assert out.returncode == 0, out.stderr[-3000:]
-  return _metrics(workdir)
+  return _losses(workdir)
 
 
 @pytest.mark.slow
 def test_two_processes_equal_one_and_resume(tmp_path, av_digits_pairs_dir,
-                                            one_process_metrics):
+                                            one_process_losses):
   workdir = tmp_path / "two"
   (out0, err0), (out1, err1) = _run_two_processes(workdir, av_digits_pairs_dir)
   assert "JAX process 0 / 2" in err0 and "JAX process 1 / 2" in err1
-  # The same global batches and updates as one process on 4 devices.
-  assert _metrics(workdir) == pytest.approx(one_process_metrics, rel=1e-5)
+  # The same global batches and updates as one process on 4 devices: a
+  # different data order or a per-process batch would differ from step 1.
+  losses = _losses(workdir)
+  assert len(losses) == len(one_process_losses) == 20
+  assert losses[:6] == pytest.approx(one_process_losses[:6], rel=2e-5)
+  finished = _metrics(workdir)
   # Only process 0 reports and writes logs and plots.
   assert "Final test metrics" in out0 and "Final test metrics" not in out1
   with open(workdir / "log.jsonl") as f:
@@ -85,19 +101,19 @@ def test_two_processes_equal_one_and_resume(tmp_path, av_digits_pairs_dir,
 
   # Rerunning the same command resumes from the shared final checkpoint.
   (_, err0), (_, err1) = _run_two_processes(workdir, av_digits_pairs_dir)
-  assert "Resumed from step 40" in err0 and "Resumed from step 40" in err1
+  assert "Resumed from step 20" in err0 and "Resumed from step 20" in err1
 
-  # A damaged newest checkpoint: moved aside once, both fall back to 30.
-  for root, _, files in os.walk(workdir / "checkpoints" / "40" / "state"):
+  # A damaged newest checkpoint: moved aside once, both fall back to 15.
+  for root, _, files in os.walk(workdir / "checkpoints" / "20" / "state"):
     for name in files:
       if name != "commit_success.txt":
         with open(os.path.join(root, name), "wb") as f:
           f.write(b"garbage")
   os.remove(workdir / "metrics.json")
   (_, err0), (_, err1) = _run_two_processes(workdir, av_digits_pairs_dir)
-  assert "Resumed from step 30" in err0 and "Resumed from step 30" in err1
-  assert os.listdir(workdir / "checkpoints_damaged") == ["40"]
-  assert _metrics(workdir) == pytest.approx(one_process_metrics, rel=1e-5)
+  assert "Resumed from step 15" in err0 and "Resumed from step 15" in err1
+  assert os.listdir(workdir / "checkpoints_damaged") == ["20"]
+  assert _metrics(workdir) == finished  # same processes, same order: exact
 
 
 @pytest.mark.parametrize("flags,message", [
