@@ -44,11 +44,17 @@ setuptools.setup(
     python_requires=">=3.10",
     install_requires=INSTALL_REQUIRES,
     extras_require={
-        "test": ["pytest>=8", "pytest-xdist>=3.5", "ipython>=8",
-                 # Notebooks are executed in a real Jupyter kernel.
-                 "nbclient>=0.10", "nbformat>=5.9", "ipykernel>=6.29",
-                 # One formatter for the tree (tests/test_format.py).
-                 "pyink>=26.5,<27"]
+        "test": [
+            "pytest>=8",
+            "pytest-xdist>=3.5",
+            "ipython>=8",
+            # Notebooks are executed in a real Jupyter kernel.
+            "nbclient>=0.10",
+            "nbformat>=5.9",
+            "ipykernel>=6.29",
+            # One formatter for the tree (tests/test_format.py).
+            "pyink>=26.5,<27",
+        ]
         + VIDEO_REQUIRES,
         "video": VIDEO_REQUIRES,
         "bench": ["torch", "pytorch-metric-learning>=2.5"],

@@ -15,9 +15,12 @@ import os
 import ml_collections
 
 
-def parse_config_arg(arg: str | None, variants: set[str] | frozenset[str],
-                     keys: set[str] | frozenset[str] = frozenset(),
-                     config_name: str = "config") -> tuple[set[str], dict]:
+def parse_config_arg(
+    arg: str | None,
+    variants: set[str] | frozenset[str],
+    keys: set[str] | frozenset[str] = frozenset(),
+    config_name: str = "config",
+) -> tuple[set[str], dict]:
   """Splits ``arg`` into variant names and ``key=value`` settings.
 
   Args:
@@ -38,8 +41,10 @@ def parse_config_arg(arg: str | None, variants: set[str] | frozenset[str],
     if "=" in token:
       key, value = token.split("=", 1)
       if key not in keys:
-        raise ValueError(f"{config_name}: unknown config argument key {key!r}"
-                         f"; valid keys: {sorted(keys)}")
+        raise ValueError(
+            f"{config_name}: unknown config argument key {key!r}"
+            f"; valid keys: {sorted(keys)}"
+        )
       try:
         settings[key] = ast.literal_eval(value)
       except (ValueError, SyntaxError):
@@ -47,14 +52,17 @@ def parse_config_arg(arg: str | None, variants: set[str] | frozenset[str],
     elif token in variants:
       names.add(token)
     else:
-      raise ValueError(f"{config_name}: unknown config argument {token!r}; "
-                       f"valid: {sorted(variants)} or key=value with keys "
-                       f"{sorted(keys)}")
+      raise ValueError(
+          f"{config_name}: unknown config argument {token!r}; "
+          f"valid: {sorted(variants)} or key=value with keys "
+          f"{sorted(keys)}"
+      )
   return names, settings
 
 
-def positive_int_setting(settings: dict, key: str, default: int,
-                         config_name: str = "config") -> int:
+def positive_int_setting(
+    settings: dict, key: str, default: int, config_name: str = "config"
+) -> int:
   """``settings[key]`` (from :func:`parse_config_arg`), or ``default``.
 
   Raises:
@@ -62,13 +70,15 @@ def positive_int_setting(settings: dict, key: str, default: int,
   """
   value = settings.get(key, default)
   if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-    raise ValueError(f"{config_name}: {key}={value!r} is not a positive "
-                     "integer")
+    raise ValueError(
+        f"{config_name}: {key}={value!r} is not a positive " "integer"
+    )
   return value
 
 
-def load_config_file(path: str, arg: str | None = None
-                     ) -> ml_collections.ConfigDict:
+def load_config_file(
+    path: str, arg: str | None = None
+) -> ml_collections.ConfigDict:
   """Calls ``get_config(arg)`` of the config file at ``path``.
 
   The programmatic twin of ``--config path:arg`` (notebooks, sweeps).
@@ -76,7 +86,8 @@ def load_config_file(path: str, arg: str | None = None
   if not os.path.isfile(path):
     raise FileNotFoundError(f"Config file {path!r} does not exist.")
   spec = importlib.util.spec_from_file_location(
-      "avjax_config_" + os.path.splitext(os.path.basename(path))[0], path)
+      "avjax_config_" + os.path.splitext(os.path.basename(path))[0], path
+  )
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   if not hasattr(module, "get_config"):

@@ -84,9 +84,12 @@ TABLE_IMBALANCE = (1.0, 0.1)
 
 def table_variants() -> str:
   """The ';'-separated config arguments of the README table's rows."""
-  return ";".join(f"strategy={s},per_class={n},imbalance={r}"
-                  for n in TABLE_SIZES for r in TABLE_IMBALANCE
-                  for s in STRATEGIES)
+  return ";".join(
+      f"strategy={s},per_class={n},imbalance={r}"
+      for n in TABLE_SIZES
+      for r in TABLE_IMBALANCE
+      for s in STRATEGIES
+  )
 
 
 def _dict(d: dict) -> ml_collections.ConfigDict:
@@ -94,12 +97,13 @@ def _dict(d: dict) -> ml_collections.ConfigDict:
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  variants, settings = parse_config_arg(arg, _VARIANTS, _KEYS,
-                                        "configs/avc.py")
+  variants, settings = parse_config_arg(arg, _VARIANTS, _KEYS, "configs/avc.py")
   strategy = settings.get("strategy", "random")
   if strategy not in STRATEGIES:
-    raise ValueError(f"configs/avc.py: strategy={strategy!r} is not one of "
-                     f"{list(STRATEGIES)}")
+    raise ValueError(
+        f"configs/avc.py: strategy={strategy!r} is not one of "
+        f"{list(STRATEGIES)}"
+    )
   config = ml_collections.ConfigDict()
   config.method = "avc"
   config.seed = int(settings.get("seed", 0))
@@ -125,10 +129,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model.visual_encoder = "conv"
   config.model.embed_dim = 64
   config.model.normalize = False
-  config.model.audio_kwargs = _dict({"features": (8, 16, 32),
-                                     "hidden_dim": 64})
-  config.model.visual_kwargs = _dict({"features": (8, 16, 32),
-                                      "hidden_dim": 64})
+  config.model.audio_kwargs = _dict({"features": (8, 16, 32), "hidden_dim": 64})
+  config.model.visual_kwargs = _dict(
+      {"features": (8, 16, 32), "hidden_dim": 64}
+  )
   config.model.head_hidden_dims = (64,)
   config.model.fusion = "concat"
 
@@ -137,8 +141,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   chosen = [o for o in _OBJECTIVES if o in variants]
   if len(chosen) > 1:
     raise ValueError(f"configs/avc.py: choose one objective of {chosen}")
-  config.avc.objective = "supervised" if strategy == "supervised" else (
-      chosen[0] if chosen else DEFAULT_OBJECTIVE)
+  config.avc.objective = (
+      "supervised"
+      if strategy == "supervised"
+      else (chosen[0] if chosen else DEFAULT_OBJECTIVE)
+  )
   config.avc.strategy = strategy
   config.avc.temperature = 0.1
 
@@ -189,7 +196,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     raise ValueError(
         f"configs/avc.py: strategy={strategy!r} with 'info_nce': the "
         "in-batch info_nce already uses every other clip as a negative; "
-        "negative strategies apply to 'binary' and 'contrastive'")
+        "negative strategies apply to 'binary' and 'contrastive'"
+    )
 
   config.stages = (_dict({"name": strategy, "steps": steps}),)
   return config

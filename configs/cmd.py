@@ -69,15 +69,17 @@ def _corruption(**kwargs) -> ml_collections.ConfigDict:
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  variants, settings = parse_config_arg(arg, _VARIANTS, _KEYS,
-                                        "configs/cmd.py")
+  variants, settings = parse_config_arg(arg, _VARIANTS, _KEYS, "configs/cmd.py")
   noise = settings.get("noise", "mix")
   if noise not in NOISE_PRESETS:
-    raise ValueError(f"configs/cmd.py: noise={noise!r} is not one of "
-                     f"{sorted(NOISE_PRESETS)}")
+    raise ValueError(
+        f"configs/cmd.py: noise={noise!r} is not one of "
+        f"{sorted(NOISE_PRESETS)}"
+    )
   if {"flickr8k_audio", "spokencoco"} <= variants:
-    raise ValueError("configs/cmd.py: choose one of 'flickr8k_audio' or "
-                     "'spokencoco'")
+    raise ValueError(
+        "configs/cmd.py: choose one of 'flickr8k_audio' or " "'spokencoco'"
+    )
   config = ml_collections.ConfigDict()
   config.method = "cmd"
   config.seed = int(settings.get("seed", 0))
@@ -94,34 +96,58 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.data.image_root = ml_collections.config_dict.placeholder(str)
   config.data.batch_size = 64
   # Crop / pad waveforms to this length (None: the dataset's fixed length).
-  config.data.max_audio_seconds = ml_collections.config_dict.placeholder(
-      float)
+  config.data.max_audio_seconds = ml_collections.config_dict.placeholder(float)
   # 20 ms hop: 176 frames for AV-digits' 3.5 s clips, 44 after the convs.
   config.data.log_mel = ml_collections.ConfigDict(
-      {"n_mels": 40, "hop_length": 320, "win_length": 400, "n_fft": 512})
+      {"n_mels": 40, "hop_length": 320, "win_length": 400, "n_fft": 512}
+  )
 
   config.model = ml_collections.ConfigDict()
   config.model.embed_dim = 64
-  config.model.speech = ml_collections.ConfigDict({
-      "conv_features": (64, 64), "conv_strides": (2, 2), "conv_kernel": 3,
-      "input_norm": True, "width": 64, "num_layers": 2, "num_heads": 4,
-      "mlp_ratio": 2.0, "dropout": 0.0, "pooling": "mean"})
+  config.model.speech = ml_collections.ConfigDict(
+      {
+          "conv_features": (64, 64),
+          "conv_strides": (2, 2),
+          "conv_kernel": 3,
+          "input_norm": True,
+          "width": 64,
+          "num_layers": 2,
+          "num_heads": 4,
+          "mlp_ratio": 2.0,
+          "dropout": 0.0,
+          "pooling": "mean",
+      }
+  )
   # Hybrid ViT: three stride-2 convs turn the 64×64 canvas into an 8×8 grid
   # of tokens (patch_size 1 on the stem's output), each seeing ~15 px, about
   # one digit; max pooling makes the global embedding a "which digits are
   # present" detector. A plain ViT (stem_features=(), patch_size=8, mean
   # pooling) learned nothing in the first few hundred steps here.
-  config.model.image = ml_collections.ConfigDict({
-      "patch_size": 1, "stem_features": (16, 32, 64), "width": 64,
-      "num_layers": 2, "num_heads": 4, "mlp_ratio": 2.0, "dropout": 0.0,
-      "pooling": "max"})
+  config.model.image = ml_collections.ConfigDict(
+      {
+          "patch_size": 1,
+          "stem_features": (16, 32, 64),
+          "width": 64,
+          "num_layers": 2,
+          "num_heads": 4,
+          "mlp_ratio": 2.0,
+          "dropout": 0.0,
+          "pooling": "max",
+      }
+  )
 
   # Training-time augmentation (SpecAugment masks; image translations); off
   # by default: at this step budget it slowed learning more than it curbed
   # over-fitting.
-  config.augment = ml_collections.ConfigDict({
-      "time_masks": 0, "max_time_width": 8, "freq_masks": 0,
-      "max_freq_width": 6, "image_shift": 0})
+  config.augment = ml_collections.ConfigDict(
+      {
+          "time_masks": 0,
+          "max_time_width": 8,
+          "freq_masks": 0,
+          "max_freq_width": 6,
+          "image_shift": 0,
+      }
+  )
 
   config.contrastive = ml_collections.ConfigDict()
   config.contrastive.learn_temperature = True
@@ -134,16 +160,25 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.cmd.symmetric = False
   config.cmd.image_weight = 1.0
   config.cmd.speech_corruption = _corruption(**NOISE_PRESETS[noise])
-  config.cmd.image_corruption = _corruption(noise_std=0.2, mask_fraction=0.3,
-                                            swap_fraction=0.2)
+  config.cmd.image_corruption = _corruption(
+      noise_std=0.2, mask_fraction=0.3, swap_fraction=0.2
+  )
   config.cmd.distance = "mse"
   config.cmd.normalize = True
   config.cmd.stop_gradient_target = True
   config.cmd.loss_on = "all"
-  config.cmd.head = ml_collections.ConfigDict({
-      "width": 64, "num_layers": 2, "num_heads": 4, "mlp_ratio": 2.0,
-      "self_attention": False, "query_positions": True,
-      "residual_output": True, "dropout": 0.0})
+  config.cmd.head = ml_collections.ConfigDict(
+      {
+          "width": 64,
+          "num_layers": 2,
+          "num_heads": 4,
+          "mlp_ratio": 2.0,
+          "self_attention": False,
+          "query_positions": True,
+          "residual_output": True,
+          "dropout": 0.0,
+      }
+  )
 
   # From scratch, the contrastive loss first matches only the number of
   # digits (loss ≈ log(64 / 3)); digit identity takes over after ~1,000
@@ -166,20 +201,38 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.max_checkpoints_to_keep = 2
 
   if "flickr8k_audio" in variants or "spokencoco" in variants:
-    config.data.name = ("flickr8k_audio/img224" if "flickr8k_audio" in variants
-                        else "spokencoco/karpathy_img224")
+    config.data.name = (
+        "flickr8k_audio/img224"
+        if "flickr8k_audio" in variants
+        else "spokencoco/karpathy_img224"
+    )
     config.data.max_audio_seconds = 8.0
     config.data.batch_size = 128
     config.data.log_mel.n_mels = 80
     config.model.embed_dim = 256
-    config.model.speech.update({
-        "conv_features": (256, 256, 256), "conv_strides": (2, 2, 2),
-        "width": 256, "num_layers": 4, "num_heads": 4, "mlp_ratio": 4.0,
-        "dropout": 0.1})
-    config.model.image.update({"patch_size": 16, "stem_features": (),
-                               "width": 256, "num_layers": 6, "num_heads": 4,
-                               "mlp_ratio": 4.0, "dropout": 0.1,
-                               "pooling": "mean"})
+    config.model.speech.update(
+        {
+            "conv_features": (256, 256, 256),
+            "conv_strides": (2, 2, 2),
+            "width": 256,
+            "num_layers": 4,
+            "num_heads": 4,
+            "mlp_ratio": 4.0,
+            "dropout": 0.1,
+        }
+    )
+    config.model.image.update(
+        {
+            "patch_size": 16,
+            "stem_features": (),
+            "width": 256,
+            "num_layers": 6,
+            "num_heads": 4,
+            "mlp_ratio": 4.0,
+            "dropout": 0.1,
+            "pooling": "mean",
+        }
+    )
     config.cmd.head.update({"width": 256, "num_layers": 2, "mlp_ratio": 4.0})
     steps = 20000 if "flickr8k_audio" in variants else 60000
     config.optimizer.name = "adamw"
@@ -202,6 +255,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.cmd.symmetric = True
 
   steps = positive_int_setting(settings, "steps", steps, "configs/cmd.py")
-  config.stages = (ml_collections.ConfigDict({"name": "train",
-                                              "steps": steps}),)
+  config.stages = (
+      ml_collections.ConfigDict({"name": "train", "steps": steps}),
+  )
   return config

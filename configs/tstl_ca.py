@@ -32,8 +32,9 @@ def _stage(**kwargs) -> ml_collections.ConfigDict:
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  variants, settings = parse_config_arg(arg, _VARIANTS, {"seed", "steps"},
-                                        "configs/tstl_ca.py")
+  variants, settings = parse_config_arg(
+      arg, _VARIANTS, {"seed", "steps"}, "configs/tstl_ca.py"
+  )
   config = ml_collections.ConfigDict()
   config.method = "tstl_ca"
   config.seed = int(settings.get("seed", 0))
@@ -55,9 +56,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model.embed_dim = 64
   config.model.normalize = True
   config.model.audio_kwargs = ml_collections.ConfigDict(
-      {"features": (64, 128), "kernel_size": 5, "hidden_dim": 128})
+      {"features": (64, 128), "kernel_size": 5, "hidden_dim": 128}
+  )
   config.model.visual_kwargs = ml_collections.ConfigDict(
-      {"features": (16, 32, 64), "hidden_dim": 128})
+      {"features": (16, 32, 64), "hidden_dim": 128}
+  )
 
   config.loss = ml_collections.ConfigDict()
   config.loss.margin = 0.2
@@ -84,9 +87,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.audio_encoder = config.model.visual_encoder = "mlp"
     config.model.embed_dim = 128
     config.model.audio_kwargs = ml_collections.ConfigDict(
-        {"hidden_dims": (512,), "dropout": 0.1})
+        {"hidden_dims": (512,), "dropout": 0.1}
+    )
     config.model.visual_kwargs = ml_collections.ConfigDict(
-        {"hidden_dims": (512,), "dropout": 0.1})
+        {"hidden_dims": (512,), "dropout": 0.1}
+    )
     config.data.batch_size = 256
     stage1_steps, stage2_steps = 3000, 2000
     config.eval_every = 1000
@@ -104,12 +109,20 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     stage1_steps = steps // 2
     stage2_steps = steps - stage1_steps
   semihard = _stage(name="semihard", steps=stage1_steps, loss="semihard")
-  curriculum = _stage(name="curriculum", steps=stage2_steps,
-                      loss="interpolated_hard", alpha_start=0.0,
-                      alpha_end=0.5, semihard_weight=0.0)
+  curriculum = _stage(
+      name="curriculum",
+      steps=stage2_steps,
+      loss="interpolated_hard",
+      alpha_start=0.0,
+      alpha_end=0.5,
+      semihard_weight=0.0,
+  )
   if "one_stage" in variants:
-    config.stages = (_stage(name="semihard", steps=stage1_steps + stage2_steps,
-                            loss="semihard"),)
+    config.stages = (
+        _stage(
+            name="semihard", steps=stage1_steps + stage2_steps, loss="semihard"
+        ),
+    )
   else:
     config.stages = (semihard, curriculum)
   return config

@@ -26,19 +26,23 @@ import numpy as np
 from absl import app
 from absl import flags
 
-_CONFIG = flags.DEFINE_string("config", "configs/cmd.py",
-                              "Config file[:arg], e.g. configs/cmd.py:quick.")
+_CONFIG = flags.DEFINE_string(
+    "config", "configs/cmd.py", "Config file[:arg], e.g. configs/cmd.py:quick."
+)
 _STEPS = flags.DEFINE_integer("steps", 10, "Timed steps per round.")
 _ROUNDS = flags.DEFINE_integer("rounds", 7, "Interleaved rounds per variant.")
-_BATCH = flags.DEFINE_integer("batch_size", None,
-                              "Batch size (default: the config's).")
-_DATA_DIR = flags.DEFINE_string("data_dir", None,
-                                "tfds data dir (default: the config's).")
+_BATCH = flags.DEFINE_integer(
+    "batch_size", None, "Batch size (default: the config's)."
+)
+_DATA_DIR = flags.DEFINE_string(
+    "data_dir", None, "tfds data dir (default: the config's)."
+)
 _OUT = flags.DEFINE_string("out", None, "Optional JSON output path.")
 
 
 def _load_config(spec: str):
   import importlib.util  # pylint: disable=import-outside-toplevel
+
   path, _, arg = spec.partition(":")
   if not os.path.isfile(path):
     raise FileNotFoundError(f"--config {spec!r}: no file {path!r}")
@@ -63,14 +67,17 @@ def _build(config, batch):
   scheduler = StageScheduler(config.stages)
   params = method.init_params(jax.random.PRNGKey(config.seed), batch)
   state = TrainState.create(
-      params, optim.make_optimizer(config.optimizer, scheduler.total_steps),
-      jax.random.PRNGKey(config.seed + 1))
+      params,
+      optim.make_optimizer(config.optimizer, scheduler.total_steps),
+      jax.random.PRNGKey(config.seed + 1),
+  )
   step = jax.jit(functools.partial(method.train_step, stage=scheduler[0]))
   return step, state, method
 
 
 def _time_steps(step, state, batch, n: int):
   import jax  # pylint: disable=import-outside-toplevel
+
   t0 = time.perf_counter()
   for _ in range(n):
     state, metrics = step(state, batch)
@@ -90,8 +97,10 @@ def main(argv):
   if _DATA_DIR.value:
     config.data.data_dir = _DATA_DIR.value
   if float(config.cmd.weight) <= 0:
-    raise ValueError(f"--config {_CONFIG.value!r} has no CMD head "
-                     "(cmd.weight = 0); benchmark a config with the head")
+    raise ValueError(
+        f"--config {_CONFIG.value!r} has no CMD head "
+        "(cmd.weight = 0); benchmark a config with the head"
+    )
   baseline_config = config.copy_and_resolve_references()
   baseline_config.cmd.weight = 0.0
 
@@ -105,13 +114,17 @@ def main(argv):
     t0 = time.perf_counter()
     state, _ = _time_steps(step, state, batch, 1)  # Compiles.
     compile_s = time.perf_counter() - t0
-    variants[name] = {"step": step, "state": state, "times": [],
-                      "compile_s": compile_s, "method": method}
+    variants[name] = {
+        "step": step,
+        "state": state,
+        "times": [],
+        "compile_s": compile_s,
+        "method": method,
+    }
 
   for _ in range(_ROUNDS.value):
     for v in variants.values():
-      v["state"], dt = _time_steps(v["step"], v["state"], batch,
-                                   _STEPS.value)
+      v["state"], dt = _time_steps(v["step"], v["state"], batch, _STEPS.value)
       v["times"].append(dt)
 
   params = variants["cmd"]["state"].params
@@ -127,8 +140,9 @@ def main(argv):
   for name, v in variants.items():
     result[f"{name}_step_ms"] = 1e3 * float(np.median(v["times"]))
     result[f"{name}_compile_s"] = v["compile_s"]
-  result["step_time_ratio"] = (result["cmd_step_ms"]
-                               / result["contrastive_step_ms"])
+  result["step_time_ratio"] = (
+      result["cmd_step_ms"] / result["contrastive_step_ms"]
+  )
   print(json.dumps(result, indent=2))
   if _OUT.value:
     os.makedirs(os.path.dirname(os.path.abspath(_OUT.value)), exist_ok=True)

@@ -39,19 +39,30 @@ from typing import Any
 from absl import app
 from absl import flags
 
-_DEFAULT_CONFIGS = ("configs/tstl_ca.py", "configs/avc.py", "configs/cmd.py",
-                    "configs/synchformer.py", "configs/mama.py")
+_DEFAULT_CONFIGS = (
+    "configs/tstl_ca.py",
+    "configs/avc.py",
+    "configs/cmd.py",
+    "configs/synchformer.py",
+    "configs/mama.py",
+)
 _CONFIGS = flags.DEFINE_list(
-    "configs", None, "Config specs (file[:arg]); default: every method's "
-    "default config that exists.")
+    "configs",
+    None,
+    "Config specs (file[:arg]); default: every method's "
+    "default config that exists.",
+)
 _ROUNDS = flags.DEFINE_integer("rounds", 5, "Interleaved timing rounds.")
 _STEPS = flags.DEFINE_integer("steps", 3, "Timed steps per round and stage.")
 _PIPELINE_BATCHES = flags.DEFINE_integer(
-    "pipeline_batches", 20, "Batches drawn to time the input pipeline.")
-_PEAK_N = flags.DEFINE_integer("peak_n", 2048,
-                               "Size of the float32 matmul timed as peak.")
-_DATA_DIR = flags.DEFINE_string("data_dir", None,
-                                "tfds data dir (default: the configs').")
+    "pipeline_batches", 20, "Batches drawn to time the input pipeline."
+)
+_PEAK_N = flags.DEFINE_integer(
+    "peak_n", 2048, "Size of the float32 matmul timed as peak."
+)
+_DATA_DIR = flags.DEFINE_string(
+    "data_dir", None, "tfds data dir (default: the configs')."
+)
 _OUT = flags.DEFINE_string("out", None, "Optional JSON output path.")
 
 
@@ -101,6 +112,7 @@ def _xla_flops(compiled) -> float:
 def _timed(fn, n: int) -> float:
   """Seconds per call of ``fn`` (which returns something to block on)."""
   import jax  # pylint: disable=import-outside-toplevel
+
   t0 = time.perf_counter()
   out = None
   for _ in range(n):
@@ -131,6 +143,7 @@ class _StageBench:
     def one():
       self._state, metrics = self._step(self._state, self._batch)
       return metrics
+
     self.times.append(_timed(one, n))
 
 
@@ -160,8 +173,9 @@ def _build(spec: str, data_dir: str | None) -> tuple[list[_StageBench], Any]:
   for stage in scheduler:
     tx = method.make_optimizer(stage, scheduler.total_steps)
     state = TrainState.create(params, tx, jax.random.PRNGKey(1), aux=aux)
-    state = sharding.replicate(state.replace(
-        step=jax.numpy.int32(stage.start)), mesh)
+    state = sharding.replicate(
+        state.replace(step=jax.numpy.int32(stage.start)), mesh
+    )
     benches.append(_StageBench(spec, config, method, stage, state, batch))
   return benches, iterator
 
@@ -179,8 +193,9 @@ def main(argv):
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
 
-  specs = _CONFIGS.value or [c for c in _DEFAULT_CONFIGS
-                             if os.path.exists(c.partition(":")[0])]
+  specs = _CONFIGS.value or [
+      c for c in _DEFAULT_CONFIGS if os.path.exists(c.partition(":")[0])
+  ]
   n = _PEAK_N.value
   a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)
   matmul = jax.jit(lambda x: x @ x)
@@ -198,36 +213,46 @@ def main(argv):
     for bench in all_benches:
       bench.run(_STEPS.value)
 
-  peak = 2.0 * n ** 3 / statistics.median(peak_times)
+  peak = 2.0 * n**3 / statistics.median(peak_times)
   rows = []
   for bench in all_benches:
     step_s = statistics.median(bench.times)
     spec = bench.name.split(" [")[0]
-    rows.append({
-        "step": bench.name, "step_ms": 1e3 * step_s,
-        "examples_per_s": bench.batch_size / step_s,
-        "xla_gflop": bench.xla_flops / 1e9,
-        "analytic_gflop": bench.analytic_flops / 1e9,
-        "achieved_gflops": bench.xla_flops / step_s / 1e9,
-        "mfu_xla": bench.xla_flops / step_s / peak,
-        "mfu_analytic": bench.analytic_flops / step_s / peak,
-        "pipeline_batches_per_s": pipeline_rates[spec],
-        "pipeline_vs_step": pipeline_rates[spec] * step_s,
-        "compile_s": bench.compile_s})
-  print(f"Peak: {n}x{n} float32 matmul, {peak / 1e9:.1f} GFLOP/s "
-        f"(median of {_ROUNDS.value} rounds), {jax.device_count()} "
-        f"{jax.devices()[0].platform} device(s).\n")
-  print("| step | ms | examples/s | GFLOP (XLA) | GFLOP (matmul+conv) | "
-        "GFLOP/s | MFU (XLA) | MFU (matmul+conv) | pipeline batches/s | "
-        "pipeline ÷ step rate |")
+    rows.append(
+        {
+            "step": bench.name,
+            "step_ms": 1e3 * step_s,
+            "examples_per_s": bench.batch_size / step_s,
+            "xla_gflop": bench.xla_flops / 1e9,
+            "analytic_gflop": bench.analytic_flops / 1e9,
+            "achieved_gflops": bench.xla_flops / step_s / 1e9,
+            "mfu_xla": bench.xla_flops / step_s / peak,
+            "mfu_analytic": bench.analytic_flops / step_s / peak,
+            "pipeline_batches_per_s": pipeline_rates[spec],
+            "pipeline_vs_step": pipeline_rates[spec] * step_s,
+            "compile_s": bench.compile_s,
+        }
+    )
+  print(
+      f"Peak: {n}x{n} float32 matmul, {peak / 1e9:.1f} GFLOP/s "
+      f"(median of {_ROUNDS.value} rounds), {jax.device_count()} "
+      f"{jax.devices()[0].platform} device(s).\n"
+  )
+  print(
+      "| step | ms | examples/s | GFLOP (XLA) | GFLOP (matmul+conv) | "
+      "GFLOP/s | MFU (XLA) | MFU (matmul+conv) | pipeline batches/s | "
+      "pipeline ÷ step rate |"
+  )
   print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
   for r in rows:
-    print(f"| {r['step']} | {r['step_ms']:.1f} | {r['examples_per_s']:.0f} | "
-          f"{r['xla_gflop']:.2f} | {r['analytic_gflop']:.2f} | "
-          f"{r['achieved_gflops']:.1f} | {100 * r['mfu_xla']:.0f} % | "
-          f"{100 * r['mfu_analytic']:.0f} % | "
-          f"{r['pipeline_batches_per_s']:.1f} | "
-          f"{r['pipeline_vs_step']:.1f}× |")
+    print(
+        f"| {r['step']} | {r['step_ms']:.1f} | {r['examples_per_s']:.0f} | "
+        f"{r['xla_gflop']:.2f} | {r['analytic_gflop']:.2f} | "
+        f"{r['achieved_gflops']:.1f} | {100 * r['mfu_xla']:.0f} % | "
+        f"{100 * r['mfu_analytic']:.0f} % | "
+        f"{r['pipeline_batches_per_s']:.1f} | "
+        f"{r['pipeline_vs_step']:.1f}× |"
+    )
   if _OUT.value:
     os.makedirs(os.path.dirname(os.path.abspath(_OUT.value)), exist_ok=True)
     with open(_OUT.value, "w", encoding="utf-8") as f:

@@ -26,21 +26,31 @@ from absl import logging
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Config file, e.g. configs/tstl_ca.py:quick.",
-    lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None,
-                               "Directory for checkpoints, logs, metrics.")
+    "config",
+    None,
+    "Config file, e.g. configs/tstl_ca.py:quick.",
+    lock_config=True,
+)
+_WORKDIR = flags.DEFINE_string(
+    "workdir", None, "Directory for checkpoints, logs, metrics."
+)
 _DISTRIBUTED = flags.DEFINE_bool(
-    "distributed", False, "Call jax.distributed.initialize() (auto-detect).")
+    "distributed", False, "Call jax.distributed.initialize() (auto-detect)."
+)
 _COORDINATOR = flags.DEFINE_string(
-    "coordinator_address", None, "host:port of process 0 (multi-process).")
-_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None,
-                                      "Number of processes (multi-process).")
-_PROCESS_ID = flags.DEFINE_integer("process_id", None,
-                                   "Index of this process (multi-process).")
+    "coordinator_address", None, "host:port of process 0 (multi-process)."
+)
+_NUM_PROCESSES = flags.DEFINE_integer(
+    "num_processes", None, "Number of processes (multi-process)."
+)
+_PROCESS_ID = flags.DEFINE_integer(
+    "process_id", None, "Index of this process (multi-process)."
+)
 _INIT_TIMEOUT = flags.DEFINE_integer(
-    "distributed_timeout_s", 300,
-    "Seconds to wait for every process to join the coordinator.")
+    "distributed_timeout_s",
+    300,
+    "Seconds to wait for every process to join the coordinator.",
+)
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -48,20 +58,25 @@ def _check_process_flags() -> None:
   """Clear errors for process flags that cannot describe a run."""
   if _COORDINATOR.value is None:
     if _NUM_PROCESSES.value is not None or _PROCESS_ID.value is not None:
-      raise app.UsageError("--num_processes / --process_id need "
-                           "--coordinator_address (or use --distributed).")
+      raise app.UsageError(
+          "--num_processes / --process_id need "
+          "--coordinator_address (or use --distributed)."
+      )
     return
   if _NUM_PROCESSES.value is None or _PROCESS_ID.value is None:
-    raise app.UsageError("--coordinator_address needs --num_processes and "
-                         "--process_id.")
+    raise app.UsageError(
+        "--coordinator_address needs --num_processes and " "--process_id."
+    )
   if _NUM_PROCESSES.value < 1:
-    raise app.UsageError(f"--num_processes={_NUM_PROCESSES.value} must be "
-                         ">= 1.")
+    raise app.UsageError(
+        f"--num_processes={_NUM_PROCESSES.value} must be " ">= 1."
+    )
   if not 0 <= _PROCESS_ID.value < _NUM_PROCESSES.value:
     raise app.UsageError(
         f"--process_id={_PROCESS_ID.value} is outside [0, "
         f"{_NUM_PROCESSES.value}) for --num_processes="
-        f"{_NUM_PROCESSES.value}.")
+        f"{_NUM_PROCESSES.value}."
+    )
 
 
 def _wait_for_coordinator(address: str, timeout_s: float) -> None:
@@ -73,13 +88,13 @@ def _wait_for_coordinator(address: str, timeout_s: float) -> None:
   """
   host, _, port = address.rpartition(":")
   if not host or not port.isdigit():
-    raise app.UsageError(f"--coordinator_address={address!r} is not "
-                         "host:port.")
+    raise app.UsageError(
+        f"--coordinator_address={address!r} is not " "host:port."
+    )
   deadline = time.monotonic() + timeout_s
   while True:
     try:
-      with socket.create_connection((host.strip("[]"), int(port)),
-                                    timeout=2.0):
+      with socket.create_connection((host.strip("[]"), int(port)), timeout=2.0):
         return
     except OSError as e:
       if time.monotonic() >= deadline:
@@ -87,21 +102,29 @@ def _wait_for_coordinator(address: str, timeout_s: float) -> None:
             f"No coordinator answered at {address} within {timeout_s:g} s "
             f"({type(e).__name__}: {e}). Start process 0 (which hosts the "
             "coordinator) with the same --coordinator_address, or check the "
-            "address.") from e
+            "address."
+        ) from e
       time.sleep(0.5)
 
 
 def _initialize_distributed(jax) -> None:
   if _COORDINATOR.value and _PROCESS_ID.value:
     _wait_for_coordinator(_COORDINATOR.value, _INIT_TIMEOUT.value)
-  logging.info("Joining the distributed run at %s as process %s of %s "
-               "(waiting up to %d s for all processes).",
-               _COORDINATOR.value or "<auto-detected>", _PROCESS_ID.value,
-               _NUM_PROCESSES.value, _INIT_TIMEOUT.value)
+  logging.info(
+      "Joining the distributed run at %s as process %s of %s "
+      "(waiting up to %d s for all processes).",
+      _COORDINATOR.value or "<auto-detected>",
+      _PROCESS_ID.value,
+      _NUM_PROCESSES.value,
+      _INIT_TIMEOUT.value,
+  )
   try:
     jax.distributed.initialize(
-        _COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
-        initialization_timeout=_INIT_TIMEOUT.value)
+        _COORDINATOR.value,
+        _NUM_PROCESSES.value,
+        _PROCESS_ID.value,
+        initialization_timeout=_INIT_TIMEOUT.value,
+    )
   except Exception as e:  # pylint: disable=broad-except
     where = _COORDINATOR.value or "the auto-detected coordinator"
     raise RuntimeError(
@@ -109,7 +132,8 @@ def _initialize_distributed(jax) -> None:
         f"{_INIT_TIMEOUT.value} s (process {_PROCESS_ID.value} of "
         f"{_NUM_PROCESSES.value}): {type(e).__name__}: {str(e)[:300]}. Is "
         "process 0 running, reachable at that address, and started with "
-        "the same --num_processes?") from e
+        "the same --num_processes?"
+    ) from e
 
 
 def main(argv: list[str]) -> None:
@@ -125,9 +149,13 @@ def main(argv: list[str]) -> None:
 
   logging_utils.quiet_library_logs()
 
-  logging.info("JAX process %d / %d, %d local device(s), backend %s",
-               jax.process_index(), jax.process_count(),
-               jax.local_device_count(), jax.default_backend())
+  logging.info(
+      "JAX process %d / %d, %d local device(s), backend %s",
+      jax.process_index(),
+      jax.process_count(),
+      jax.local_device_count(),
+      jax.default_backend(),
+  )
   metrics = loop.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
   if jax.process_index() == 0:
     print("Final test metrics:")

@@ -28,22 +28,27 @@ from absl import logging
 
 _CONFIG = flags.DEFINE_string("config", None, "Path of a config file.")
 _VARIANTS = flags.DEFINE_string(
-    "variants", "", "';'-separated config arguments; '' is the default.")
+    "variants", "", "';'-separated config arguments; '' is the default."
+)
 _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds to run.")
 _METRICS = flags.DEFINE_list("metrics", None, "metrics.json keys to tabulate.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Root directory of the runs.")
 _COMPILATION_CACHE = flags.DEFINE_string(
-    "compilation_cache", None,
+    "compilation_cache",
+    None,
     "JAX persistent compilation cache directory shared by the runs (runs of "
-    "one variant then compile once); default <workdir>/jax_cache.")
+    "one variant then compile once); default <workdir>/jax_cache.",
+)
 _OVERRIDES = flags.DEFINE_multi_string(
-    "set", [], "Config override key=value (Python literal) for every run.")
+    "set", [], "Config override key=value (Python literal) for every run."
+)
 flags.mark_flags_as_required(["config", "metrics", "workdir"])
 
 
 def apply_overrides(config, overrides: list[str]):
   """Applies ``key=value`` strings; unknown keys raise naming the key."""
   import ast
+
   for item in overrides:
     key, _, value = item.partition("=")
     try:
@@ -62,8 +67,11 @@ def apply_overrides(config, overrides: list[str]):
   return config
 
 
-def format_table(rows: dict[str, list[dict]], metrics: list[str],
-                 times: dict[str, list[float]]) -> str:
+def format_table(
+    rows: dict[str, list[dict]],
+    metrics: list[str],
+    times: dict[str, list[float]],
+) -> str:
   """Markdown table: one row per variant, mean ± std over its seeds."""
   head = "| variant | " + " | ".join(metrics) + " | seeds | min/run |"
   lines = [head, "|" + "---|" * (len(metrics) + 3)]
@@ -73,8 +81,11 @@ def format_table(rows: dict[str, list[dict]], metrics: list[str],
       vals = np.array([r[m] for r in runs], np.float64)
       cells.append(f"{vals.mean():.3f} ± {vals.std():.3f}")
     minutes = np.mean(times[variant]) / 60 if times[variant] else float("nan")
-    lines.append(f"| {variant} | " + " | ".join(cells) +
-                 f" | {len(runs)} | {minutes:.1f} |")
+    lines.append(
+        f"| {variant} | "
+        + " | ".join(cells)
+        + f" | {len(runs)} | {minutes:.1f} |"
+    )
   return "\n".join(lines)
 
 
@@ -86,8 +97,11 @@ def main(argv):
 
   logging_utils.quiet_library_logs()
   import jax
-  jax.config.update("jax_compilation_cache_dir", _COMPILATION_CACHE.value or
-                    os.path.join(_WORKDIR.value, "jax_cache"))
+
+  jax.config.update(
+      "jax_compilation_cache_dir",
+      _COMPILATION_CACHE.value or os.path.join(_WORKDIR.value, "jax_cache"),
+  )
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
   variants = _VARIANTS.value.split(";")
@@ -97,8 +111,9 @@ def main(argv):
     rows[label], times[label] = [], []
     for seed in _SEEDS.value:
       arg = ",".join(filter(None, [variant, f"seed={seed}"]))
-      workdir = os.path.join(_WORKDIR.value, label.replace(",", "+"),
-                             f"seed{seed}")
+      workdir = os.path.join(
+          _WORKDIR.value, label.replace(",", "+"), f"seed{seed}"
+      )
       metrics_path = os.path.join(workdir, "metrics.json")
       time_path = os.path.join(workdir, "wall_seconds.json")
       if os.path.exists(metrics_path):
@@ -109,8 +124,9 @@ def main(argv):
           with open(time_path, encoding="utf-8") as f:
             seconds = json.load(f)
       else:
-        config = apply_overrides(config_utils.load_config_file(_CONFIG.value, arg),
-                                 _OVERRIDES.value)
+        config = apply_overrides(
+            config_utils.load_config_file(_CONFIG.value, arg), _OVERRIDES.value
+        )
         t0 = time.time()
         metrics = loop.train_and_evaluate(config, workdir)
         seconds = time.time() - t0
@@ -120,20 +136,31 @@ def main(argv):
         times[label].append(seconds)
       missing = [m for m in _METRICS.value if m not in metrics]
       if missing:
-        raise KeyError(f"{metrics_path} has no metric(s) {missing}; it has "
-                       f"{sorted(metrics)}")
+        raise KeyError(
+            f"{metrics_path} has no metric(s) {missing}; it has "
+            f"{sorted(metrics)}"
+        )
       rows[label].append(metrics)
-      record.append({"variant": label, "seed": seed, "seconds": seconds,
-                     "metrics": metrics})
-      logging.info("%s seed %s: %s", label, seed,
-                   {m: metrics[m] for m in _METRICS.value})
+      record.append(
+          {
+              "variant": label,
+              "seed": seed,
+              "seconds": seconds,
+              "metrics": metrics,
+          }
+      )
+      logging.info(
+          "%s seed %s: %s", label, seed, {m: metrics[m] for m in _METRICS.value}
+      )
   table = format_table(rows, _METRICS.value, times)
   os.makedirs(_WORKDIR.value, exist_ok=True)
-  with open(os.path.join(_WORKDIR.value, "table.md"), "w",
-            encoding="utf-8") as f:
+  with open(
+      os.path.join(_WORKDIR.value, "table.md"), "w", encoding="utf-8"
+  ) as f:
     f.write(table + "\n")
-  with open(os.path.join(_WORKDIR.value, "runs.json"), "w",
-            encoding="utf-8") as f:
+  with open(
+      os.path.join(_WORKDIR.value, "runs.json"), "w", encoding="utf-8"
+  ) as f:
     json.dump(record, f, indent=2)
   print(table)
 

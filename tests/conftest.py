@@ -19,54 +19,55 @@ from avjax.data import sources
 
 
 class AvDigitsData:
-    """Lazily prepared AV-digits configs in one tfds data dir."""
+  """Lazily prepared AV-digits configs in one tfds data dir."""
 
-    def __init__(self, data_dir: pathlib.Path):
-        self.data_dir = str(data_dir)
-        self._prepared: set[str] = set()
+  def __init__(self, data_dir: pathlib.Path):
+    self.data_dir = str(data_dir)
+    self._prepared: set[str] = set()
 
-    def prepare(self, config: str) -> str:
-        """Prepares av_digits/<config> (once); returns the data dir."""
-        if config not in self._prepared:
-            sources.get_builder(f"av_digits/{config}", data_dir=self.data_dir)
-            self._prepared.add(config)
-        return self.data_dir
+  def prepare(self, config: str) -> str:
+    """Prepares av_digits/<config> (once); returns the data dir."""
+    if config not in self._prepared:
+      sources.get_builder(f"av_digits/{config}", data_dir=self.data_dir)
+      self._prepared.add(config)
+    return self.data_dir
 
-    def source(self, config: str, split: str):
-        """The data source of av_digits/<config>, split `split`."""
-        self.prepare(config)
-        return sources.load_source(f"av_digits/{config}", split,
-                                   data_dir=self.data_dir)
+  def source(self, config: str, split: str):
+    """The data source of av_digits/<config>, split `split`."""
+    self.prepare(config)
+    return sources.load_source(
+        f"av_digits/{config}", split, data_dir=self.data_dir
+    )
 
 
 @pytest.fixture(scope="session")
 def av_digits_dir(request, tmp_path_factory) -> AvDigitsData:
-    """Lazy AV-digits handle (see the module docstring)."""
-    configured = os.environ.get("AVJAX_TEST_DATA_DIR")
-    if configured:
-        root = pathlib.Path(configured)
-    elif hasattr(request.config, "workerinput"):  # a pytest-xdist worker
-        root = tmp_path_factory.getbasetemp().parent / "av_digits_shared"
-    else:
-        root = tmp_path_factory.getbasetemp() / "av_digits_shared"
-    root.mkdir(parents=True, exist_ok=True)
-    return AvDigitsData(root)
+  """Lazy AV-digits handle (see the module docstring)."""
+  configured = os.environ.get("AVJAX_TEST_DATA_DIR")
+  if configured:
+    root = pathlib.Path(configured)
+  elif hasattr(request.config, "workerinput"):  # a pytest-xdist worker
+    root = tmp_path_factory.getbasetemp().parent / "av_digits_shared"
+  else:
+    root = tmp_path_factory.getbasetemp() / "av_digits_shared"
+  root.mkdir(parents=True, exist_ok=True)
+  return AvDigitsData(root)
 
 
 @pytest.fixture(scope="session")
 def av_digits_pairs_dir(av_digits_dir: AvDigitsData) -> str:
-    """tfds data dir with av_digits/pairs prepared."""
-    return av_digits_dir.prepare("pairs")
+  """tfds data dir with av_digits/pairs prepared."""
+  return av_digits_dir.prepare("pairs")
 
 
 @pytest.fixture(scope="session")
 def av_digits_captions_dir(av_digits_dir: AvDigitsData) -> str:
-    """tfds data dir with av_digits/captions prepared."""
-    return av_digits_dir.prepare("captions")
+  """tfds data dir with av_digits/captions prepared."""
+  return av_digits_dir.prepare("captions")
 
 
 @pytest.fixture(scope="session")
 def av_digits_data_dir(av_digits_dir: AvDigitsData) -> str:
-    """tfds data dir with av_digits/pairs and av_digits/captions prepared."""
-    av_digits_dir.prepare("pairs")
-    return av_digits_dir.prepare("captions")
+  """tfds data dir with av_digits/pairs and av_digits/captions prepared."""
+  av_digits_dir.prepare("pairs")
+  return av_digits_dir.prepare("captions")

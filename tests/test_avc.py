@@ -21,7 +21,8 @@ from avjax.train.stages import StageScheduler
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _spec = importlib.util.spec_from_file_location(
-    "avc_config", os.path.join(ROOT, "configs", "avc.py"))
+    "avc_config", os.path.join(ROOT, "configs", "avc.py")
+)
 avc_config = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(avc_config)
 
@@ -38,13 +39,21 @@ def _records(split: str) -> list[dict]:
   for i in range(SIZES[split]):
     c = i % NUM_CLASSES
     wave = 0.5 * np.sin(2 * np.pi * 500 * (c + 1) * t) + 0.1 * rng.normal(
-        size=t.size)
+        size=t.size
+    )
     image = rng.integers(0, 60, (8, 8))
-    image[2 * c:2 * c + 2] = 255
-    out.append({"audio": (wave * 20000).astype(np.int16),
-                "image": image.astype(np.uint8),
-                "audio_length": 1600, "label": c, "image_id": i,
-                "clip_id": first + i, "voice": 0})
+    image[2 * c : 2 * c + 2] = 255
+    out.append(
+        {
+            "audio": (wave * 20000).astype(np.int16),
+            "image": image.astype(np.uint8),
+            "audio_length": 1600,
+            "label": c,
+            "image_id": i,
+            "clip_id": first + i,
+            "voice": 0,
+        }
+    )
   return out
 
 
@@ -61,12 +70,15 @@ def _config(arg: str = "", **overrides) -> ml_collections.ConfigDict:
   config.data.num_classes = NUM_CLASSES
   config.data.batch_size = 16
   config.data.log_mel = ml_collections.ConfigDict(
-      {"n_mels": 8, "n_fft": 256, "win_length": 256, "hop_length": 200})
+      {"n_mels": 8, "n_fft": 256, "win_length": 256, "hop_length": 200}
+  )
   config.model.embed_dim = 8
   config.model.audio_kwargs = ml_collections.ConfigDict(
-      {"features": (4,), "hidden_dim": 16})
+      {"features": (4,), "hidden_dim": 16}
+  )
   config.model.visual_kwargs = ml_collections.ConfigDict(
-      {"features": (4,), "hidden_dim": 16})
+      {"features": (4,), "hidden_dim": 16}
+  )
   config.model.head_hidden_dims = (16,)
   config.probe.steps = 30
   config.probe.fewshot_per_class = 2
@@ -83,18 +95,29 @@ def _first_batch(method):
   return next(method.train_iterator(method.config.data.batch_size, 0, 0, 1))
 
 
-@pytest.mark.parametrize("strategy,objective", [
-    ("random", "binary"), ("easy", "contrastive"), ("hard", "contrastive"),
-    ("soft", "contrastive"), ("soft", "info_nce"), ("supervised", None)])
+@pytest.mark.parametrize(
+    "strategy,objective",
+    [
+        ("random", "binary"),
+        ("easy", "contrastive"),
+        ("hard", "contrastive"),
+        ("soft", "contrastive"),
+        ("soft", "info_nce"),
+        ("supervised", None),
+    ],
+)
 def test_loss_is_finite_with_gradients(strategy, objective):
   arg = f"strategy={strategy}" + (f",{objective}" if objective else "")
   method = SyntheticAVC(_config(arg))
   batch = _first_batch(method)
   params = method.init_params(jax.random.PRNGKey(0), batch)
   stage = StageScheduler(method.config.stages).stage_at(0)
-  loss_and_grad = jax.jit(jax.value_and_grad(
-      lambda p: method.loss_fn(p, batch, jax.random.PRNGKey(1), stage, 0),
-      has_aux=True))
+  loss_and_grad = jax.jit(
+      jax.value_and_grad(
+          lambda p: method.loss_fn(p, batch, jax.random.PRNGKey(1), stage, 0),
+          has_aux=True,
+      )
+  )
   (loss, metrics), grads = loss_and_grad(params)
   assert np.isfinite(float(loss))
   leaves = jax.tree.leaves(grads["towers"])
@@ -108,7 +131,8 @@ def test_loss_is_finite_with_gradients(strategy, objective):
     # Every anchor gets a soft positive unless its class is alone in the batch.
     assert float(metrics["soft_positive_frac"]) > 0.5
     assert float(metrics["soft_positive_frac"]) + float(
-        metrics["positive_fallback_frac"]) == pytest.approx(1.0)
+        metrics["positive_fallback_frac"]
+    ) == pytest.approx(1.0)
   if strategy in ("easy", "hard"):
     assert float(metrics["negative_same_class_frac"]) == 0.0
   if objective == "binary":
@@ -123,8 +147,9 @@ def test_hard_negatives_in_the_step_are_closest_other_class_visuals():
   batch = _first_batch(method)
   params = method.init_params(jax.random.PRNGKey(0), batch)
   a, v = method._embed_jit(params, batch["audio"], batch["visual"])
-  part = jax.jit(method.partners)(jax.random.PRNGKey(3), a, v,
-                                  batch["label"], batch["id"])
+  part = jax.jit(method.partners)(
+      jax.random.PRNGKey(3), a, v, batch["label"], batch["id"]
+  )
   vn = np.asarray(v) / np.linalg.norm(np.asarray(v), axis=1, keepdims=True)
   dist = 1.0 - vn @ vn.T  # Cosine distance, config.sampling.metric.
   other = batch["label"][:, None] != batch["label"][None, :]
@@ -137,8 +162,11 @@ def test_hard_negatives_in_the_step_are_closest_other_class_visuals():
   # Their distances are the K smallest (compared by value: the tiny test
   # encoders give near-ties that float rounding may order either way).
   masked = np.where(other, dist, np.inf)
-  np.testing.assert_allclose(np.sort(dist[rows, neg], axis=1),
-                             np.sort(masked, axis=1)[:, :k], atol=1e-5)
+  np.testing.assert_allclose(
+      np.sort(dist[rows, neg], axis=1),
+      np.sort(masked, axis=1)[:, :k],
+      atol=1e-5,
+  )
 
 
 def test_subset_and_imbalance_reach_the_iterator():
@@ -149,7 +177,8 @@ def test_subset_and_imbalance_reach_the_iterator():
   assert set(seen.tolist()) <= set(method.train_indices.tolist())
   skewed = SyntheticAVC(_config("per_class=12,imbalance=0.25"))
   counts = np.bincount(
-      skewed.split_arrays("train")["true_label"][skewed.train_indices])
+      skewed.split_arrays("train")["true_label"][skewed.train_indices]
+  )
   assert sorted(counts.tolist()) == [3, 5, 8, 12]
   with pytest.raises(ValueError, match="fewer than data.batch_size=16"):
     SyntheticAVC(_config("per_class=2")).train_iterator(16, 0, 0, 1)
@@ -160,18 +189,22 @@ def test_labels_file_drives_sampling_labels(tmp_path):
   ids = [r["clip_id"] for r in _records("train")]
   # A "classifier" that swaps classes 0 and 1.
   swap = {0: 1, 1: 0, 2: 2, 3: 3}
-  path.write_text("clip_id,label\n" + "".join(
-      f"{i},{swap[i % NUM_CLASSES]}\n" for i in ids))
-  method = SyntheticAVC(_config("strategy=soft", **{
-      "sampling.labels_file": str(path)}))
+  path.write_text(
+      "clip_id,label\n" + "".join(f"{i},{swap[i % NUM_CLASSES]}\n" for i in ids)
+  )
+  method = SyntheticAVC(
+      _config("strategy=soft", **{"sampling.labels_file": str(path)})
+  )
   batch = _first_batch(method)
   np.testing.assert_array_equal(
-      batch["label"], [swap[int(c)] for c in batch["true_label"]])
+      batch["label"], [swap[int(c)] for c in batch["true_label"]]
+  )
   np.testing.assert_array_equal(batch["true_label"], batch["id"] % 4)
 
   bad = tmp_path / "bad.csv"
-  bad.write_text("clip_id,label\n" + "".join(f"{i},0\n" for i in ids) +
-                 "9999,1\n")
+  bad.write_text(
+      "clip_id,label\n" + "".join(f"{i},0\n" for i in ids) + "9999,1\n"
+  )
   method = SyntheticAVC(_config(**{"sampling.labels_file": str(bad)}))
   with pytest.raises(ValueError, match=r"unknown clip id.*\[9999\]"):
     method.train_iterator(16, 0, 0, 1)
@@ -187,8 +220,7 @@ def test_config_errors():
   with pytest.raises(ValueError, match="config.sampling.mining_space='text'"):
     SyntheticAVC(_config(**{"sampling.mining_space": "text"}))
   with pytest.raises(ValueError, match="info_nce objective uses in-batch"):
-    SyntheticAVC(_config("info_nce", **{
-        "sampling.negatives": {"hard": 1.0}}))
+    SyntheticAVC(_config("info_nce", **{"sampling.negatives": {"hard": 1.0}}))
   rows = avc_config.table_variants().split(";")
   assert len(rows) == 20 and len(set(rows)) == 20
   for row in rows:
@@ -197,8 +229,9 @@ def test_config_errors():
 
 def _train(workdir, arg="", **overrides):
   config = _config(arg, **overrides)
-  return loop.train_and_evaluate(config, str(workdir),
-                                 method=SyntheticAVC(config))
+  return loop.train_and_evaluate(
+      config, str(workdir), method=SyntheticAVC(config)
+  )
 
 
 def _train_logs(workdir):
@@ -207,14 +240,20 @@ def _train_logs(workdir):
 
 
 # Every sampler at once: half soft positives; random, easy and hard negatives.
-MIXED = {"sampling.positives": {"own": 0.5, "soft": 0.5},
-         "sampling.negatives": {"random": 1.0, "easy": 1.0, "hard": 1.0}}
+MIXED = {
+    "sampling.positives": {"own": 0.5, "soft": 0.5},
+    "sampling.negatives": {"random": 1.0, "easy": 1.0, "hard": 1.0},
+}
 
 
 def test_training_is_deterministic_and_resumes_exactly(tmp_path):
   full = _train(tmp_path / "full", **MIXED)
-  for key in ("probe_audio_acc", "probe_visual_acc", "fewshot_audio_acc",
-              "fewshot_visual_acc"):
+  for key in (
+      "probe_audio_acc",
+      "probe_visual_acc",
+      "fewshot_audio_acc",
+      "fewshot_visual_acc",
+  ):
     assert 0.0 <= full[key] <= 1.0
   # A second fresh run, interrupted after step 4: drop the newer checkpoint
   # and the result, then rerun in the same workdir.
@@ -236,16 +275,23 @@ def test_evaluate_keys_per_objective():
   method = SyntheticAVC(_config("strategy=supervised"))
   params = method.init_params(jax.random.PRNGKey(0), _first_batch(method))
   out = method.evaluate(params, "validation")
-  assert {"probe_audio_acc", "probe_visual_acc", "probe_audio_val_acc",
-          "fewshot_audio_acc", "classifier_audio_acc",
-          "classifier_visual_acc"} <= set(out)
+  assert {
+      "probe_audio_acc",
+      "probe_visual_acc",
+      "probe_audio_val_acc",
+      "fewshot_audio_acc",
+      "classifier_audio_acc",
+      "classifier_visual_acc",
+  } <= set(out)
   assert "avc_acc" not in out
   # On validation the probe scores the split it selected L2 on.
   assert out["probe_audio_acc"] == out["probe_audio_val_acc"]
   subset = SyntheticAVC(_config("per_class=6", **{"probe.fit_on": "subset"}))
   p2 = subset.init_params(jax.random.PRNGKey(0), _first_batch(subset))
-  assert set(subset.evaluate(p2, "test")) >= {"fewshot_visual_acc",
-                                               "probe_visual_acc"}
+  assert set(subset.evaluate(p2, "test")) >= {
+      "fewshot_visual_acc",
+      "probe_visual_acc",
+  }
   with pytest.raises(ValueError, match="probe.fit_on='half'"):
     SyntheticAVC(_config(**{"probe.fit_on": "half"})).evaluate(p2, "test")
 
@@ -253,9 +299,11 @@ def test_evaluate_keys_per_objective():
 def test_head_accuracy_uses_a_derangement():
   method = SyntheticAVC(_config("binary"))
   params = method.init_params(jax.random.PRNGKey(0), _first_batch(method))
-  emb = {"audio": np.ones((5, 8), np.float32),
-         "visual": np.ones((5, 8), np.float32),
-         "label": np.zeros(5, np.int32)}
+  emb = {
+      "audio": np.ones((5, 8), np.float32),
+      "visual": np.ones((5, 8), np.float32),
+      "label": np.zeros(5, np.int32),
+  }
   # Identical pairs: positives and negatives get the same logit, so exactly
   # one of the two halves is right.
   assert method._head_accuracy(params, emb) == 0.5

@@ -12,23 +12,35 @@ MAIN = os.path.join(ROOT, "launch", "main.py")
 
 
 def _run(workdir, data_dir, arg, *extra):
-  cmd = [sys.executable, MAIN,
-         f"--config={os.path.join(ROOT, 'configs', 'avc.py')}:{arg}",
-         f"--workdir={workdir}", f"--config.data.data_dir={data_dir}", *extra]
-  return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
-                        timeout=900)
+  cmd = [
+      sys.executable,
+      MAIN,
+      f"--config={os.path.join(ROOT, 'configs', 'avc.py')}:{arg}",
+      f"--workdir={workdir}",
+      f"--config.data.data_dir={data_dir}",
+      *extra,
+  ]
+  return subprocess.run(
+      cmd, cwd=ROOT, capture_output=True, text=True, timeout=900
+  )
 
 
 @pytest.mark.slow
-def test_quick_soft_positive_run_writes_probe_metrics(tmp_path,
-                                                      av_digits_pairs_dir):
+def test_quick_soft_positive_run_writes_probe_metrics(
+    tmp_path, av_digits_pairs_dir
+):
   out = _run(tmp_path, av_digits_pairs_dir, "quick,strategy=soft")
   assert out.returncode == 0, out.stderr[-3000:]
   with open(tmp_path / "metrics.json") as f:
     metrics = json.load(f)
-  for key in ("probe_audio_acc", "probe_visual_acc", "probe_audio_val_acc",
-              "probe_visual_val_acc", "fewshot_audio_acc",
-              "fewshot_visual_acc"):
+  for key in (
+      "probe_audio_acc",
+      "probe_visual_acc",
+      "probe_audio_val_acc",
+      "probe_visual_val_acc",
+      "fewshot_audio_acc",
+      "fewshot_visual_acc",
+  ):
     assert 0.0 <= metrics[key] <= 1.0, key
   # Ten balanced classes: chance is 0.1. This quick config measured probe
   # accuracies audio 0.893 / visual 0.770 and few-shot 0.630 / 0.488 on the
@@ -40,17 +52,25 @@ def test_quick_soft_positive_run_writes_probe_metrics(tmp_path,
   assert "training_curves.png" in os.listdir(tmp_path / "plots")
   with open(tmp_path / "log.jsonl") as f:
     logged = [json.loads(line) for line in f]
-  soft = [r["train/soft_positive_frac"] for r in logged
-          if "train/soft_positive_frac" in r]
+  soft = [
+      r["train/soft_positive_frac"]
+      for r in logged
+      if "train/soft_positive_frac" in r
+  ]
   assert soft and min(soft) > 0.9  # Batches of 64 over 10 classes.
 
 
 @pytest.mark.slow
-def test_labels_file_with_unknown_clips_is_an_error(tmp_path,
-                                                    av_digits_pairs_dir):
+def test_labels_file_with_unknown_clips_is_an_error(
+    tmp_path, av_digits_pairs_dir
+):
   preds = tmp_path / "preds.csv"
   preds.write_text("clip_id,label\n123456,3\n")
-  out = _run(tmp_path / "run", av_digits_pairs_dir, "quick,strategy=soft",
-             f"--config.sampling.labels_file={preds}")
+  out = _run(
+      tmp_path / "run",
+      av_digits_pairs_dir,
+      "quick,strategy=soft",
+      f"--config.sampling.labels_file={preds}",
+  )
   assert out.returncode != 0
   assert "unknown clip id(s) not in the data: [123456]" in out.stderr

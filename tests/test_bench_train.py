@@ -21,22 +21,25 @@ def test_matmul_flops_by_hand():
   # Forward plus one transposed product per differentiated input.
   grad = jax.make_jaxpr(jax.grad(lambda w: jnp.sum(x @ w)))(w)
   assert bench_train.matmul_conv_flops(grad) == 2 * (2 * 8 * 5 * 3)
-  both = jax.make_jaxpr(jax.grad(lambda x, w: jnp.sum(x @ w),
-                                 argnums=(0, 1)))(x, w)
+  both = jax.make_jaxpr(jax.grad(lambda x, w: jnp.sum(x @ w), argnums=(0, 1)))(
+      x, w
+  )
   assert bench_train.matmul_conv_flops(both) == 3 * (2 * 8 * 5 * 3)
 
 
 def test_batched_matmul_inside_jit_and_scan():
   a, b = jnp.ones((4, 6, 7)), jnp.ones((4, 7, 2))
-  jaxpr = jax.make_jaxpr(jax.jit(lambda a, b: jnp.einsum("bij,bjk->bik",
-                                                         a, b)))(a, b)
+  jaxpr = jax.make_jaxpr(
+      jax.jit(lambda a, b: jnp.einsum("bij,bjk->bik", a, b))
+  )(a, b)
   assert bench_train.matmul_conv_flops(jaxpr) == 2 * 4 * 6 * 7 * 2
 
   def body(c, _):
     return c @ jnp.ones((3, 3)), None
 
   scan = jax.make_jaxpr(lambda c: jax.lax.scan(body, c, None, length=5))(
-      jnp.ones((2, 3)))
+      jnp.ones((2, 3))
+  )
   assert bench_train.matmul_conv_flops(scan) == 5 * 2 * 2 * 3 * 3
 
 
@@ -44,7 +47,8 @@ def test_conv_flops_by_hand():
   x = jnp.ones((2, 10, 10, 3))  # NHWC
   k = jnp.ones((3, 3, 3, 8))  # HWIO
   conv = lambda x, k: jax.lax.conv_general_dilated(  # noqa: E731
-      x, k, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+      x, k, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+  )
   jaxpr = jax.make_jaxpr(conv)(x, k)
   # Each of the 2*10*10*8 outputs takes 3*3*3 multiply-adds.
   assert bench_train.matmul_conv_flops(jaxpr) == 2 * (2 * 10 * 10 * 8) * 27
@@ -54,11 +58,22 @@ def test_conv_flops_by_hand():
 def test_bench_runs_on_a_quick_config(tmp_path, av_digits_pairs_dir):
   out_json = tmp_path / "bench.json"
   out = subprocess.run(
-      [sys.executable, os.path.join(ROOT, "launch", "bench_train.py"),
-       "--configs=configs/tstl_ca.py:quick", "--rounds=2", "--steps=1",
-       "--pipeline_batches=3", "--peak_n=256",
-       f"--data_dir={av_digits_pairs_dir}", f"--out={out_json}"],
-      cwd=ROOT, capture_output=True, text=True, timeout=900)
+      [
+          sys.executable,
+          os.path.join(ROOT, "launch", "bench_train.py"),
+          "--configs=configs/tstl_ca.py:quick",
+          "--rounds=2",
+          "--steps=1",
+          "--pipeline_batches=3",
+          "--peak_n=256",
+          f"--data_dir={av_digits_pairs_dir}",
+          f"--out={out_json}",
+      ],
+      cwd=ROOT,
+      capture_output=True,
+      text=True,
+      timeout=900,
+  )
   assert out.returncode == 0, out.stderr[-3000:]
   assert "| configs/tstl_ca.py:quick [semihard] |" in out.stdout
   assert "| configs/tstl_ca.py:quick [curriculum] |" in out.stdout

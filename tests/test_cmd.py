@@ -21,7 +21,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def _load_config(arg=None):
   spec = importlib.util.spec_from_file_location(
-      "cmd_config", os.path.join(ROOT, "configs", "cmd.py"))
+      "cmd_config", os.path.join(ROOT, "configs", "cmd.py")
+  )
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module.get_config(arg)
@@ -30,8 +31,9 @@ def _load_config(arg=None):
 def _tiny_config(arg="quick", **cmd_overrides):
   config = _load_config(arg)
   config.model.embed_dim = 16
-  config.model.speech.update({"conv_features": (16, 16), "width": 16,
-                              "num_layers": 1, "num_heads": 2})
+  config.model.speech.update(
+      {"conv_features": (16, 16), "width": 16, "num_layers": 1, "num_heads": 2}
+  )
   config.model.image.update({"width": 16, "num_layers": 1, "num_heads": 2})
   config.cmd.head.update({"width": 16, "num_layers": 1, "num_heads": 2})
   for key, value in cmd_overrides.items():
@@ -50,8 +52,12 @@ def _batch(b=6, frames=40, mels=40, size=32, seed=0):
   audio = rng.normal(size=(b, frames, mels)).astype(np.float32)
   audio[~mask] = 0.0
   image = rng.uniform(size=(b, size, size, 1)).astype(np.float32)
-  return {"audio": audio, "audio_mask": mask, "image": image,
-          "image_id": np.arange(b, dtype=np.int32)}
+  return {
+      "audio": audio,
+      "audio_mask": mask,
+      "image": image,
+      "image_id": np.arange(b, dtype=np.int32),
+  }
 
 
 def _stage(config):
@@ -70,8 +76,11 @@ class _Tiny:
     self.stage = _stage(self.method.config)
     self.encode = jax.jit(self.method.encode)
     self.speech, self.image = self.encode(
-        self.params["encoders"], self.batch["audio"],
-        self.batch["audio_mask"], self.batch["image"])
+        self.params["encoders"],
+        self.batch["audio"],
+        self.batch["audio_mask"],
+        self.batch["image"],
+    )
     self.loss_fn = jax.jit(self.method.loss_fn, static_argnums=3)
 
 
@@ -86,18 +95,26 @@ def test_param_tree_and_head_count(tiny):
   assert set(params["cmd_head"]) == {"speech_from_image", "speech_mask_token"}
   n_head = cmd_lib.count_params(params["cmd_head"])
   assert 0 < n_head < cmd_lib.count_params(params["encoders"])
-  np.testing.assert_allclose(float(tiny.method.temperature(params)), 0.07,
-                             rtol=1e-6)
+  np.testing.assert_allclose(
+      float(tiny.method.temperature(params)), 0.07, rtol=1e-6
+  )
   b = tiny.batch
   shapes = lambda m: jax.eval_shape(  # pylint: disable=protected-access
-      m._init_params, jax.random.PRNGKey(0), b["audio"][:2],
-      b["audio_mask"][:2], b["image"][:2])
+      m._init_params,
+      jax.random.PRNGKey(0),
+      b["audio"][:2],
+      b["audio_mask"][:2],
+      b["image"][:2],
+  )
   base = shapes(cmd_lib.CMD(_tiny_config("quick,no_cmd")))
   assert set(base) == {"encoders", "log_temperature"}
   sym = shapes(cmd_lib.CMD(_tiny_config("quick,symmetric")))
   assert set(sym["cmd_head"]) == {
-      "speech_from_image", "speech_mask_token", "image_from_speech",
-      "image_mask_token"}
+      "speech_from_image",
+      "speech_mask_token",
+      "image_from_speech",
+      "image_mask_token",
+  }
 
 
 def test_retrieval_outputs_identical_without_head(tiny):
@@ -116,11 +133,21 @@ def test_cmd_gradients_reach_both_encoders(tiny):
   method, batch = tiny.method, tiny.batch
 
   def cmd_only(p):
-    s, i = method.encode(p["encoders"], batch["audio"], batch["audio_mask"],
-                         batch["image"], rng=jax.random.PRNGKey(1))
+    s, i = method.encode(
+        p["encoders"],
+        batch["audio"],
+        batch["audio_mask"],
+        batch["image"],
+        rng=jax.random.PRNGKey(1),
+    )
     loss, _ = method._denoising_loss(  # pylint: disable=protected-access
-        p["cmd_head"], s, i, "speech_from_image",
-        method.config.cmd.speech_corruption, jax.random.PRNGKey(2))
+        p["cmd_head"],
+        s,
+        i,
+        "speech_from_image",
+        method.config.cmd.speech_corruption,
+        jax.random.PRNGKey(2),
+    )
     return loss
 
   # The zero-initialised output layer blocks the gradient at init; any
@@ -128,7 +155,8 @@ def test_cmd_gradients_reach_both_encoders(tiny):
   p = dict(tiny.params)
   p["cmd_head"] = jax.tree.map(
       lambda x: x + 0.05 * jax.random.normal(jax.random.PRNGKey(3), x.shape),
-      p["cmd_head"])
+      p["cmd_head"],
+  )
   grads = jax.jit(jax.grad(cmd_only))(p)["encoders"]["params"]
   for tower in ("speech", "image"):
     norm = optax.global_norm(grads[tower])
@@ -137,30 +165,43 @@ def test_cmd_gradients_reach_both_encoders(tiny):
 
 def test_loss_is_finite_and_independent_of_padding_contents(tiny):
   batch = tiny.batch
-  big = dict(batch, audio=np.where(batch["audio_mask"][..., None],
-                                   batch["audio"], 1e4).astype(np.float32))
-  loss, m = tiny.loss_fn(tiny.params, batch, jax.random.PRNGKey(1),
-                         tiny.stage, 0)
-  loss_big, m_big = tiny.loss_fn(tiny.params, big, jax.random.PRNGKey(1),
-                                 tiny.stage, 0)
+  big = dict(
+      batch,
+      audio=np.where(
+          batch["audio_mask"][..., None], batch["audio"], 1e4
+      ).astype(np.float32),
+  )
+  loss, m = tiny.loss_fn(
+      tiny.params, batch, jax.random.PRNGKey(1), tiny.stage, 0
+  )
+  loss_big, m_big = tiny.loss_fn(
+      tiny.params, big, jax.random.PRNGKey(1), tiny.stage, 0
+  )
   assert np.isfinite(loss)
-  assert {"contrastive", "temperature", "cmd_speech_from_image",
-          "gap_speech_from_image"} <= set(m)
+  assert {
+      "contrastive",
+      "temperature",
+      "cmd_speech_from_image",
+      "gap_speech_from_image",
+  } <= set(m)
   np.testing.assert_allclose(loss_big, loss, rtol=1e-5)
   for key in m:
-    np.testing.assert_allclose(m_big[key], m[key], rtol=1e-4, atol=1e-6,
-                               err_msg=key)
+    np.testing.assert_allclose(
+        m_big[key], m[key], rtol=1e-4, atol=1e-6, err_msg=key
+    )
   # The configured corruption leaves a gap for the head to close.
   assert float(m["gap_speech_from_image"]) > 0.1
 
 
 def test_zero_noise_gives_zero_target_gap(tiny):
   zero = ml_collections.ConfigDict(
-      {"noise_std": 0.0, "mask_fraction": 0.0, "swap_fraction": 0.0})
+      {"noise_std": 0.0, "mask_fraction": 0.0, "swap_fraction": 0.0}
+  )
   loss, m = jax.jit(
       lambda head, s, i: tiny.method._denoising_loss(  # pylint: disable=protected-access
-          head, s, i, "speech_from_image", zero, jax.random.PRNGKey(0)))(
-              tiny.params["cmd_head"], tiny.speech, tiny.image)
+          head, s, i, "speech_from_image", zero, jax.random.PRNGKey(0)
+      )
+  )(tiny.params["cmd_head"], tiny.speech, tiny.image)
   # Uncorrupted input: no gap to close, and the identity-initialised head
   # reconstructs it exactly.
   assert float(m["gap_speech_from_image"]) < 1e-6
@@ -172,13 +213,19 @@ def test_head_training_on_a_fixed_batch_reduces_reconstruction_error(tiny):
   token, normalised MSE) trained on one batch's fixed encoder features."""
   method = tiny.method
   corr = ml_collections.ConfigDict(
-      {"noise_std": 0.3, "mask_fraction": 0.5, "swap_fraction": 0.0})
+      {"noise_std": 0.3, "mask_fraction": 0.5, "swap_fraction": 0.0}
+  )
   tx = optax.adam(3e-3)
 
   def loss(head, k):
     return method._denoising_loss(  # pylint: disable=protected-access
-        head, tiny.speech, tiny.image, "speech_from_image", corr,
-        jax.random.fold_in(jax.random.PRNGKey(1), k))
+        head,
+        tiny.speech,
+        tiny.image,
+        "speech_from_image",
+        corr,
+        jax.random.fold_in(jax.random.PRNGKey(1), k),
+    )
 
   @jax.jit
   def step(head, opt, k):
@@ -191,8 +238,12 @@ def test_head_training_on_a_fixed_batch_reduces_reconstruction_error(tiny):
   history = []
   for k in range(150):
     head, opt, metrics = step(head, opt, k)
-    history.append((float(metrics["cmd_speech_from_image"]),
-                    float(metrics["gap_speech_from_image"])))
+    history.append(
+        (
+            float(metrics["cmd_speech_from_image"]),
+            float(metrics["gap_speech_from_image"]),
+        )
+    )
   first, last = history[0], np.mean(history[-10:], axis=0)
   # The head starts as the identity (error = input gap) and learns to close
   # most of the gap.
@@ -213,10 +264,12 @@ def test_temperature_is_projected_into_range(tiny):
   p = dict(tiny.params, log_temperature=jnp.asarray(math.log(5.0)))
   assert float(method.temperature(p)) == pytest.approx(0.5, rel=1e-6)
   state = TrainState.create(p, optax.sgd(10.0), jax.random.PRNGKey(0))
-  state, _ = jax.jit(lambda s: method.train_step(s, tiny.batch,
-                                                 tiny.stage))(state)
+  state, _ = jax.jit(lambda s: method.train_step(s, tiny.batch, tiny.stage))(
+      state
+  )
   assert float(state.params["log_temperature"]) == pytest.approx(
-      math.log(0.5), rel=1e-6)
+      math.log(0.5), rel=1e-6
+  )
 
 
 def test_frame_distance_values():
@@ -224,24 +277,39 @@ def test_frame_distance_values():
   target = jnp.array([[[2.0, 4.0, 6.0]]])
   # Scale-invariant after normalisation.
   np.testing.assert_allclose(
-      cmd_lib.frame_distance(pred, target, "mse", normalize=True), [[0.0]],
-      atol=1e-6)
+      cmd_lib.frame_distance(pred, target, "mse", normalize=True),
+      [[0.0]],
+      atol=1e-6,
+  )
   np.testing.assert_allclose(
       cmd_lib.frame_distance(pred, target, "mse", normalize=False),
-      [[14.0 / 3.0]], rtol=1e-6)
+      [[14.0 / 3.0]],
+      rtol=1e-6,
+  )
   np.testing.assert_allclose(
       cmd_lib.frame_distance(pred, target, "cosine", normalize=False),
-      [[0.0]], atol=1e-6)
+      [[0.0]],
+      atol=1e-6,
+  )
   np.testing.assert_allclose(
       cmd_lib.frame_distance(pred, target, "smooth_l1", normalize=False),
-      [[(0.5 + 1.5 + 2.5) / 3.0]], rtol=1e-6)
+      [[(0.5 + 1.5 + 2.5) / 3.0]],
+      rtol=1e-6,
+  )
   with pytest.raises(ValueError, match="distance='l3'"):
     cmd_lib.frame_distance(pred, target, "l3")
 
 
 def test_config_variants_and_bad_settings():
-  for arg in (None, "quick", "no_cmd", "symmetric,noise=swap",
-              "flickr8k_audio", "spokencoco", "quick,seed=3"):
+  for arg in (
+      None,
+      "quick",
+      "no_cmd",
+      "symmetric,noise=swap",
+      "flickr8k_audio",
+      "spokencoco",
+      "quick,seed=3",
+  ):
     config = _load_config(arg)
     assert config.method == "cmd"
     assert isinstance(config, ml_collections.ConfigDict)
@@ -254,8 +322,9 @@ def test_config_variants_and_bad_settings():
   with pytest.raises(ValueError, match="steps='many'"):
     _load_config("steps=many")
   assert _load_config("flickr8k_audio").data.name == "flickr8k_audio/img224"
-  assert (_load_config("spokencoco").data.name
-          == "spokencoco/karpathy_img224")  # The published 5k test split.
+  assert (
+      _load_config("spokencoco").data.name == "spokencoco/karpathy_img224"
+  )  # The published 5k test split.
   with pytest.raises(ValueError, match="noise='pink'"):
     _load_config("noise=pink")
   with pytest.raises(ValueError, match="unknown config argument"):
@@ -263,8 +332,14 @@ def test_config_variants_and_bad_settings():
   with pytest.raises(ValueError, match="choose one of"):
     _load_config("flickr8k_audio,spokencoco")
   with pytest.raises(ValueError, match="exceeds 1"):
-    cmd_lib.CMD(_tiny_config(**{"speech_corruption.mask_fraction": 0.7,
-                                "speech_corruption.swap_fraction": 0.5}))
+    cmd_lib.CMD(
+        _tiny_config(
+            **{
+                "speech_corruption.mask_fraction": 0.7,
+                "speech_corruption.swap_fraction": 0.5,
+            }
+        )
+    )
   with pytest.raises(ValueError, match="loss_on"):
     cmd_lib.CMD(_tiny_config(loss_on="some"))
 
@@ -273,17 +348,23 @@ def test_config_variants_and_bad_settings():
 def tiny_captions(tmp_path_factory):
   """A tiny AV-digits `captions` builder (8 train, 40 test canvases): this
   test is about the head, not the dataset, and needs no full `captions`."""
-  config = AvDigitsConfig(name="captions_tiny", kind="captions",
-                          caption_split_sizes={"train": 8, "validation": 4,
-                                               "test": 40})
-  builder = AvDigits(config=config, file_format="array_record",
-                     data_dir=str(tmp_path_factory.mktemp("captions")))
+  config = AvDigitsConfig(
+      name="captions_tiny",
+      kind="captions",
+      caption_split_sizes={"train": 8, "validation": 4, "test": 40},
+  )
+  builder = AvDigits(
+      config=config,
+      file_format="array_record",
+      data_dir=str(tmp_path_factory.mktemp("captions")),
+  )
   builder.download_and_prepare(file_format="array_record")
   return builder
 
 
-def test_evaluate_same_retrieval_without_head(tmp_path, tiny_captions,
-                                              monkeypatch):
+def test_evaluate_same_retrieval_without_head(
+    tmp_path, tiny_captions, monkeypatch
+):
   config = _tiny_config()
   config.eval_batch_size = 32
   method = cmd_lib.CMD(config)
@@ -291,8 +372,9 @@ def test_evaluate_same_retrieval_without_head(tmp_path, tiny_captions,
   it = method.train_iterator(8, 0, 0, 1)
   params = method.init_params(jax.random.PRNGKey(0), next(it))
   with_head = method.evaluate(params, "test", plot_dir=str(tmp_path))
-  without = method.evaluate({k: v for k, v in params.items()
-                             if k != "cmd_head"}, "test")
+  without = method.evaluate(
+      {k: v for k, v in params.items() if k != "cmd_head"}, "test"
+  )
   retrieval_keys = [k for k in with_head if k.startswith(("r", "map_"))]
   assert "r1_s2i" in retrieval_keys and "r10_i2s" in retrieval_keys
   for key in retrieval_keys:
@@ -305,12 +387,22 @@ def test_evaluate_same_retrieval_without_head(tmp_path, tiny_captions,
 
 
 def test_fixed_length_audio_view_crops_and_pads():
-  records = [{"audio": np.arange(1, 11, dtype=np.int16), "audio_length": 10,
-              "image": np.zeros((4, 4, 3), np.uint8), "image_id": 7,
-              "wav_file": b"a.wav"},
-             {"audio": np.arange(1, 4, dtype=np.int16), "audio_length": 3,
-              "image": np.ones((4, 4, 3), np.uint8), "image_id": 8,
-              "wav_file": b"b.wav"}]
+  records = [
+      {
+          "audio": np.arange(1, 11, dtype=np.int16),
+          "audio_length": 10,
+          "image": np.zeros((4, 4, 3), np.uint8),
+          "image_id": 7,
+          "wav_file": b"a.wav",
+      },
+      {
+          "audio": np.arange(1, 4, dtype=np.int16),
+          "audio_length": 3,
+          "image": np.ones((4, 4, 3), np.uint8),
+          "image_id": 8,
+          "wav_file": b"b.wav",
+      },
+  ]
   view = cmd_lib._FixedLengthAudio(records, 6)  # pylint: disable=protected-access
   assert len(view) == 2
   long, short = view[0], view[1]
@@ -320,6 +412,7 @@ def test_fixed_length_audio_view_crops_and_pads():
   assert short["audio_length"] == 3 and short["image_id"] == 8
   assert set(long) == {"audio", "audio_length", "image", "image_id"}
   bad = cmd_lib._FixedLengthAudio(  # pylint: disable=protected-access
-      [dict(records[0], audio=np.zeros((2, 3), np.int16))], 6)
+      [dict(records[0], audio=np.zeros((2, 3), np.int16))], 6
+  )
   with pytest.raises(ValueError, match="1-D waveform"):
     bad[0]

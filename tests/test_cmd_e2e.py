@@ -11,16 +11,23 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _python(script, *args):
-  return subprocess.run([sys.executable, os.path.join(ROOT, script), *args],
-                        cwd=ROOT, capture_output=True, text=True, timeout=900)
+  return subprocess.run(
+      [sys.executable, os.path.join(ROOT, script), *args],
+      cwd=ROOT,
+      capture_output=True,
+      text=True,
+      timeout=900,
+  )
 
 
 @pytest.mark.slow
 def test_quick_run_writes_metrics_and_plots(tmp_path, av_digits_captions_dir):
-  out = _python("launch/main.py",
-                f"--config={os.path.join(ROOT, 'configs/cmd.py')}:quick",
-                f"--workdir={tmp_path}",
-                f"--config.data.data_dir={av_digits_captions_dir}")
+  out = _python(
+      "launch/main.py",
+      f"--config={os.path.join(ROOT, 'configs/cmd.py')}:quick",
+      f"--workdir={tmp_path}",
+      f"--config.data.data_dir={av_digits_captions_dir}",
+  )
   assert out.returncode == 0, out.stderr[-3000:]
   with open(tmp_path / "metrics.json") as f:
     metrics = json.load(f)
@@ -37,21 +44,30 @@ def test_quick_run_writes_metrics_and_plots(tmp_path, av_digits_captions_dir):
   assert metrics["cmd_recon"] < 0.3 * metrics["cmd_gap"]
   assert 0.01 <= metrics["temperature"] <= 0.5
   plots = set(os.listdir(tmp_path / "plots"))
-  assert {"retrieval_examples.png", "cmd_attention_0.png",
-          "training_curves.png"} <= plots
+  assert {
+      "retrieval_examples.png",
+      "cmd_attention_0.png",
+      "training_curves.png",
+  } <= plots
   assert "CMD head:" in out.stderr
 
 
 @pytest.mark.slow
 def test_bench_reports_step_time_ratio(tmp_path, av_digits_captions_dir):
   result = tmp_path / "bench.json"
-  out = _python("launch/bench_cmd.py", "--config=configs/cmd.py:quick",
-                "--rounds=1", "--steps=2", f"--out={result}",
-                f"--data_dir={av_digits_captions_dir}")
+  out = _python(
+      "launch/bench_cmd.py",
+      "--config=configs/cmd.py:quick",
+      "--rounds=1",
+      "--steps=2",
+      f"--out={result}",
+      f"--data_dir={av_digits_captions_dir}",
+  )
   assert out.returncode == 0, out.stderr[-3000:]
   with open(result) as f:
     bench = json.load(f)
   assert bench["head_params"] > 0
   assert bench["cmd_step_ms"] > 0 and bench["contrastive_step_ms"] > 0
   assert bench["step_time_ratio"] == pytest.approx(
-      bench["cmd_step_ms"] / bench["contrastive_step_ms"])
+      bench["cmd_step_ms"] / bench["contrastive_step_ms"]
+  )

@@ -5,8 +5,9 @@ from avjax.config_utils import positive_int_setting
 
 
 def test_parse():
-  names, settings = parse_config_arg("quick, one_stage,seed=3,tag=abc",
-                                     {"quick", "one_stage"}, {"seed", "tag"})
+  names, settings = parse_config_arg(
+      "quick, one_stage,seed=3,tag=abc", {"quick", "one_stage"}, {"seed", "tag"}
+  )
   assert names == {"quick", "one_stage"}
   assert settings == {"seed": 3, "tag": "abc"}
   assert parse_config_arg(None, {"quick"}) == (set(), {})
@@ -22,9 +23,11 @@ def test_unknown_token_and_key():
 def test_load_config_file(tmp_path):
   import os
   from avjax.config_utils import load_config_file
+
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  config = load_config_file(os.path.join(root, "configs", "tstl_ca.py"),
-                            "quick,seed=4")
+  config = load_config_file(
+      os.path.join(root, "configs", "tstl_ca.py"), "quick,seed=4"
+  )
   assert config.seed == 4 and config.method == "tstl_ca"
   with pytest.raises(FileNotFoundError, match="nope.py"):
     load_config_file(str(tmp_path / "nope.py"))
@@ -38,5 +41,7 @@ def test_positive_int_setting():
   assert positive_int_setting({"steps": 7}, "steps", 3) == 7
   assert positive_int_setting({}, "steps", 3) == 3
   for bad in (0, -2, 1.5, "many", True):
-    with pytest.raises(ValueError, match=r"cfg\.py: steps=.* is not a positive"):
+    with pytest.raises(
+        ValueError, match=r"cfg\.py: steps=.* is not a positive"
+    ):
       positive_int_setting({"steps": bad}, "steps", 3, "cfg.py")

@@ -150,13 +150,13 @@ def placeholder_keys() -> list[tuple[str, str]]:
 
 
 DOCUMENTED = documented_args()
-CASES = sorted((name, arg) for name, args in DOCUMENTED.items()
-               for arg in args)
+CASES = sorted((name, arg) for name, args in DOCUMENTED.items() for arg in args)
 
 
 def _config(name: str, arg: str):
-  return config_utils.load_config_file(str(ROOT / "configs" / f"{name}.py"),
-                                       arg or None)
+  return config_utils.load_config_file(
+      str(ROOT / "configs" / f"{name}.py"), arg or None
+  )
 
 
 def _dataset(config) -> str:
@@ -182,29 +182,41 @@ def real_dataset_cases() -> list[tuple[str, str]]:
 
 def test_parser_finds_the_documented_variants():
   # Guards the parser itself: these are written in today's docs.
-  for name, arg in [("tstl_ca", "ave"), ("tstl_ca", "vegas"),
-                    ("tstl_ca", "steps=4"), ("tstl_ca", "one_stage,steps=300"),
-                    ("cmd", "spokencoco"), ("cmd", "flickr8k_audio"),
-                    ("cmd", "noise=swap"),
-                    ("avc", "strategy=soft,per_class=20"),
-                    ("avc", "imbalance=0.5"), ("avc", "")]:
+  for name, arg in [
+      ("tstl_ca", "ave"),
+      ("tstl_ca", "vegas"),
+      ("tstl_ca", "steps=4"),
+      ("tstl_ca", "one_stage,steps=300"),
+      ("cmd", "spokencoco"),
+      ("cmd", "flickr8k_audio"),
+      ("cmd", "noise=swap"),
+      ("avc", "strategy=soft,per_class=20"),
+      ("avc", "imbalance=0.5"),
+      ("avc", ""),
+  ]:
     assert arg in DOCUMENTED[name], (name, arg)
   assert len(DOCUMENTED) == len(CONFIG_FILES)
 
 
 @pytest.mark.parametrize("name,key", placeholder_keys())
 def test_placeholder_has_a_concrete_example(name, key):
-  examples = [a for a in DOCUMENTED[name]
-              if any(t.startswith(f"{key}=") for t in a.split(","))]
-  assert examples, (f"configs/{name}.py documents {key}=<placeholder> but no "
-                    "command shows a concrete value")
+  examples = [
+      a
+      for a in DOCUMENTED[name]
+      if any(t.startswith(f"{key}=") for t in a.split(","))
+  ]
+  assert examples, (
+      f"configs/{name}.py documents {key}=<placeholder> but no "
+      "command shows a concrete value"
+  )
 
 
 @pytest.mark.parametrize("name,arg", CASES)
 def test_documented_variant_builds(name, arg, tmp_path):
   config = _config(name, arg)
-  builder = sources.get_builder(config.data.name, data_dir=str(tmp_path),
-                                prepare=False)
+  builder = sources.get_builder(
+      config.data.name, data_dir=str(tmp_path), prepare=False
+  )
   assert builder.name == _dataset(config)
   method = methods.get_method(config)
   assert method.config is config
@@ -212,9 +224,12 @@ def test_documented_variant_builds(name, arg, tmp_path):
 
 def test_real_dataset_variants_are_found():
   found = {(n, _config(n, a).data.name) for n, a in real_dataset_cases()}
-  assert {("tstl_ca", "ave/avcmr15"), ("tstl_ca", "vegas/default"),
-          ("cmd", "flickr8k_audio/img224"),
-          ("cmd", "spokencoco/karpathy_img224")} <= found
+  assert {
+      ("tstl_ca", "ave/avcmr15"),
+      ("tstl_ca", "vegas/default"),
+      ("cmd", "flickr8k_audio/img224"),
+      ("cmd", "spokencoco/karpathy_img224"),
+  } <= found
 
 
 def _shallow(node) -> None:
@@ -252,9 +267,11 @@ def compilation_cache(request, tmp_path_factory):
   base = tmp_path_factory.getbasetemp()
   if hasattr(request.config, "workerinput"):
     base = base.parent
-  names = ("jax_compilation_cache_dir",
-           "jax_persistent_cache_min_compile_time_secs",
-           "jax_persistent_cache_min_entry_size_bytes")
+  names = (
+      "jax_compilation_cache_dir",
+      "jax_persistent_cache_min_compile_time_secs",
+      "jax_persistent_cache_min_entry_size_bytes",
+  )
   saved = {n: getattr(jax.config, n) for n in names}
   cc.reset_cache()
   jax.config.update(names[0], str(base / "xla_cache_test_configs"))
@@ -268,14 +285,17 @@ def compilation_cache(request, tmp_path_factory):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name,arg", real_dataset_cases())
-def test_real_dataset_variant_runs_end_to_end(name, arg, tmp_path,
-                                              compilation_cache):
+def test_real_dataset_variant_runs_end_to_end(
+    name, arg, tmp_path, compilation_cache
+):
   config = _config(name, arg)
   dataset = _dataset(config)
   if dataset not in TREE_WRITERS:
-    pytest.fail(f"configs/{name}.py:{arg} reads {config.data.name!r}; add a "
-                "writer of its published layout to "
-                "tests/manual_fixtures.py:TREE_WRITERS")
+    pytest.fail(
+        f"configs/{name}.py:{arg} reads {config.data.name!r}; add a "
+        "writer of its published layout to "
+        "tests/manual_fixtures.py:TREE_WRITERS"
+    )
   TREE_WRITERS[dataset](tmp_path / "manual")
   _shrink_run(config, tmp_path / "manual", tmp_path / "data")
   metrics = loop.train_and_evaluate(config, str(tmp_path / "work"))
@@ -296,8 +316,9 @@ def test_bad_file_options_are_config_fields(tmp_path):
   config.data.image_root = str(image_root)
   config.data.name = "spokencoco/karpathy_img64"  # Smaller images, same path.
   config.data.data_dir = str(tmp_path / "data_strict")
-  with pytest.raises(manual.BadFileError,
-                     match=r"u1_0\.wav.*|--config\.data\.skip_bad_files") as e:
+  with pytest.raises(
+      manual.BadFileError, match=r"u1_0\.wav.*|--config\.data\.skip_bad_files"
+  ) as e:
     methods.get_method(config)._source("train")
   assert "--config.data.skip_bad_files=True" in str(e.value)
   assert str(bad_wav) in str(e.value)

@@ -14,11 +14,17 @@ import pytest
 
 from avjax import losses
 
-_info_nce = jax.jit(jax.value_and_grad(
-    lambda a, b, t: jnp.sum(losses.info_nce(a, b, t)), argnums=(0, 1, 2)))
-_angular = jax.jit(jax.value_and_grad(
-    lambda a, b, m, t: jnp.sum(losses.angular_margin_info_nce(a, b, m, t)),
-    argnums=(0, 1, 2, 3)))
+_info_nce = jax.jit(
+    jax.value_and_grad(
+        lambda a, b, t: jnp.sum(losses.info_nce(a, b, t)), argnums=(0, 1, 2)
+    )
+)
+_angular = jax.jit(
+    jax.value_and_grad(
+        lambda a, b, m, t: jnp.sum(losses.angular_margin_info_nce(a, b, m, t)),
+        argnums=(0, 1, 2, 3),
+    )
+)
 _info_nce_rows = jax.jit(losses.info_nce)
 _angular_rows = jax.jit(losses.angular_margin_info_nce)
 
@@ -75,14 +81,14 @@ def test_info_nce_matches_loop_reference(temperature):
   a, b = _inputs()
   got = _info_nce_rows(a, b, temperature)
   assert got.shape == (8,)
-  np.testing.assert_allclose(got, _ref(a, b, temperature), rtol=1e-5,
-                             atol=1e-5)
+  np.testing.assert_allclose(got, _ref(a, b, temperature), rtol=1e-5, atol=1e-5)
 
 
 def test_info_nce_degenerate_inputs_are_finite():
   a, b = _degenerate()
-  np.testing.assert_allclose(_info_nce_rows(a, b, 0.1), _ref(a, b, 0.1),
-                             rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(
+      _info_nce_rows(a, b, 0.1), _ref(a, b, 0.1), rtol=1e-5, atol=1e-5
+  )
   value, grads = _info_nce(a, b, 0.1)
   assert np.isfinite(value)
   assert all(np.all(np.isfinite(g)) for g in grads)
@@ -101,14 +107,17 @@ def test_info_nce_temperature_gradient_matches_finite_difference():
 def test_angular_margin_matches_loop_reference(margin):
   a, b = _inputs(seed=3)
   got = _angular_rows(a, b, margin, 0.1)
-  np.testing.assert_allclose(got, _ref(a, b, 0.1, margin), rtol=1e-5,
-                             atol=1e-5)
+  np.testing.assert_allclose(got, _ref(a, b, 0.1, margin), rtol=1e-5, atol=1e-5)
 
 
 def test_angular_margin_zero_is_info_nce():
   a, b = _inputs(seed=4)
-  np.testing.assert_allclose(_angular_rows(a, b, 0.0, 0.1),
-                             _info_nce_rows(a, b, 0.1), rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(
+      _angular_rows(a, b, 0.0, 0.1),
+      _info_nce_rows(a, b, 0.1),
+      rtol=1e-6,
+      atol=1e-6,
+  )
 
 
 def test_angular_margin_saturates_within_margin():
@@ -116,8 +125,9 @@ def test_angular_margin_saturates_within_margin():
   # positive logit depends on θ: for θ ≤ μ = 0.5 it is cos(0) / τ.
   def batch(theta):
     a = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]], np.float32)
-    b = np.array([[math.cos(theta), math.sin(theta), 0.0], [0.0, 0.0, 1.0]],
-                 np.float32)
+    b = np.array(
+        [[math.cos(theta), math.sin(theta), 0.0], [0.0, 0.0, 1.0]], np.float32
+    )
     return a, b
 
   inside = [_angular_rows(*batch(t), 0.5, 1.0) for t in (0.0, 0.2, 0.4)]
@@ -133,8 +143,9 @@ def test_angular_margin_degenerate_inputs_are_finite():
   a, b = _degenerate()
   # At cos θ = −1 (row 5) sin θ is clipped to √(1 − (1 − 1e-6)²) ≈ 1.4e-3,
   # which moves that positive logit by ≈ 1.4e-3 · sin μ / τ.
-  np.testing.assert_allclose(_angular_rows(a, b, 0.2, 0.1),
-                             _ref(a, b, 0.1, 0.2), rtol=1e-5, atol=5e-3)
+  np.testing.assert_allclose(
+      _angular_rows(a, b, 0.2, 0.1), _ref(a, b, 0.1, 0.2), rtol=1e-5, atol=5e-3
+  )
   value, grads = _angular(a, b, 0.2, 0.1)
   assert np.isfinite(value)
   assert all(np.all(np.isfinite(g)) for g in grads)
@@ -153,8 +164,9 @@ def test_vmap_matches_per_batch_jit(which):
     args = (0.2, 0.1)
   mapped = jax.jit(jax.vmap(lambda x, y: rows(x, y, *args)))(a, b)
   for k in range(3):
-    np.testing.assert_allclose(mapped[k], rows(a[k], b[k], *args),
-                               rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        mapped[k], rows(a[k], b[k], *args), rtol=1e-6, atol=1e-6
+    )
 
 
 def test_bad_inputs_raise():
@@ -202,19 +214,27 @@ _SHARDED_SCRIPT = textwrap.dedent("""
 
 def test_axis_name_on_four_devices_equals_single_device():
   env = dict(os.environ)
-  env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") +
-                      " --xla_force_host_platform_device_count=4").strip()
+  env["XLA_FLAGS"] = (
+      env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"
+  ).strip()
   env["JAX_PLATFORMS"] = "cpu"
   repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   env["PYTHONPATH"] = repo + os.pathsep + env.get("PYTHONPATH", "")
-  proc = subprocess.run([sys.executable, "-c", _SHARDED_SCRIPT], env=env,
-                        capture_output=True, text=True, timeout=300,
-                        check=False)
+  proc = subprocess.run(
+      [sys.executable, "-c", _SHARDED_SCRIPT],
+      env=env,
+      capture_output=True,
+      text=True,
+      timeout=300,
+      check=False,
+  )
   assert proc.returncode == 0, proc.stderr[-3000:]
   results = json.loads(proc.stdout)
   for name, r in results.items():
     assert len(r["sharded"]) == 16, name
-    np.testing.assert_allclose(r["sharded"], r["single"], rtol=1e-5,
-                               atol=1e-6, err_msg=name)
-    np.testing.assert_allclose(r["sharded_grad"], r["single_grad"],
-                               rtol=1e-4, atol=1e-6, err_msg=name)
+    np.testing.assert_allclose(
+        r["sharded"], r["single"], rtol=1e-5, atol=1e-6, err_msg=name
+    )
+    np.testing.assert_allclose(
+        r["sharded_grad"], r["single_grad"], rtol=1e-4, atol=1e-6, err_msg=name
+    )

@@ -29,19 +29,29 @@ def _expected(fraction):
 def test_select_fraction_is_exact_and_valid_only(fraction):
   _, mask = _features()
   for seed in range(5):
-    sel = np.asarray(corruption.select_fraction(jax.random.PRNGKey(seed), mask,
-                                                fraction))
+    sel = np.asarray(
+        corruption.select_fraction(jax.random.PRNGKey(seed), mask, fraction)
+    )
     np.testing.assert_array_equal(sel.sum(1), _expected(fraction))
     assert not np.any(sel & ~mask)
 
 
-@pytest.mark.parametrize("mask_fraction,swap_fraction",
-                         [(0.3, 0.0), (0.0, 0.4), (0.25, 0.25), (0.5, 0.4)])
+@pytest.mark.parametrize(
+    "mask_fraction,swap_fraction",
+    [(0.3, 0.0), (0.0, 0.4), (0.25, 0.25), (0.5, 0.4)],
+)
 def test_corrupt_hits_exact_fractions(mask_fraction, swap_fraction):
   x, mask = _features()
-  fn = jax.jit(lambda r, x: corruption.corrupt(
-      r, x, mask, mask_fraction=mask_fraction, swap_fraction=swap_fraction,
-      fill=-7.0))
+  fn = jax.jit(
+      lambda r, x: corruption.corrupt(
+          r,
+          x,
+          mask,
+          mask_fraction=mask_fraction,
+          swap_fraction=swap_fraction,
+          fill=-7.0,
+      )
+  )
   for seed in range(5):
     out = fn(jax.random.PRNGKey(seed), x)
     masked, swapped = np.asarray(out.masked), np.asarray(out.swapped)
@@ -93,12 +103,18 @@ def test_gradient_flows_to_kept_and_swapped_frames_not_masked():
   mask = np.ones((4, 6), bool)
 
   def total(x):
-    return jnp.sum(corruption.corrupt(jax.random.PRNGKey(1), x, mask,
-                                      mask_fraction=0.5).features)
+    return jnp.sum(
+        corruption.corrupt(
+            jax.random.PRNGKey(1), x, mask, mask_fraction=0.5
+        ).features
+    )
 
   g = np.asarray(jax.grad(total)(x))
-  masked = np.asarray(corruption.corrupt(jax.random.PRNGKey(1), x, mask,
-                                         mask_fraction=0.5).masked)
+  masked = np.asarray(
+      corruption.corrupt(
+          jax.random.PRNGKey(1), x, mask, mask_fraction=0.5
+      ).masked
+  )
   np.testing.assert_array_equal(g[masked], 0.0)
   np.testing.assert_array_equal(g[~masked], 1.0)
 
@@ -108,10 +124,12 @@ def test_bad_settings_raise():
   with pytest.raises(ValueError, match="mask_fraction=1.5"):
     corruption.corrupt(jax.random.PRNGKey(0), x, mask, mask_fraction=1.5)
   with pytest.raises(ValueError, match="must be <= 1"):
-    corruption.corrupt(jax.random.PRNGKey(0), x, mask, mask_fraction=0.6,
-                       swap_fraction=0.6)
+    corruption.corrupt(
+        jax.random.PRNGKey(0), x, mask, mask_fraction=0.6, swap_fraction=0.6
+    )
   with pytest.raises(ValueError, match="batch of at least 2"):
-    corruption.corrupt(jax.random.PRNGKey(0), x[:1], mask[:1],
-                       swap_fraction=0.5)
+    corruption.corrupt(
+        jax.random.PRNGKey(0), x[:1], mask[:1], swap_fraction=0.5
+    )
   with pytest.raises(ValueError, match="std"):
     corruption.add_gaussian_noise(jax.random.PRNGKey(0), x, mask, -1.0)

@@ -21,8 +21,9 @@ def _inputs(seed=0, b=4, q=9, k=6, d=8):
 def test_shapes_masks_and_identity_at_init():
   noisy, context, qmask, cmask = _inputs()
   head = denoiser.CrossModalDenoiser(width=16, num_layers=3, num_heads=4)
-  params = jax.jit(head.init)(jax.random.PRNGKey(1), noisy, context, qmask,
-                              cmask)
+  params = jax.jit(head.init)(
+      jax.random.PRNGKey(1), noisy, context, qmask, cmask
+  )
   recon, maps = jax.jit(head.apply)(params, noisy, context, qmask, cmask)
   assert recon.shape == noisy.shape
   assert maps.shape == (3, 4, 4, 9, 6)
@@ -31,22 +32,32 @@ def test_shapes_masks_and_identity_at_init():
   rows = np.broadcast_to(qmask[None, :, None, :], maps.shape[:-1])
   np.testing.assert_allclose(maps.sum(-1), rows.astype(float), rtol=1e-5)
   # Zero-initialised residual output: the head starts as the identity.
-  np.testing.assert_allclose(np.asarray(recon)[qmask],
-                             np.asarray(noisy)[qmask], atol=1e-6)
+  np.testing.assert_allclose(
+      np.asarray(recon)[qmask], np.asarray(noisy)[qmask], atol=1e-6
+  )
   np.testing.assert_array_equal(np.asarray(recon)[~qmask], 0.0)
 
 
 def test_padding_contents_never_read():
   noisy, context, qmask, cmask = _inputs()
-  head = denoiser.CrossModalDenoiser(width=16, num_layers=2, num_heads=4,
-                                     residual_output=False,
-                                     self_attention=True)
-  params = jax.jit(head.init)(jax.random.PRNGKey(1), noisy, context, qmask,
-                              cmask)
+  head = denoiser.CrossModalDenoiser(
+      width=16,
+      num_layers=2,
+      num_heads=4,
+      residual_output=False,
+      self_attention=True,
+  )
+  params = jax.jit(head.init)(
+      jax.random.PRNGKey(1), noisy, context, qmask, cmask
+  )
   recon, maps = jax.jit(head.apply)(params, noisy, context, qmask, cmask)
   recon_big, maps_big = jax.jit(head.apply)(
-      params, jnp.where(qmask[..., None], noisy, 1e4),
-      jnp.where(cmask[..., None], context, 1e4), qmask, cmask)
+      params,
+      jnp.where(qmask[..., None], noisy, 1e4),
+      jnp.where(cmask[..., None], context, 1e4),
+      qmask,
+      cmask,
+  )
   np.testing.assert_allclose(recon_big, recon, rtol=1e-5, atol=1e-5)
   np.testing.assert_allclose(maps_big, maps, rtol=1e-5, atol=1e-6)
 
@@ -61,8 +72,9 @@ def test_denoiser_reduces_reconstruction_error_on_fixed_batch():
   mix = jax.random.normal(rng[1], (d, d)) / np.sqrt(d)
   clean = jnp.tanh(context @ mix)  # frame t is a function of patch t
   mask = np.ones((b, q), bool)
-  noisy = corruption.corrupt(rng[2], clean, mask, noise_std=0.5,
-                             mask_fraction=0.5).features
+  noisy = corruption.corrupt(
+      rng[2], clean, mask, noise_std=0.5, mask_fraction=0.5
+  ).features
   head = denoiser.CrossModalDenoiser(width=32, num_layers=2, num_heads=4)
   params = jax.jit(head.init)(rng[3], noisy, context, mask)
 

@@ -9,9 +9,13 @@ from avjax import losses
 
 _dist = jax.jit(losses.pairwise_distances, static_argnames="metric")
 # Value and gradient of the summed distances w.r.t. both inputs.
-_sum_and_grads = jax.jit(jax.value_and_grad(
-    lambda x, y, metric: jnp.sum(losses.pairwise_distances(x, y, metric)),
-    argnums=(0, 1)), static_argnames="metric")
+_sum_and_grads = jax.jit(
+    jax.value_and_grad(
+        lambda x, y, metric: jnp.sum(losses.pairwise_distances(x, y, metric)),
+        argnums=(0, 1),
+    ),
+    static_argnames="metric",
+)
 
 
 def _reference(x, y, metric):
@@ -38,8 +42,9 @@ def test_matches_loop_reference(metric):
   y = rng.normal(size=(4, 5)).astype(np.float32)
   got = _dist(x, y, metric=metric)
   assert got.shape == (7, 4)
-  np.testing.assert_allclose(got, _reference(x, y, metric), rtol=1e-5,
-                             atol=1e-5)
+  np.testing.assert_allclose(
+      got, _reference(x, y, metric), rtol=1e-5, atol=1e-5
+  )
 
 
 @pytest.mark.parametrize("metric", losses.METRICS)
@@ -76,17 +81,18 @@ def test_vmap_matches_per_batch_calls(metric):
   rng = np.random.default_rng(2)
   x = rng.normal(size=(3, 5, 4)).astype(np.float32)
   y = rng.normal(size=(3, 6, 4)).astype(np.float32)
-  batched = jax.jit(jax.vmap(
-      lambda a, b: losses.pairwise_distances(a, b, metric)))(x, y)
+  batched = jax.jit(
+      jax.vmap(lambda a, b: losses.pairwise_distances(a, b, metric))
+  )(x, y)
   for k in range(3):
-    np.testing.assert_allclose(batched[k], _dist(x[k], y[k], metric=metric),
-                               rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        batched[k], _dist(x[k], y[k], metric=metric), rtol=1e-6, atol=1e-6
+    )
 
 
 def test_integer_inputs_are_promoted_to_float():
   x = np.array([[0, 0], [3, 4]])
-  np.testing.assert_array_equal(_dist(x, x),
-                                [[0.0, 5.0], [5.0, 0.0]])
+  np.testing.assert_array_equal(_dist(x, x), [[0.0, 5.0], [5.0, 0.0]])
 
 
 def test_bad_inputs_raise():

@@ -7,16 +7,20 @@ import pytest
 
 from avjax import losses
 
-_augment = jax.jit(losses.augment_with_interpolated_negatives,
-                   static_argnames=("num_per_anchor", "metric"))
+_augment = jax.jit(
+    losses.augment_with_interpolated_negatives,
+    static_argnames=("num_per_anchor", "metric"),
+)
 
 
 def _data(seed=0, num_q=6, num_k=8, dim=4, classes=3):
   rng = np.random.default_rng(seed)
-  return (rng.normal(size=(num_q, dim)).astype(np.float32),
-          rng.integers(0, classes, num_q).astype(np.int32),
-          rng.normal(size=(num_k, dim)).astype(np.float32),
-          rng.integers(0, classes, num_k).astype(np.int32))
+  return (
+      rng.normal(size=(num_q, dim)).astype(np.float32),
+      rng.integers(0, classes, num_q).astype(np.int32),
+      rng.normal(size=(num_k, dim)).astype(np.float32),
+      rng.integers(0, classes, num_k).astype(np.int32),
+  )
 
 
 def _ref_augment(q, ql, k, kl, alpha, num):
@@ -28,8 +32,10 @@ def _ref_augment(q, ql, k, kl, alpha, num):
     for j in negs[:num]:
       new_keys.append(k[j] + alpha * (q[i] - k[j]))
       new_labels.append(kl[j])
-  return (np.concatenate([k, np.array(new_keys)]),
-          np.concatenate([kl, np.array(new_labels)]))
+  return (
+      np.concatenate([k, np.array(new_keys)]),
+      np.concatenate([kl, np.array(new_labels)]),
+  )
 
 
 def _ref_hard(q, ql, k, kl, margin):
@@ -51,13 +57,17 @@ def test_interpolate_negatives_formula_and_distance():
   alpha = np.array([0.0, 0.2, 0.5, 0.7, 0.95], np.float32)
   got = jax.jit(losses.interpolate_negatives)(a, n, alpha)
   for i in range(5):
-    np.testing.assert_allclose(got[i], n[i] + alpha[i] * (a[i] - n[i]),
-                               rtol=1e-6, atol=1e-6)
-    np.testing.assert_allclose(np.linalg.norm(a[i] - got[i]),
-                               (1 - alpha[i]) * np.linalg.norm(a[i] - n[i]),
-                               rtol=1e-5)
-  np.testing.assert_allclose(losses.interpolate_negatives(a, n, 0.25),
-                             n + 0.25 * (a - n), rtol=1e-6)
+    np.testing.assert_allclose(
+        got[i], n[i] + alpha[i] * (a[i] - n[i]), rtol=1e-6, atol=1e-6
+    )
+    np.testing.assert_allclose(
+        np.linalg.norm(a[i] - got[i]),
+        (1 - alpha[i]) * np.linalg.norm(a[i] - n[i]),
+        rtol=1e-5,
+    )
+  np.testing.assert_allclose(
+      losses.interpolate_negatives(a, n, 0.25), n + 0.25 * (a - n), rtol=1e-6
+  )
 
 
 @pytest.mark.parametrize("alpha", [1.0, -0.1, 1.5, np.array([0.2, 1.0])])
@@ -66,8 +76,9 @@ def test_alpha_outside_unit_interval_raises(alpha):
   with pytest.raises(ValueError, match="alpha"):
     losses.interpolate_negatives(a, a + 1, alpha)
   with pytest.raises(ValueError, match="alpha"):
-    losses.augment_with_interpolated_negatives(a, jnp.array([0, 1]), a,
-                                               jnp.array([1, 0]), alpha)
+    losses.augment_with_interpolated_negatives(
+        a, jnp.array([0, 1]), a, jnp.array([1, 0]), alpha
+    )
 
 
 def test_alpha_shape_and_num_per_anchor_errors():
@@ -77,8 +88,9 @@ def test_alpha_shape_and_num_per_anchor_errors():
   with pytest.raises(ValueError, match="alpha"):
     losses.augment_with_interpolated_negatives(q, ql, k, kl, np.zeros(5))
   with pytest.raises(ValueError, match="num_per_anchor"):
-    losses.augment_with_interpolated_negatives(q, ql, k, kl, 0.5,
-                                               num_per_anchor=9)
+    losses.augment_with_interpolated_negatives(
+        q, ql, k, kl, 0.5, num_per_anchor=9
+    )
   with pytest.raises(ValueError, match="key_labels"):
     losses.augment_with_interpolated_negatives(q, ql, k, kl[:3], 0.5)
 
@@ -95,15 +107,16 @@ def test_nearest_negatives_match_loop_reference(num):
 
 def test_random_negatives_are_distinct_negatives():
   q, ql, k, kl = _data(seed=2, num_k=12)
-  keys, labels = _augment(q, ql, k, kl, 0.0, jax.random.key(0),
-                          num_per_anchor=3)
+  keys, labels = _augment(
+      q, ql, k, kl, 0.0, jax.random.key(0), num_per_anchor=3
+  )
   synthetic = np.asarray(keys[12:]).reshape(6, 3, 4)
   for i in range(6):
     # With alpha = 0 every synthetic key is a copy of the key it came from.
     picked = [int(np.argmin(np.abs(k - s).sum(1))) for s in synthetic[i]]
     assert len(set(picked)) == 3
     assert all(kl[j] != ql[i] for j in picked)
-    np.testing.assert_array_equal(labels[12 + 3 * i:15 + 3 * i], kl[picked])
+    np.testing.assert_array_equal(labels[12 + 3 * i : 15 + 3 * i], kl[picked])
   again, _ = _augment(q, ql, k, kl, 0.0, jax.random.key(0), num_per_anchor=3)
   other, _ = _augment(q, ql, k, kl, 0.0, jax.random.key(1), num_per_anchor=3)
   np.testing.assert_array_equal(again, keys)
@@ -122,14 +135,23 @@ def test_spare_slots_copy_existing_keys_and_leave_hard_loss_unchanged():
     assert match and kl[match[0]] == label == 0
   one_keys, one_labels = _augment(q, ql, k, kl, 0.5, num_per_anchor=1)
   hard = jax.jit(lambda *args: losses.cross_modal_triplet(*args, 1.0, "hard"))
-  np.testing.assert_allclose(hard(q, ql, keys, labels),
-                             hard(q, ql, one_keys, one_labels))
+  np.testing.assert_allclose(
+      hard(q, ql, keys, labels), hard(q, ql, one_keys, one_labels)
+  )
 
 
-_hard_on_augmented = jax.jit(jax.value_and_grad(
-    lambda q, ql, k, kl, alpha: losses.cross_modal_triplet(
-        q, ql, *losses.augment_with_interpolated_negatives(q, ql, k, kl, alpha),
-        margin=0.5, mining="hard"), argnums=(0, 2)))
+_hard_on_augmented = jax.jit(
+    jax.value_and_grad(
+        lambda q, ql, k, kl, alpha: losses.cross_modal_triplet(
+            q,
+            ql,
+            *losses.augment_with_interpolated_negatives(q, ql, k, kl, alpha),
+            margin=0.5,
+            mining="hard"
+        ),
+        argnums=(0, 2),
+    )
+)
 
 
 def test_hard_mining_on_augmented_keys_matches_reference_and_grows():
@@ -138,9 +160,9 @@ def test_hard_mining_on_augmented_keys_matches_reference_and_grows():
   for alpha in (0.0, 0.3, 0.6, 0.9):
     value, grads = _hard_on_augmented(q, ql, k, kl, alpha)
     ref_keys, ref_labels = _ref_augment(q, ql, k, kl, alpha, 1)
-    np.testing.assert_allclose(value,
-                               _ref_hard(q, ql, ref_keys, ref_labels, 0.5),
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        value, _ref_hard(q, ql, ref_keys, ref_labels, 0.5), rtol=1e-5, atol=1e-6
+    )
     assert all(np.all(np.isfinite(g)) for g in grads)
     values.append(float(value))
   assert values == sorted(values) and values[-1] > values[0]
@@ -162,7 +184,8 @@ def test_vmap_matches_per_batch_jit():
   stacked = [np.stack(x) for x in zip(*sets)]
   alphas = np.array([0.1, 0.5, 0.8], np.float32)
   mapped_keys, mapped_labels = jax.vmap(
-      lambda q, ql, k, kl, a: _augment(q, ql, k, kl, a))(*stacked, alphas)
+      lambda q, ql, k, kl, a: _augment(q, ql, k, kl, a)
+  )(*stacked, alphas)
   for i, (q, ql, k, kl) in enumerate(sets):
     keys, labels = _augment(q, ql, k, kl, alphas[i])
     np.testing.assert_allclose(mapped_keys[i], keys, rtol=1e-6, atol=1e-7)

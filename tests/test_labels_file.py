@@ -17,7 +17,8 @@ def test_csv_and_json_read_and_align(tmp_path):
   ids = np.array([30, 10, 20])
   csv_path = _csv(tmp_path / "p.csv", [(10, 1), (20, 2), (30, 0)])
   np.testing.assert_array_equal(
-      labels_file.labels_for_clips(csv_path, ids, 3), [0, 1, 2])
+      labels_file.labels_for_clips(csv_path, ids, 3), [0, 1, 2]
+  )
   json_path = tmp_path / "p.json"
   json_path.write_text(json.dumps({"10": 1, "20": 2, "30": 0}))
   out = labels_file.labels_for_clips(str(json_path), ids, 3)
@@ -71,12 +72,22 @@ def test_bad_files(tmp_path):
     labels_file.read_labels_file(str(lst))
 
 
-@pytest.mark.parametrize("name,content,match", [
-    ("p.json", b'{"1": 0, "2": ', r"p\.json.*not valid JSON.*line 1"),
-    ("p.json", '{"1": 0, "\u00e9": 1}'.encode("latin-1"), r"p\.json:1.*UTF-8"),
-    ("p.csv", "clip_id,label\n1,0\n2,1\u00e9\n".encode("latin-1"),
-     r"p\.csv:3.*UTF-8"),
-])
+@pytest.mark.parametrize(
+    "name,content,match",
+    [
+        ("p.json", b'{"1": 0, "2": ', r"p\.json.*not valid JSON.*line 1"),
+        (
+            "p.json",
+            '{"1": 0, "\u00e9": 1}'.encode("latin-1"),
+            r"p\.json:1.*UTF-8",
+        ),
+        (
+            "p.csv",
+            "clip_id,label\n1,0\n2,1\u00e9\n".encode("latin-1"),
+            r"p\.csv:3.*UTF-8",
+        ),
+    ],
+)
 def test_undecodable_files_are_named(tmp_path, name, content, match):
   path = tmp_path / name
   path.write_bytes(content)

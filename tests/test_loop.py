@@ -28,9 +28,22 @@ def test_trains_and_writes_outputs(tmp_path):
   steps = sorted(int(s) for s in os.listdir(tmp_path / "checkpoints"))
   assert steps == [4, 6, 8, 12]  # every 4 steps + the stage boundary
   logged = [json.loads(line) for line in open(tmp_path / "log.jsonl")]
-  assert [r["step"] for r in logged if "train/loss" in r] == [2, 4, 6, 8, 10, 12]
+  assert [r["step"] for r in logged if "train/loss" in r] == [
+      2,
+      4,
+      6,
+      8,
+      10,
+      12,
+  ]
   assert [r["train/stage"] for r in logged if "train/stage" in r] == [
-      0, 0, 0, 1, 1, 1]
+      0,
+      0,
+      0,
+      1,
+      1,
+      1,
+  ]
   assert os.listdir(tmp_path / "tensorboard")
   assert os.path.exists(tmp_path / "plots" / "training_curves.png")
   with open(tmp_path / "config.json") as f:
@@ -99,8 +112,9 @@ def _tree_listing(root):
 def test_nan_gradient_with_finite_loss_is_never_saved(tmp_path):
   # Step index 7 (the 8th step) gets a NaN gradient, its loss stays finite;
   # step 8 is a checkpoint step, so before the fix NaN params were saved.
-  with pytest.raises(FloatingPointError,
-                     match="non-finite at step 8 although the loss"):
+  with pytest.raises(
+      FloatingPointError, match="non-finite at step 8 although the loss"
+  ):
     _run(tmp_path, triggers={"nan_grad_at": 7})
   steps = sorted(int(s) for s in os.listdir(tmp_path / "checkpoints"))
   assert steps == [4, 6]
@@ -116,24 +130,34 @@ def _abstract_toy_tree():
   """The checkpoint tree of a fresh toy run (structure to restore into)."""
   import jax
   from avjax.train.state import TrainState
+
   config = toy_config()
   method = ToyRegression(config)
   params = {"w": jax.numpy.zeros(3)}
-  state = TrainState.create(params, method.make_optimizer(None, 12),
-                            jax.random.PRNGKey(0))
+  state = TrainState.create(
+      params, method.make_optimizer(None, 12), jax.random.PRNGKey(0)
+  )
   return state.checkpoint_tree()
 
 
-@pytest.mark.parametrize("override", [
-    {"optimizer.name": "sgd"},
-    {"optimizer.learning_rate": 0.1},
-    {"data.batch_size": 16},
-    {"seed": 1},
-    {"stages": ({"name": "first", "steps": 6, "scale": 1.0},
-                {"name": "second", "steps": 10, "scale": 2.0})},
-])
+@pytest.mark.parametrize(
+    "override",
+    [
+        {"optimizer.name": "sgd"},
+        {"optimizer.learning_rate": 0.1},
+        {"data.batch_size": 16},
+        {"seed": 1},
+        {
+            "stages": (
+                {"name": "first", "steps": 6, "scale": 1.0},
+                {"name": "second", "steps": 10, "scale": 2.0},
+            )
+        },
+    ],
+)
 def test_changed_config_is_an_error_and_keeps_every_checkpoint(
-    tmp_path, override):
+    tmp_path, override
+):
   _run(tmp_path)
   before = _tree_listing(tmp_path / "checkpoints")
   with pytest.raises(checkpoint_lib.CheckpointMismatch) as info:
@@ -152,8 +176,9 @@ def test_changed_config_is_an_error_and_keeps_every_checkpoint(
 def test_per_stage_optimizer_freezes_and_resumes(tmp_path):
   full, _ = _run(tmp_path / "full", method_cls=ToyFrozenSecondStage)
   # w is frozen in stage 2 (steps 6..12): bit-identical to step 6's w.
-  ckpt = checkpoint_lib.Checkpointer(str(tmp_path / "full" / "checkpoints"),
-                                     max_to_keep=5)
+  ckpt = checkpoint_lib.Checkpointer(
+      str(tmp_path / "full" / "checkpoints"), max_to_keep=5
+  )
   meta6 = ckpt.read_meta(6)
   ckpt.close()
   assert meta6["stage"] == 1
@@ -167,8 +192,11 @@ def test_per_stage_optimizer_freezes_and_resumes(tmp_path):
   resumed, method = _run(part, method_cls=ToyFrozenSecondStage)
   assert method.seen_stages == {"second"}
   assert resumed == full
-  first_only, _ = _run(tmp_path / "first", method_cls=ToyFrozenSecondStage,
-                       stages=({"name": "first", "steps": 6, "scale": 1.0},))
+  first_only, _ = _run(
+      tmp_path / "first",
+      method_cls=ToyFrozenSecondStage,
+      stages=({"name": "first", "steps": 6, "scale": 1.0},),
+  )
   for i in range(3):
     assert full[f"w{i}"] == first_only[f"w{i}"]  # frozen: bit-identical
   assert full["b"] != first_only["b"]  # the bias did train in stage 2
@@ -179,8 +207,15 @@ def test_changed_stages_on_resume_is_an_error(tmp_path):
   for step in (12, 8, 6):  # keep step 4, saved in stage 'first'
     shutil.rmtree(tmp_path / "checkpoints" / str(step))
   with pytest.raises(ValueError, match="config changed between runs"):
-    _run(tmp_path, **{"stages": ({"name": "first", "steps": 4, "scale": 1.0},
-                                 {"name": "second", "steps": 8, "scale": 2.0})})
+    _run(
+        tmp_path,
+        **{
+            "stages": (
+                {"name": "first", "steps": 4, "scale": 1.0},
+                {"name": "second", "steps": 8, "scale": 2.0},
+            )
+        },
+    )
 
 
 _KILL_SCRIPT = """
@@ -230,11 +265,16 @@ def _kill_point(seed):
 def _run_killable(workdir, mode="none", at=-1):
   import subprocess
   import sys
+
   code = _KILL_SCRIPT.format(tests_dir=os.path.dirname(__file__))
   env = dict(os.environ, JAX_PLATFORMS="cpu")
-  return subprocess.run([sys.executable, "-c", code, mode, str(at),
-                         str(workdir)], capture_output=True, text=True,
-                        timeout=300, env=env)
+  return subprocess.run(
+      [sys.executable, "-c", code, mode, str(at), str(workdir)],
+      capture_output=True,
+      text=True,
+      timeout=300,
+      env=env,
+  )
 
 
 _KILL_SEEDS = (0, 1, 3)
@@ -255,8 +295,9 @@ def uninterrupted_killable_run(tmp_path_factory):
 
 
 @pytest.mark.parametrize("seed", _KILL_SEEDS)
-def test_killed_at_random_point_resumes_exactly(tmp_path, seed,
-                                                uninterrupted_killable_run):
+def test_killed_at_random_point_resumes_exactly(
+    tmp_path, seed, uninterrupted_killable_run
+):
   mode, at = _kill_point(seed)
   killed = _run_killable(tmp_path, mode, at)
   assert killed.returncode == -9, killed.stderr[-3000:]

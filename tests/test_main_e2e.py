@@ -14,22 +14,36 @@ MAIN = os.path.join(ROOT, "launch", "main.py")
 
 
 def _cmd(workdir, data_dir, *extra, config="configs/tstl_ca.py:quick"):
-  return [sys.executable, MAIN, f"--config={os.path.join(ROOT, config)}",
-          f"--workdir={workdir}", f"--config.data.data_dir={data_dir}",
-          *extra]
+  return [
+      sys.executable,
+      MAIN,
+      f"--config={os.path.join(ROOT, config)}",
+      f"--workdir={workdir}",
+      f"--config.data.data_dir={data_dir}",
+      *extra,
+  ]
 
 
 def _run(workdir, data_dir, *extra, **kwargs):
-  return subprocess.run(_cmd(workdir, data_dir, *extra, **kwargs), cwd=ROOT,
-                        capture_output=True, text=True, timeout=900)
+  return subprocess.run(
+      _cmd(workdir, data_dir, *extra, **kwargs),
+      cwd=ROOT,
+      capture_output=True,
+      text=True,
+      timeout=900,
+  )
 
 
 def _listing(root):
   """Relative path -> (size, mtime) of every file under ``root``."""
-  return {os.path.relpath(os.path.join(d, f), root):
-          (os.stat(os.path.join(d, f)).st_size,
-           os.stat(os.path.join(d, f)).st_mtime_ns)
-          for d, _, files in os.walk(root) for f in files}
+  return {
+      os.path.relpath(os.path.join(d, f), root): (
+          os.stat(os.path.join(d, f)).st_size,
+          os.stat(os.path.join(d, f)).st_mtime_ns,
+      )
+      for d, _, files in os.walk(root)
+      for f in files
+  }
 
 
 def _metrics(workdir):
@@ -51,21 +65,30 @@ def test_quick_run_then_kill_and_resume(tmp_path, av_digits_pairs_dir):
   # floors sit a margin below, so a regression of a few points fails.
   assert metrics["map_mean"] > 0.33
   assert metrics["map_v2a"] > 0.48 and metrics["map_a2v"] > 0.17
-  assert {"precision_recall.png", "retrieval_examples.png",
-          "training_curves.png"} <= set(os.listdir(full / "plots"))
+  assert {
+      "precision_recall.png",
+      "retrieval_examples.png",
+      "training_curves.png",
+  } <= set(os.listdir(full / "plots"))
   assert os.listdir(full / "tensorboard")
 
   # Same command, SIGKILLed once the first checkpoint is committed.
   killed = tmp_path / "killed"
-  proc = subprocess.Popen(_cmd(killed, av_digits_pairs_dir), cwd=ROOT,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  proc = subprocess.Popen(
+      _cmd(killed, av_digits_pairs_dir),
+      cwd=ROOT,
+      stdout=subprocess.DEVNULL,
+      stderr=subprocess.DEVNULL,
+  )
   ckpt_dir = killed / "checkpoints"
   deadline = time.time() + 600
   while time.time() < deadline and proc.poll() is None:
     if ckpt_dir.is_dir() and any(
-        (ckpt_dir / d / "commit_success.txt").exists() or
-        (ckpt_dir / d / "_CHECKPOINT_METADATA").exists()
-        for d in os.listdir(ckpt_dir) if d.isdigit()):
+        (ckpt_dir / d / "commit_success.txt").exists()
+        or (ckpt_dir / d / "_CHECKPOINT_METADATA").exists()
+        for d in os.listdir(ckpt_dir)
+        if d.isdigit()
+    ):
       break
     time.sleep(0.2)
   assert proc.poll() is None, "run finished before it could be killed"
@@ -85,7 +108,8 @@ def test_quick_run_then_kill_and_resume(tmp_path, av_digits_pairs_dir):
   out = _run(full, av_digits_pairs_dir, "--config.optimizer.name=sgd")
   assert out.returncode != 0
   assert str(full) in out.stderr and "optimizer.name: 'adam' → 'sgd'" in (
-      out.stderr)
+      out.stderr
+  )
   assert "new --workdir" in out.stderr
   assert _listing(ckpt_dir) == before
   assert not (full / "checkpoints_damaged").exists()
@@ -100,7 +124,6 @@ def test_unknown_config_key_is_named(tmp_path, av_digits_pairs_dir):
 
 @pytest.mark.slow
 def test_unknown_config_argument_is_named(tmp_path, av_digits_pairs_dir):
-  out = _run(tmp_path, av_digits_pairs_dir,
-             config="configs/tstl_ca.py:quik")
+  out = _run(tmp_path, av_digits_pairs_dir, config="configs/tstl_ca.py:quik")
   assert out.returncode != 0
   assert "unknown config argument 'quik'" in out.stderr

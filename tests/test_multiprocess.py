@@ -38,19 +38,36 @@ def _env(devices: int) -> dict[str, str]:
 
 
 def _args(workdir, data_dir):
-  return [sys.executable, MAIN, f"--config={CONFIG}", f"--workdir={workdir}",
-          f"--config.data.data_dir={data_dir}", "--config.checkpoint_every=5",
-          "--config.log_every=1"]
+  return [
+      sys.executable,
+      MAIN,
+      f"--config={CONFIG}",
+      f"--workdir={workdir}",
+      f"--config.data.data_dir={data_dir}",
+      "--config.checkpoint_every=5",
+      "--config.log_every=1",
+  ]
 
 
 def _run_two_processes(workdir, data_dir):
   port = _free_port()
-  procs = [subprocess.Popen(
-      _args(workdir, data_dir) + [
-          f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
-          f"--process_id={i}", "--distributed_timeout_s=120"],
-      cwd=ROOT, env=_env(2), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-      text=True) for i in range(2)]
+  procs = [
+      subprocess.Popen(
+          _args(workdir, data_dir)
+          + [
+              f"--coordinator_address=127.0.0.1:{port}",
+              "--num_processes=2",
+              f"--process_id={i}",
+              "--distributed_timeout_s=120",
+          ],
+          cwd=ROOT,
+          env=_env(2),
+          stdout=subprocess.PIPE,
+          stderr=subprocess.PIPE,
+          text=True,
+      )
+      for i in range(2)
+  ]
   outs = [p.communicate(timeout=900) for p in procs]
   for i, (p, (_, err)) in enumerate(zip(procs, outs)):
     assert p.returncode == 0, f"process {i}:\n{err[-3000:]}"
@@ -71,16 +88,22 @@ def _metrics(workdir):
 @pytest.fixture(scope="module")
 def one_process_losses(tmp_path_factory, av_digits_pairs_dir):
   workdir = tmp_path_factory.mktemp("one_process")
-  out = subprocess.run(_args(workdir, av_digits_pairs_dir), cwd=ROOT,
-                       env=_env(4), capture_output=True, text=True,
-                       timeout=900)
+  out = subprocess.run(
+      _args(workdir, av_digits_pairs_dir),
+      cwd=ROOT,
+      env=_env(4),
+      capture_output=True,
+      text=True,
+      timeout=900,
+  )
   assert out.returncode == 0, out.stderr[-3000:]
   return _losses(workdir)
 
 
 @pytest.mark.slow
-def test_two_processes_equal_one_and_resume(tmp_path, av_digits_pairs_dir,
-                                            one_process_losses):
+def test_two_processes_equal_one_and_resume(
+    tmp_path, av_digits_pairs_dir, one_process_losses
+):
   workdir = tmp_path / "two"
   (out0, err0), (out1, err1) = _run_two_processes(workdir, av_digits_pairs_dir)
   assert "JAX process 0 / 2" in err0 and "JAX process 1 / 2" in err1
@@ -93,8 +116,7 @@ def test_two_processes_equal_one_and_resume(tmp_path, av_digits_pairs_dir,
   # Only process 0 reports and writes logs and plots.
   assert "Final test metrics" in out0 and "Final test metrics" not in out1
   with open(workdir / "log.jsonl") as f:
-    steps = [json.loads(line)["step"] for line in f
-             if "train/loss" in line]
+    steps = [json.loads(line)["step"] for line in f if "train/loss" in line]
   assert steps == sorted(set(steps))  # one writer: no duplicated records
   assert len(os.listdir(workdir / "tensorboard")) == 1
   assert "training_curves.png" in os.listdir(workdir / "plots")
@@ -116,25 +138,50 @@ def test_two_processes_equal_one_and_resume(tmp_path, av_digits_pairs_dir,
   assert _metrics(workdir) == finished  # same processes, same order: exact
 
 
-@pytest.mark.parametrize("flags,message", [
-    (["--coordinator_address=127.0.0.1:1", "--num_processes=2",
-      "--process_id=2"], "--process_id=2 is outside [0, 2)"),
-    (["--coordinator_address=127.0.0.1:1", "--num_processes=2"],
-     "needs --num_processes and --process_id"),
-])
+@pytest.mark.parametrize(
+    "flags,message",
+    [
+        (
+            [
+                "--coordinator_address=127.0.0.1:1",
+                "--num_processes=2",
+                "--process_id=2",
+            ],
+            "--process_id=2 is outside [0, 2)",
+        ),
+        (
+            ["--coordinator_address=127.0.0.1:1", "--num_processes=2"],
+            "needs --num_processes and --process_id",
+        ),
+    ],
+)
 def test_bad_process_flags_are_named(tmp_path, flags, message):
-  out = subprocess.run(_args(tmp_path, tmp_path) + flags, cwd=ROOT,
-                       env=_env(1), capture_output=True, text=True,
-                       timeout=120)
+  out = subprocess.run(
+      _args(tmp_path, tmp_path) + flags,
+      cwd=ROOT,
+      env=_env(1),
+      capture_output=True,
+      text=True,
+      timeout=120,
+  )
   assert out.returncode != 0 and message in out.stderr
 
 
 def test_silent_coordinator_is_an_error_naming_it(tmp_path):
   address = f"127.0.0.1:{_free_port()}"  # nobody listens there
   out = subprocess.run(
-      _args(tmp_path, tmp_path) + [f"--coordinator_address={address}",
-                                   "--num_processes=2", "--process_id=1",
-                                   "--distributed_timeout_s=3"],
-      cwd=ROOT, env=_env(1), capture_output=True, text=True, timeout=120)
+      _args(tmp_path, tmp_path)
+      + [
+          f"--coordinator_address={address}",
+          "--num_processes=2",
+          "--process_id=1",
+          "--distributed_timeout_s=3",
+      ],
+      cwd=ROOT,
+      env=_env(1),
+      capture_output=True,
+      text=True,
+      timeout=120,
+  )
   assert out.returncode != 0
   assert f"No coordinator answered at {address} within 3 s" in out.stderr

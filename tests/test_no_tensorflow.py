@@ -32,29 +32,45 @@ raise ImportError("stub tensorflow (tests/test_no_tensorflow.py): import "
 """
 
 
-def _run_with_stub(tmp_path: Path, args: list[str], timeout: float = 600
-                   ) -> tuple[subprocess.CompletedProcess, str]:
+def _run_with_stub(
+    tmp_path: Path, args: list[str], timeout: float = 600
+) -> tuple[subprocess.CompletedProcess, str]:
   """Runs ``python args`` with the recording stub first on sys.path."""
   stub_dir = tmp_path / "stub"
   (stub_dir / "tensorflow").mkdir(parents=True, exist_ok=True)
   (stub_dir / "tensorflow" / "__init__.py").write_text(_STUB)
   log = tmp_path / "tensorflow_imports.log"
-  env = dict(os.environ, AVJAX_TF_IMPORT_LOG=str(log), JAX_PLATFORMS="cpu",
-             PYTHONPATH=os.pathsep.join(
-                 [str(stub_dir)] + [p for p in (
-                     os.environ.get("PYTHONPATH"),) if p]))
-  proc = subprocess.run([sys.executable, *args], cwd=ROOT, env=env,
-                        capture_output=True, text=True, timeout=timeout,
-                        check=False)
+  env = dict(
+      os.environ,
+      AVJAX_TF_IMPORT_LOG=str(log),
+      JAX_PLATFORMS="cpu",
+      PYTHONPATH=os.pathsep.join(
+          [str(stub_dir)] + [p for p in (os.environ.get("PYTHONPATH"),) if p]
+      ),
+  )
+  proc = subprocess.run(
+      [sys.executable, *args],
+      cwd=ROOT,
+      env=env,
+      capture_output=True,
+      text=True,
+      timeout=timeout,
+      check=False,
+  )
   return proc, (log.read_text() if log.exists() else "")
 
 
 def test_stub_records_an_import(tmp_path):
   # The probe itself can fail: an import of tensorflow is recorded.
-  proc, log = _run_with_stub(tmp_path, [
-      "-c", "import tensorflow_datasets as tfds\n"
-            "try:\n  import tensorflow\nexcept ImportError as e:\n"
-            "  print('caught', e)"])
+  proc, log = _run_with_stub(
+      tmp_path,
+      [
+          "-c",
+          "import tensorflow_datasets as tfds\n"
+          "try:\n  import tensorflow\nexcept ImportError as e:\n"
+          "  print('caught', e)",
+      ],
+  )
   assert proc.returncode == 0, proc.stderr
   assert "caught stub tensorflow" in proc.stdout
   assert "_find_and_load" in log and "<string>" in log
@@ -88,13 +104,21 @@ def test_builders_and_pipelines_import_no_tensorflow(tmp_path):
 
 
 @pytest.mark.slow
-def test_launcher_quick_run_imports_no_tensorflow(tmp_path,
-                                                  av_digits_pairs_dir):
+def test_launcher_quick_run_imports_no_tensorflow(
+    tmp_path, av_digits_pairs_dir
+):
   workdir = tmp_path / "work"
-  proc, log = _run_with_stub(tmp_path, [
-      "launch/main.py", "--config", "configs/tstl_ca.py:quick,steps=4",
-      "--workdir", str(workdir),
-      f"--config.data.data_dir={av_digits_pairs_dir}"])
+  proc, log = _run_with_stub(
+      tmp_path,
+      [
+          "launch/main.py",
+          "--config",
+          "configs/tstl_ca.py:quick,steps=4",
+          "--workdir",
+          str(workdir),
+          f"--config.data.data_dir={av_digits_pairs_dir}",
+      ],
+  )
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert (workdir / "metrics.json").exists()
   assert "Final test metrics" in proc.stdout

@@ -15,7 +15,8 @@ def _cfg(**kw):
 def test_warmup_cosine_shape():
   sched = optim.learning_rate_schedule(
       _cfg(schedule="warmup_cosine", warmup_steps=10, end_lr_fraction=0.1),
-      total_steps=110)
+      total_steps=110,
+  )
   assert float(sched(0)) == 0.0
   assert float(sched(10)) == pytest.approx(1.0)
   assert float(sched(110)) == pytest.approx(0.1)
@@ -30,21 +31,26 @@ def test_cosine_and_constant():
 
 @pytest.mark.parametrize("name", ["adam", "adamw", "sgd"])
 def test_optimizers_step(name):
-  tx = optim.make_optimizer(_cfg(name=name, learning_rate=0.1,
-                                 grad_clip_norm=1.0), 10)
+  tx = optim.make_optimizer(
+      _cfg(name=name, learning_rate=0.1, grad_clip_norm=1.0), 10
+  )
   params = {"w": np.ones(3, np.float32)}
-  updates, _ = tx.update({"w": np.full(3, 100.0, np.float32)},
-                         tx.init(params), params)
+  updates, _ = tx.update(
+      {"w": np.full(3, 100.0, np.float32)}, tx.init(params), params
+  )
   assert np.all(np.asarray(updates["w"]) < 0)
   # Clipping bounds the SGD step by lr * clip norm (plus weight decay: none).
   if name == "sgd":
     assert np.linalg.norm(np.asarray(updates["w"])) == pytest.approx(0.1)
 
 
-@pytest.mark.parametrize("field, value, match", [
-    ("name", "rmsprop", "optimizer.name='rmsprop'"),
-    ("schedule", "linear", "optimizer.schedule='linear'"),
-])
+@pytest.mark.parametrize(
+    "field, value, match",
+    [
+        ("name", "rmsprop", "optimizer.name='rmsprop'"),
+        ("schedule", "linear", "optimizer.schedule='linear'"),
+    ],
+)
 def test_unknown_names(field, value, match):
   with pytest.raises(ValueError, match=match):
     optim.make_optimizer(_cfg(**{field: value}), 10)

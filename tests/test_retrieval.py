@@ -40,8 +40,10 @@ def ref_interp_pr(scores_row, rel_row, levels):
     hits += rel
     precision.append(hits / pos)
     recall.append(hits / num_rel)
-  return [max(p for p, r in zip(precision, recall) if r >= level - 1e-12)
-          for level in levels]
+  return [
+      max(p for p, r in zip(precision, recall) if r >= level - 1e-12)
+      for level in levels
+  ]
 
 
 @pytest.fixture(params=[False, True], ids=["host_rank", "device_rank"])
@@ -81,13 +83,15 @@ def test_ap_matches_sklearn_on_distinct_scores():
 
 def test_ties_are_broken_by_key_index():
   scores = np.zeros((2, 4), np.float32)
-  relevance = np.array([[False, True, False, True],
-                        [True, False, False, False]])
+  relevance = np.array(
+      [[False, True, False, True], [True, False, False, False]]
+  )
   ap = retrieval.average_precision_per_query(scores, relevance)
   # Row 0 ranks keys 0, 1, 2, 3: hits at ranks 2 and 4.
   np.testing.assert_allclose(ap, [(1 / 2 + 2 / 4) / 2, 1.0])
   np.testing.assert_array_equal(
-      retrieval.first_relevant_rank(scores, relevance), [1, 0])
+      retrieval.first_relevant_rank(scores, relevance), [1, 0]
+  )
 
 
 def test_perfect_and_reversed_rankings():
@@ -101,11 +105,11 @@ def test_perfect_and_reversed_rankings():
   reversed_scores = -perfect  # relevant keys are ranked last
   want = sum(t / (m - r + t) for t in range(1, r + 1)) / r
   np.testing.assert_allclose(
-      retrieval.average_precision_per_query(reversed_scores, relevance)[0],
-      want)
-  assert retrieval.recall_at_k(reversed_scores, relevance,
-                               ks=(1, m - r, m - r + 1)) == {
-                                   1: 0.0, m - r: 0.0, m - r + 1: 1.0}
+      retrieval.average_precision_per_query(reversed_scores, relevance)[0], want
+  )
+  assert retrieval.recall_at_k(
+      reversed_scores, relevance, ks=(1, m - r, m - r + 1)
+  ) == {1: 0.0, m - r: 0.0, m - r + 1: 1.0}
 
 
 def test_recall_at_k_matches_python_loop():
@@ -133,10 +137,17 @@ def test_interpolated_precision_recall_matches_python_loop(rank_place):
   scores, relevance = _random_problem(3, levels=4)
   relevance[1] = False
   recall, precision = retrieval.interpolated_precision_recall(
-      scores, relevance, num_levels=11)
+      scores, relevance, num_levels=11
+  )
   np.testing.assert_allclose(recall, np.linspace(0, 1, 11))
-  want = np.mean([ref_interp_pr(s, r, recall)
-                  for s, r in zip(scores, relevance) if r.any()], axis=0)
+  want = np.mean(
+      [
+          ref_interp_pr(s, r, recall)
+          for s, r in zip(scores, relevance)
+          if r.any()
+      ],
+      axis=0,
+  )
   np.testing.assert_allclose(precision, want, rtol=1e-12)
   assert np.all(np.diff(precision) <= 1e-12)  # interpolation is monotone
 
@@ -146,11 +157,12 @@ def test_chunked_padding_gives_same_results(monkeypatch):
   full = retrieval.average_precision_per_query(scores, relevance)
   monkeypatch.setattr(retrieval, "_CHUNK_ELEMENTS", 3 * 7)  # 4 chunks, padded
   np.testing.assert_array_equal(
-      retrieval.average_precision_per_query(scores, relevance), full)
+      retrieval.average_precision_per_query(scores, relevance), full
+  )
   q = np.random.default_rng(0).normal(size=(11, 5))
   np.testing.assert_allclose(
-      retrieval.similarity_matrix(q, q[:7]),
-      _np_cosine(q, q[:7]), atol=1e-6)
+      retrieval.similarity_matrix(q, q[:7]), _np_cosine(q, q[:7]), atol=1e-6
+  )
 
 
 # ----------------------------------------------------------------------------
@@ -166,19 +178,24 @@ def test_similarity_matrix_unnormalised_inputs():
   rng = np.random.default_rng(5)
   q = rng.normal(size=(6, 4)) * 10
   k = rng.normal(size=(9, 4)) * 0.1
-  np.testing.assert_allclose(retrieval.similarity_matrix(q, k), _np_cosine(q, k),
-                             atol=1e-6)
+  np.testing.assert_allclose(
+      retrieval.similarity_matrix(q, k), _np_cosine(q, k), atol=1e-6
+  )
   dist = np.linalg.norm(q[:, None] - k[None], axis=-1)
   np.testing.assert_allclose(
-      retrieval.similarity_matrix(q, k, metric="euclidean"), -dist, atol=1e-4)
+      retrieval.similarity_matrix(q, k, metric="euclidean"), -dist, atol=1e-4
+  )
   zero = retrieval.similarity_matrix(np.zeros((1, 4)), k)
   np.testing.assert_array_equal(zero, 0.0)
 
 
-@pytest.mark.parametrize("metric,rank_on_device", [
-    ("cosine", False), ("euclidean", False), ("cosine", True)])
-def test_mean_average_precision_matches_reference(metric, rank_on_device,
-                                                  monkeypatch):
+@pytest.mark.parametrize(
+    "metric,rank_on_device",
+    [("cosine", False), ("euclidean", False), ("cosine", True)],
+)
+def test_mean_average_precision_matches_reference(
+    metric, rank_on_device, monkeypatch
+):
   monkeypatch.setattr(retrieval, "RANK_ON_DEVICE", rank_on_device)
   rng = np.random.default_rng(6)
   labels_q = rng.integers(0, 4, 15)
@@ -194,10 +211,12 @@ def test_mean_average_precision_matches_reference(metric, rank_on_device,
   # Any comparable label type works, including int64 beyond int32.
   names = np.array(["cat", "dog", "owl", "bee"])
   assert retrieval.mean_average_precision(
-      q, names[labels_q], k, names[labels_k], metric) == pytest.approx(want)
+      q, names[labels_q], k, names[labels_k], metric
+  ) == pytest.approx(want)
   big = np.int64(2**40)
   assert retrieval.mean_average_precision(
-      q, labels_q + big, k, labels_k + big, metric) == pytest.approx(want)
+      q, labels_q + big, k, labels_k + big, metric
+  ) == pytest.approx(want)
 
 
 def test_perfect_embeddings_give_map_one():
@@ -213,22 +232,39 @@ def test_cross_modal_metrics_class_labels():
   audio = rng.normal(size=(12, 6)) + 2 * np.eye(6)[labels_a]
   visual = rng.normal(size=(10, 6)) + 2 * np.eye(6)[labels_v]
   out = retrieval.cross_modal_retrieval_metrics(
-      audio, visual, labels_a, labels_v, ks=(1, 5), prefix="test/")
-  assert set(out) == {f"test/{k}" for k in [
-      "map_a2v", "map_v2a", "map_mean", "r1_a2v", "r5_a2v", "r1_v2a",
-      "r5_v2a", "r1_mean", "r5_mean", "r_mean"]}
+      audio, visual, labels_a, labels_v, ks=(1, 5), prefix="test/"
+  )
+  assert set(out) == {
+      f"test/{k}"
+      for k in [
+          "map_a2v",
+          "map_v2a",
+          "map_mean",
+          "r1_a2v",
+          "r5_a2v",
+          "r1_v2a",
+          "r5_v2a",
+          "r1_mean",
+          "r5_mean",
+          "r_mean",
+      ]
+  }
   assert all(isinstance(v, float) for v in out.values())
   s = retrieval.similarity_matrix(audio, visual)
   rel = labels_a[:, None] == labels_v[None]
   assert out["test/map_a2v"] == pytest.approx(
-      np.mean([ref_ap(a, b) for a, b in zip(s, rel)]))
+      np.mean([ref_ap(a, b) for a, b in zip(s, rel)])
+  )
   assert out["test/map_v2a"] == pytest.approx(
-      np.mean([ref_ap(a, b) for a, b in zip(s.T, rel.T)]), rel=1e-6)
+      np.mean([ref_ap(a, b) for a, b in zip(s.T, rel.T)]), rel=1e-6
+  )
   assert out["test/r5_v2a"] == pytest.approx(ref_recall(s.T, rel.T, 5))
   assert out["test/map_mean"] == pytest.approx(
-      (out["test/map_a2v"] + out["test/map_v2a"]) / 2)
-  assert out["test/r_mean"] == pytest.approx(np.mean(
-      [out[f"test/r{k}_{d}"] for k in (1, 5) for d in ("a2v", "v2a")]))
+      (out["test/map_a2v"] + out["test/map_v2a"]) / 2
+  )
+  assert out["test/r_mean"] == pytest.approx(
+      np.mean([out[f"test/r{k}_{d}"] for k in (1, 5) for d in ("a2v", "v2a")])
+  )
 
 
 def test_cross_modal_metrics_caption_ids():
@@ -237,11 +273,19 @@ def test_cross_modal_metrics_caption_ids():
   caption_ids = np.array([10, 10, 20, 20, 30, 30])
   images = np.eye(3)
   # Captions 0, 2, 4 match their image; 1, 3, 5 lean towards the next image.
-  speech = np.array([[1.0, 0.0, 0.0], [0.5, 0.8, 0.0],
-                     [0.0, 1.0, 0.0], [0.0, 0.5, 0.8],
-                     [0.0, 0.0, 1.0], [0.8, 0.0, 0.5]])
+  speech = np.array(
+      [
+          [1.0, 0.0, 0.0],
+          [0.5, 0.8, 0.0],
+          [0.0, 1.0, 0.0],
+          [0.0, 0.5, 0.8],
+          [0.0, 0.0, 1.0],
+          [0.8, 0.0, 0.5],
+      ]
+  )
   out = retrieval.cross_modal_retrieval_metrics(
-      speech, images, caption_ids, image_ids, ks=(1, 2), names=("s", "i"))
+      speech, images, caption_ids, image_ids, ks=(1, 2), names=("s", "i")
+  )
   # speech->image: captions 0, 2, 4 hit at rank 1; 1, 3, 5 at rank 2.
   assert out["r1_s2i"] == pytest.approx(0.5)
   assert out["r2_s2i"] == 1.0
@@ -265,21 +309,26 @@ def test_errors_name_the_argument_and_shape():
   with pytest.raises(ValueError, match=r"relevance must be boolean"):
     retrieval.average_precision_per_query(scores, np.full((3, 4), 2))
   with pytest.raises(ValueError, match=r"query_labels has shape \(2,\)"):
-    retrieval.mean_average_precision(np.ones((3, 2)), [0, 1], np.ones((4, 2)),
-                                     [0, 1, 0, 1])
+    retrieval.mean_average_precision(
+        np.ones((3, 2)), [0, 1], np.ones((4, 2)), [0, 1, 0, 1]
+    )
   with pytest.raises(ValueError, match=r"key_emb has shape \(4, 3\)"):
-    retrieval.mean_average_precision(np.ones((3, 2)), [0, 1, 2],
-                                     np.ones((4, 3)), [0, 1, 0, 1])
+    retrieval.mean_average_precision(
+        np.ones((3, 2)), [0, 1, 2], np.ones((4, 3)), [0, 1, 0, 1]
+    )
   with pytest.raises(ValueError, match=r"visual_ids has shape \(3,\)"):
     retrieval.cross_modal_retrieval_metrics(
-        np.ones((2, 2)), np.ones((4, 2)), [0, 1], [0, 1, 2])
+        np.ones((2, 2)), np.ones((4, 2)), [0, 1], [0, 1, 2]
+    )
   with pytest.raises(ValueError, match="audio_emb contains NaN"):
     retrieval.cross_modal_retrieval_metrics(
-        np.full((2, 2), np.nan), np.ones((2, 2)), [0, 1], [0, 1])
+        np.full((2, 2), np.nan), np.ones((2, 2)), [0, 1], [0, 1]
+    )
   with pytest.raises(ValueError, match="metric must be one of"):
     retrieval.similarity_matrix(np.ones((2, 2)), np.ones((2, 2)), "dot")
   with pytest.raises(ValueError, match="positive int"):
     retrieval.recall_at_k(scores, np.ones((3, 4), bool), ks=(0,))
   with pytest.raises(ValueError, match="names must be two distinct"):
     retrieval.cross_modal_retrieval_metrics(
-        np.ones((2, 2)), np.ones((2, 2)), [0, 1], [0, 1], names=("a", "a"))
+        np.ones((2, 2)), np.ones((2, 2)), [0, 1], [0, 1], names=("a", "a")
+    )

@@ -40,8 +40,10 @@ def _toy_embed(params, a, b):
 
 def test_single_process_embed_equals_plain_loop():
   rng = np.random.default_rng(0)
-  data = {"audio": rng.normal(size=(23, 4)).astype(np.float32),
-          "visual": rng.normal(size=(23, 4)).astype(np.float32)}
+  data = {
+      "audio": rng.normal(size=(23, 4)).astype(np.float32),
+      "visual": rng.normal(size=(23, 4)).astype(np.float32),
+  }
   params = {"w": jnp.asarray(rng.normal(size=(4, 3)), jnp.float32)}
   out = sharded.sharded_embed(jax.jit(_toy_embed), params, data, 5)
   want_a, want_b = _toy_embed(params, data["audio"], data["visual"])
@@ -79,12 +81,27 @@ def test_two_processes_embed_half_each_and_gather_all(tmp_path):
   with socket.socket() as s:
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
-  env = dict(os.environ, JAX_PLATFORMS="cpu",
-             XLA_FLAGS="--xla_force_host_platform_device_count=2")
-  procs = [subprocess.Popen(
-      [sys.executable, "-c", _TWO_PROCESS_SCRIPT, f"127.0.0.1:{port}",
-       str(i)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-      text=True) for i in range(2)]
+  env = dict(
+      os.environ,
+      JAX_PLATFORMS="cpu",
+      XLA_FLAGS="--xla_force_host_platform_device_count=2",
+  )
+  procs = [
+      subprocess.Popen(
+          [
+              sys.executable,
+              "-c",
+              _TWO_PROCESS_SCRIPT,
+              f"127.0.0.1:{port}",
+              str(i),
+          ],
+          env=env,
+          stdout=subprocess.PIPE,
+          stderr=subprocess.PIPE,
+          text=True,
+      )
+      for i in range(2)
+  ]
   results = []
   for p in procs:
     out, err = p.communicate(timeout=300)
@@ -97,5 +114,4 @@ def test_two_processes_embed_half_each_and_gather_all(tmp_path):
   w = rng.normal(size=(4, 3)).astype(np.float32)
   for r in results:  # every process holds every row, in split order
     np.testing.assert_allclose(r["audio"], np.tanh(audio @ w), rtol=1e-6)
-    np.testing.assert_allclose(r["visual"], np.tanh(visual @ w) * 2,
-                               rtol=1e-6)
+    np.testing.assert_allclose(r["visual"], np.tanh(visual @ w) * 2, rtol=1e-6)

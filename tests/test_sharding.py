@@ -27,10 +27,17 @@ def _run_toy(workdir, n_devices):
   env = dict(os.environ)
   env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={n_devices}"
   env["JAX_PLATFORMS"] = "cpu"
-  code = _SCRIPT.format(tests_dir=os.path.dirname(__file__),
-                        workdir=str(workdir))
-  out = subprocess.run([sys.executable, "-c", code], env=env, check=True,
-                       capture_output=True, text=True, timeout=300)
+  code = _SCRIPT.format(
+      tests_dir=os.path.dirname(__file__), workdir=str(workdir)
+  )
+  out = subprocess.run(
+      [sys.executable, "-c", code],
+      env=env,
+      check=True,
+      capture_output=True,
+      text=True,
+      timeout=300,
+  )
   return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -45,7 +52,8 @@ def test_four_devices_match_one(tmp_path):
 def test_batch_size_must_divide_devices():
   mesh = sharding.make_mesh()
   assert sharding.check_batch_size(8 * mesh.devices.size, mesh) == (
-      8 * mesh.devices.size)
+      8 * mesh.devices.size
+  )
   if mesh.devices.size > 1:
     with pytest.raises(ValueError, match="not divisible"):
       sharding.check_batch_size(mesh.devices.size + 1, mesh)
@@ -115,10 +123,17 @@ def _run_method_on_meshes(config, arg, data_dir):
   env["JAX_PLATFORMS"] = "cpu"
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   code = _METHOD_SCRIPT.format(
-      config_path=os.path.join(root, "configs", config), config_arg=arg,
-      data_dir=data_dir)
-  out = subprocess.run([sys.executable, "-c", code], env=env,
-                       capture_output=True, text=True, timeout=600)
+      config_path=os.path.join(root, "configs", config),
+      config_arg=arg,
+      data_dir=data_dir,
+  )
+  out = subprocess.run(
+      [sys.executable, "-c", code],
+      env=env,
+      capture_output=True,
+      text=True,
+      timeout=600,
+  )
   assert out.returncode == 0, out.stderr[-3000:]
   result = json.loads(out.stdout.strip().splitlines()[-1])
   assert result["devices"] == 4
@@ -130,10 +145,12 @@ def _assert_whole_batch_semantics(results, stage_names):
     one, four = results[f"one/{stage}"], results[f"four/{stage}"]
     broken = results[f"four_per_shard/{stage}"]
     # 4 devices give the 1-device loss and update (up to float reordering).
-    np.testing.assert_allclose(four["losses"], one["losses"], rtol=2e-5,
-                               atol=1e-6, err_msg=stage)
-    np.testing.assert_allclose(four["params"], one["params"], rtol=1e-4,
-                               atol=1e-5, err_msg=stage)
+    np.testing.assert_allclose(
+        four["losses"], one["losses"], rtol=2e-5, atol=1e-6, err_msg=stage
+    )
+    np.testing.assert_allclose(
+        four["params"], one["params"], rtol=1e-4, atol=1e-5, err_msg=stage
+    )
     # The comparison is sharp enough to see a step that reads only its shard.
     gap = np.max(np.abs(np.subtract(broken["losses"], one["losses"])))
     assert gap > 1e-3, (stage, gap)

@@ -9,9 +9,16 @@ from avjax.models import speech_image
 
 
 def _speech(**kw):
-  kw = {"conv_features": (16, 16), "conv_strides": (2, 2), "width": 16,
-        "num_layers": 2, "num_heads": 2, "embed_dim": 8,
-        "pooling": "mean_max", **kw}
+  kw = {
+      "conv_features": (16, 16),
+      "conv_strides": (2, 2),
+      "width": 16,
+      "num_layers": 2,
+      "num_heads": 2,
+      "embed_dim": 8,
+      "pooling": "mean_max",
+      **kw,
+  }
   return speech_image.SpeechEncoder(**kw)
 
 
@@ -39,7 +46,8 @@ def test_speech_shapes_and_subsampled_mask(speech):
   # ceil(L / 4) valid frames, as a prefix.
   np.testing.assert_array_equal(out.mask.sum(1), [10, 5, 2, 1])
   np.testing.assert_array_equal(
-      out.mask, np.arange(10)[None] < np.array([10, 5, 2, 1])[:, None])
+      out.mask, np.arange(10)[None] < np.array([10, 5, 2, 1])[:, None]
+  )
   np.testing.assert_array_equal(np.asarray(out.features)[~out.mask], 0.0)
 
 
@@ -49,11 +57,15 @@ def test_padding_filled_with_large_values_changes_nothing_valid(speech):
   out = apply(params, x, mask)
   out_big = apply(params, jnp.where(mask[..., None], x, 1e4), mask)
   valid = np.asarray(out.mask)
-  np.testing.assert_allclose(np.asarray(out_big.features)[valid],
-                             np.asarray(out.features)[valid],
-                             rtol=1e-5, atol=1e-5)
-  np.testing.assert_allclose(out_big.embedding, out.embedding, rtol=1e-5,
-                             atol=1e-5)
+  np.testing.assert_allclose(
+      np.asarray(out_big.features)[valid],
+      np.asarray(out.features)[valid],
+      rtol=1e-5,
+      atol=1e-5,
+  )
+  np.testing.assert_allclose(
+      out_big.embedding, out.embedding, rtol=1e-5, atol=1e-5
+  )
 
 
 def test_padded_utterance_equals_unpadded_utterance(speech):
@@ -63,31 +75,41 @@ def test_padded_utterance_equals_unpadded_utterance(speech):
   alone = apply(params, x[1:, :13], None)
   n = int(alone.mask.sum())
   assert n == int(batched.mask[1].sum()) == 4
-  np.testing.assert_allclose(batched.features[1, :n], alone.features[0],
-                             rtol=1e-5, atol=1e-5)
-  np.testing.assert_allclose(batched.embedding[1], alone.embedding[0],
-                             rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(
+      batched.features[1, :n], alone.features[0], rtol=1e-5, atol=1e-5
+  )
+  np.testing.assert_allclose(
+      batched.embedding[1], alone.embedding[0], rtol=1e-5, atol=1e-5
+  )
 
 
 def test_image_encoder_shapes_and_jit_grad():
   images = jax.random.uniform(jax.random.PRNGKey(0), (3, 32, 32, 1))
-  enc = speech_image.ImageEncoder(patch_size=8, width=16, num_layers=1,
-                                  num_heads=2, embed_dim=8)
+  enc = speech_image.ImageEncoder(
+      patch_size=8, width=16, num_layers=1, num_heads=2, embed_dim=8
+  )
   params = jax.jit(enc.init)(jax.random.PRNGKey(1), images)
   out = jax.jit(enc.apply)(params, images)
   assert out.features.shape == (3, 16, 16)
   assert out.embedding.shape == (3, 8)
   assert bool(jnp.all(out.mask))
-  grads = jax.jit(jax.grad(
-      lambda p: jnp.sum(enc.apply(p, images).embedding ** 2)))(params)
+  grads = jax.jit(
+      jax.grad(lambda p: jnp.sum(enc.apply(p, images).embedding ** 2))
+  )(params)
   assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
 
 
 def test_hybrid_image_encoder_with_conv_stem():
   images = jax.random.uniform(jax.random.PRNGKey(0), (2, 32, 32, 1))
-  enc = speech_image.ImageEncoder(patch_size=1, stem_features=(8, 8, 16),
-                                  width=16, num_layers=1, num_heads=2,
-                                  embed_dim=8, pooling="max")
+  enc = speech_image.ImageEncoder(
+      patch_size=1,
+      stem_features=(8, 8, 16),
+      width=16,
+      num_layers=1,
+      num_heads=2,
+      embed_dim=8,
+      pooling="max",
+  )
   params = jax.jit(enc.init)(jax.random.PRNGKey(1), images)
   out = jax.jit(enc.apply)(params, images)
   assert out.features.shape == (2, 16, 16)  # 32 / 2**3 = 4 → 4x4 tokens
@@ -99,8 +121,10 @@ def test_two_encoders_skip_a_modality():
   images = jax.random.uniform(jax.random.PRNGKey(0), (2, 16, 16, 3))
   model = speech_image.SpeechImageEncoders(
       _speech(num_layers=1),
-      speech_image.ImageEncoder(patch_size=4, width=16, num_layers=1,
-                                num_heads=2, embed_dim=8))
+      speech_image.ImageEncoder(
+          patch_size=4, width=16, num_layers=1, num_heads=2, embed_dim=8
+      ),
+  )
   params = jax.jit(model.init)(jax.random.PRNGKey(1), x, mask, images)
   assert set(params["params"]) == {"speech", "image"}
   s, i = jax.jit(model.apply)(params, x, mask, None)
@@ -120,14 +144,16 @@ def test_bad_inputs_raise():
     _speech(conv_kernel=4).init(jax.random.PRNGKey(0), x, mask)
   with pytest.raises(ValueError, match="not divisible by patch_size"):
     speech_image.ImageEncoder(patch_size=8).init(
-        jax.random.PRNGKey(0), jnp.zeros((1, 20, 20, 1)))
+        jax.random.PRNGKey(0), jnp.zeros((1, 20, 20, 1))
+    )
 
 
 def test_utterance_normalize_uses_valid_frames_only():
   x, mask = _batch([37, 12])
   out = np.asarray(speech_image.utterance_normalize(x, mask))
-  big = np.asarray(speech_image.utterance_normalize(
-      jnp.where(mask[..., None], x, 1e4), mask))
+  big = np.asarray(
+      speech_image.utterance_normalize(jnp.where(mask[..., None], x, 1e4), mask)
+  )
   np.testing.assert_allclose(big, out, rtol=1e-5, atol=1e-5)
   valid = out[1, :12]
   np.testing.assert_allclose(valid.mean(0), 0.0, atol=1e-5)
@@ -138,16 +164,28 @@ def test_utterance_normalize_uses_valid_frames_only():
 def test_spec_augment_masks_within_valid_frames():
   x, mask = _batch([37, 12], frames=40, mels=20)
   x = jnp.where(mask[..., None], x, 1e4)
-  out = np.asarray(speech_image.spec_augment(
-      jax.random.PRNGKey(0), x, mask, num_time_masks=2, max_time_width=5,
-      num_freq_masks=1, max_freq_width=4))
+  out = np.asarray(
+      speech_image.spec_augment(
+          jax.random.PRNGKey(0),
+          x,
+          mask,
+          num_time_masks=2,
+          max_time_width=5,
+          num_freq_masks=1,
+          max_freq_width=4,
+      )
+  )
   np.testing.assert_array_equal(out[~mask], 1e4)  # padding untouched
   changed = np.any(out != np.asarray(x), axis=-1)
   assert not np.any(changed & ~mask)
   # At most 2 time masks of <= 5 frames, plus frames touched by the
   # frequency mask (all valid frames when its width is > 0).
-  outs = [np.asarray(speech_image.spec_augment(
-      jax.random.PRNGKey(k), x, mask, 1, 5, 0, 0)) for k in range(20)]
+  outs = [
+      np.asarray(
+          speech_image.spec_augment(jax.random.PRNGKey(k), x, mask, 1, 5, 0, 0)
+      )
+      for k in range(20)
+  ]
   for o in outs:
     rows = np.any(o != np.asarray(x), axis=-1)
     assert rows.sum(axis=1).max() <= 5
@@ -162,7 +200,8 @@ def test_random_shift_translates_with_zero_fill():
     ys, xs = np.nonzero(out[k, ..., 0])
     assert len(ys) == 1 and abs(ys[0] - 3) <= 2 and abs(xs[0] - 4) <= 2
   np.testing.assert_array_equal(
-      speech_image.random_shift(jax.random.PRNGKey(0), img, 0), img)
+      speech_image.random_shift(jax.random.PRNGKey(0), img, 0), img
+  )
 
 
 def test_pooling_kinds_ignore_padding():
@@ -170,9 +209,11 @@ def test_pooling_kinds_ignore_padding():
   mask = np.array([[True, True, False]])
   np.testing.assert_allclose(speech_image.pool(x, mask, "mean"), [[2.0, -1.0]])
   np.testing.assert_allclose(speech_image.pool(x, mask, "max"), [[3.0, 0.0]])
-  np.testing.assert_allclose(speech_image.pool(x, mask, "mean_max"),
-                             [[2.0, -1.0, 3.0, 0.0]])
+  np.testing.assert_allclose(
+      speech_image.pool(x, mask, "mean_max"), [[2.0, -1.0, 3.0, 0.0]]
+  )
   np.testing.assert_array_equal(
-      speech_image.pool(x, np.zeros((1, 3), bool), "max"), [[0.0, 0.0]])
+      speech_image.pool(x, np.zeros((1, 3), bool), "max"), [[0.0, 0.0]]
+  )
   with pytest.raises(ValueError, match="pooling='sum'"):
     speech_image.pool(x, mask, "sum")

@@ -7,10 +7,12 @@ from avjax.train.stages import StageScheduler
 
 
 def _scheduler():
-  return StageScheduler([
-      ml_collections.ConfigDict({"name": "a", "steps": 3, "k": 1}),
-      {"name": "b", "steps": 5, "k": 2},
-  ])
+  return StageScheduler(
+      [
+          ml_collections.ConfigDict({"name": "a", "steps": 3, "k": 1}),
+          {"name": "b", "steps": 5, "k": 2},
+      ]
+  )
 
 
 def test_boundaries_and_total():
@@ -29,12 +31,15 @@ def test_progress_python_and_traced():
   assert float(traced) == pytest.approx(0.4)
 
 
-@pytest.mark.parametrize("stages, match", [
-    ([], "empty"),
-    ([{"name": "a"}], "no `steps`"),
-    ([{"steps": 3}], "no `name`"),
-    ([{"name": "a", "steps": 0}], r"stages\[0\].steps=0"),
-])
+@pytest.mark.parametrize(
+    "stages, match",
+    [
+        ([], "empty"),
+        ([{"name": "a"}], "no `steps`"),
+        ([{"steps": 3}], "no `name`"),
+        ([{"name": "a", "steps": 0}], r"stages\[0\].steps=0"),
+    ],
+)
 def test_bad_stages(stages, match):
   with pytest.raises(ValueError, match=match):
     StageScheduler(stages)

@@ -7,8 +7,9 @@ from avjax.train.state import TrainState
 
 
 def test_apply_gradients_and_rng():
-  state = TrainState.create({"w": jnp.ones(2)}, optax.sgd(0.5),
-                            jax.random.PRNGKey(0))
+  state = TrainState.create(
+      {"w": jnp.ones(2)}, optax.sgd(0.5), jax.random.PRNGKey(0)
+  )
   new = state.apply_gradients({"w": jnp.ones(2)})
   np.testing.assert_allclose(new.params["w"], [0.5, 0.5])
   assert int(new.step) == 1
@@ -21,9 +22,11 @@ def test_apply_gradients_and_rng():
 
 
 def test_state_is_a_jittable_pytree():
-  state = TrainState.create({"w": jnp.ones(2)}, optax.adam(0.1),
-                            jax.random.PRNGKey(0))
-  step = jax.jit(lambda s: s.apply_gradients({"w": jnp.ones(2)}),
-                 donate_argnums=0)
+  state = TrainState.create(
+      {"w": jnp.ones(2)}, optax.adam(0.1), jax.random.PRNGKey(0)
+  )
+  step = jax.jit(
+      lambda s: s.apply_gradients({"w": jnp.ones(2)}), donate_argnums=0
+  )
   out = step(state)
   assert int(out.step) == 1

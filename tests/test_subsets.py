@@ -13,22 +13,25 @@ def test_per_class_cap_is_balanced_and_seeded():
   assert (np.bincount(LABELS[idx]) == 10).all()
   assert (np.diff(idx) > 0).all()
   np.testing.assert_array_equal(
-      idx, subsets.subset_indices(LABELS, per_class=10, seed=0))
+      idx, subsets.subset_indices(LABELS, per_class=10, seed=0)
+  )
   assert not np.array_equal(
-      idx, subsets.subset_indices(LABELS, per_class=10, seed=1))
+      idx, subsets.subset_indices(LABELS, per_class=10, seed=1)
+  )
 
 
 def test_no_cap_keeps_everything():
-  np.testing.assert_array_equal(subsets.subset_indices(LABELS),
-                                np.arange(len(LABELS)))
+  np.testing.assert_array_equal(
+      subsets.subset_indices(LABELS), np.arange(len(LABELS))
+  )
 
 
 def test_imbalance_is_geometric():
-  sizes = subsets.class_sizes(LABELS, per_class=20, imbalance_ratio=0.1,
-                              seed=0)
+  sizes = subsets.class_sizes(LABELS, per_class=20, imbalance_ratio=0.1, seed=0)
   assert sorted(sizes.values()) == [2, 4, 6, 11, 20]
-  idx = subsets.subset_indices(LABELS, per_class=20, imbalance_ratio=0.1,
-                               seed=0)
+  idx = subsets.subset_indices(
+      LABELS, per_class=20, imbalance_ratio=0.1, seed=0
+  )
   counts = np.bincount(LABELS[idx], minlength=5)
   assert {c: int(counts[c]) for c in range(5)} == sizes
   other = subsets.class_sizes(LABELS, 20, 0.1, seed=3)
@@ -49,8 +52,7 @@ def test_bad_arguments():
 
 
 def test_subset_source_relabels_and_keeps_truth():
-  src = [{"label": np.int32(i % 3), "id": np.int32(100 + i)}
-         for i in range(9)]
+  src = [{"label": np.int32(i % 3), "id": np.int32(100 + i)} for i in range(9)]
   sub = subsets.SubsetSource(src, [2, 5, 7], labels=np.array([0, 0, 1]))
   assert len(sub) == 3
   assert sub[1]["id"] == 105 and sub[1]["label"] == 0
@@ -64,8 +66,11 @@ def test_subset_source_relabels_and_keeps_truth():
 
 def test_subset_of_array_source_gathers_batches():
   from avjax.data import pipeline  # pylint: disable=import-outside-toplevel
-  arrays = {"x": np.arange(20, dtype=np.float32) * 10,
-            "label": np.arange(20, dtype=np.int32) % 4}
+
+  arrays = {
+      "x": np.arange(20, dtype=np.float32) * 10,
+      "label": np.arange(20, dtype=np.int32) % 4,
+  }
   idx = np.array([3, 5, 8, 13, 17, 19])
   relabel = np.array([1, 1, 2, 2, 3, 0], np.int32)
   sub = subsets.SubsetSource(pipeline.ArraySource(arrays), idx, labels=relabel)
@@ -76,5 +81,4 @@ def test_subset_of_array_source_gathers_batches():
   np.testing.assert_array_equal(batch["label"], [3, 1, 2])
   np.testing.assert_array_equal(batch["true_label"], [1, 3, 0])
   # Over a source without ``gather`` (a tfds source), none is offered.
-  assert not hasattr(subsets.SubsetSource([{"label": 0}] * 3, [0, 1]),
-                     "gather")
+  assert not hasattr(subsets.SubsetSource([{"label": 0}] * 3, [0, 1]), "gather")

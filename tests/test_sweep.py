@@ -6,8 +6,11 @@ import os
 import ml_collections
 import pytest
 
-_PATH = os.path.join(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))), "launch", "sweep.py")
+_PATH = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    "launch",
+    "sweep.py",
+)
 _spec = importlib.util.spec_from_file_location("sweep", _PATH)
 sweep = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(sweep)

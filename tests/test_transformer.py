@@ -74,14 +74,19 @@ def test_cross_attention_block_ignores_padded_context():
   x, c = _normal(0, (2, 5, 16)), _normal(1, (2, 6, 12))
   qmask, cmask = _mask([5, 2], 5), _mask([6, 3], 6)
   for self_attention in (False, True):
-    block = transformer.CrossAttentionBlock(num_heads=4,
-                                            self_attention=self_attention)
+    block = transformer.CrossAttentionBlock(
+        num_heads=4, self_attention=self_attention
+    )
     params = jax.jit(block.init)(jax.random.PRNGKey(2), x, c, qmask, cmask)
     out, w = jax.jit(block.apply)(params, x, c, qmask, cmask)
     assert out.shape == x.shape and w.shape == (2, 4, 5, 6)
     out_big, _ = jax.jit(block.apply)(
-        params, jnp.where(qmask[..., None], x, 1e4),
-        jnp.where(cmask[..., None], c, 1e4), qmask, cmask)
+        params,
+        jnp.where(qmask[..., None], x, 1e4),
+        jnp.where(cmask[..., None], c, 1e4),
+        qmask,
+        cmask,
+    )
     np.testing.assert_allclose(out, out_big, rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(np.asarray(out)[~qmask], 0.0)
 
@@ -89,9 +94,11 @@ def test_cross_attention_block_ignores_padded_context():
 def test_masked_mean_and_positions():
   x = jnp.arange(12.0).reshape(1, 4, 3)
   np.testing.assert_allclose(
-      transformer.masked_mean(x, _mask([2], 4)), [[1.5, 2.5, 3.5]])
+      transformer.masked_mean(x, _mask([2], 4)), [[1.5, 2.5, 3.5]]
+  )
   np.testing.assert_array_equal(
-      transformer.masked_mean(x, _mask([0], 4)), [[0.0, 0.0, 0.0]])
+      transformer.masked_mean(x, _mask([0], 4)), [[0.0, 0.0, 0.0]]
+  )
   pos = transformer.sinusoidal_positions(10, 8)
   assert pos.shape == (10, 8)
   np.testing.assert_allclose(pos[0], [0, 0, 0, 0, 1, 1, 1, 1], atol=1e-7)
@@ -106,4 +113,5 @@ def test_bad_shapes_raise():
     enc.init(jax.random.PRNGKey(0), x, np.ones((2, 4), bool))
   with pytest.raises(ValueError, match="divisible by num_heads"):
     transformer.MultiHeadAttention(num_heads=3).init(
-        jax.random.PRNGKey(0), x, x)
+        jax.random.PRNGKey(0), x, x
+    )

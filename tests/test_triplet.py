@@ -6,17 +6,21 @@ import numpy as np
 import pytest
 
 from avjax import losses
+from avjax.losses import _mining
 
 # One compiled function per loss (shapes are shared across cases below), so
 # the suite compiles each loss only a few times.
 _METRIC = ("metric",)
-_semihard = jax.jit(jax.value_and_grad(losses.triplet_semihard),
-                    static_argnames=_METRIC)
-_batch_hard = jax.jit(jax.value_and_grad(losses.triplet_batch_hard),
-                      static_argnames=_METRIC)
-_cross = jax.jit(jax.value_and_grad(losses.cross_modal_triplet,
-                                    argnums=(0, 2)),
-                 static_argnames=("mining", "metric"))
+_semihard = jax.jit(
+    jax.value_and_grad(losses.triplet_semihard), static_argnames=_METRIC
+)
+_batch_hard = jax.jit(
+    jax.value_and_grad(losses.triplet_batch_hard), static_argnames=_METRIC
+)
+_cross = jax.jit(
+    jax.value_and_grad(losses.cross_modal_triplet, argnums=(0, 2)),
+    static_argnames=("mining", "metric"),
+)
 _SINGLE = {"semihard": _semihard, "hard": _batch_hard}
 
 
@@ -77,8 +81,11 @@ def _ref_batch_all(d, pos, neg, margin):
   return total / max(count, 1)
 
 
-_REFERENCES = {"semihard": _ref_semihard, "hard": _ref_batch_hard,
-               "all": _ref_batch_all}
+_REFERENCES = {
+    "semihard": _ref_semihard,
+    "hard": _ref_batch_hard,
+    "all": _ref_batch_all,
+}
 
 
 def _same_set_masks(labels):
@@ -111,8 +118,7 @@ def _case(name, seed=0, batch=20):
     labels = np.arange(batch)
   elif name == "some_singletons":
     emb = rng.normal(size=(batch, 6))
-    labels = np.concatenate([rng.integers(0, 2, batch - 4),
-                             np.arange(10, 14)])
+    labels = np.concatenate([rng.integers(0, 2, batch - 4), np.arange(10, 14)])
   elif name == "duplicates":
     emb = rng.normal(size=(4, 6))[rng.integers(0, 4, batch)]
     labels = rng.integers(0, 3, batch)
@@ -121,8 +127,14 @@ def _case(name, seed=0, batch=20):
   return emb.astype(np.float32), labels.astype(np.int32)
 
 
-CASES = ["random", "ties", "single_class", "singletons", "some_singletons",
-         "duplicates"]
+CASES = [
+    "random",
+    "ties",
+    "single_class",
+    "singletons",
+    "some_singletons",
+    "duplicates",
+]
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -149,16 +161,18 @@ def test_semihard_other_metrics(metric):
   np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("case", ["random", "ties", "some_singletons",
-                                  "duplicates", "single_class"])
+@pytest.mark.parametrize(
+    "case", ["random", "ties", "some_singletons", "duplicates", "single_class"]
+)
 @pytest.mark.parametrize("mining", losses.MINING)
 def test_cross_modal_matches_loop_reference(case, mining):
   queries, query_labels = _case(case, seed=1, batch=12)
   keys, key_labels = _case(case, seed=2, batch=15)
   pos, neg = _cross_masks(query_labels, key_labels)
   expected = _REFERENCES[mining](_ref_dist(queries, keys), pos, neg, 0.7)
-  got, grads = _cross(queries, query_labels, keys, key_labels, 0.7,
-                      mining=mining)
+  got, grads = _cross(
+      queries, query_labels, keys, key_labels, 0.7, mining=mining
+  )
   np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
   assert all(np.all(np.isfinite(g)) for g in grads)
 
@@ -207,9 +221,10 @@ def _dense_hard(d, pos, neg, margin):
   return jnp.sum(hinge) / jnp.maximum(jnp.sum(valid), 1)
 
 
-@pytest.mark.parametrize("mining,dense", [("semihard", _dense_semihard),
-                                          ("hard", _dense_hard),
-                                          ("all", _dense_all)])
+@pytest.mark.parametrize(
+    "mining,dense",
+    [("semihard", _dense_semihard), ("hard", _dense_hard), ("all", _dense_all)],
+)
 def test_cross_modal_gradients_match_dense_formulation(mining, dense):
   rng = np.random.default_rng(5)
   q = rng.normal(size=(12, 6)).astype(np.float32)
@@ -231,8 +246,13 @@ def test_semihard_gradient_matches_dense_formulation():
   emb, labels = _case("random", seed=6)
   pos, neg = _same_set_masks(labels)
   _, got = _semihard(emb, labels, 1.0)
-  want = jax.jit(jax.grad(lambda e: _dense_semihard(
-      losses.pairwise_distances(e, e), pos, neg, 1.0)))(emb)
+  want = jax.jit(
+      jax.grad(
+          lambda e: _dense_semihard(
+              losses.pairwise_distances(e, e), pos, neg, 1.0
+          )
+      )
+  )(emb)
   np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
 
 
@@ -241,8 +261,9 @@ def test_tied_negatives_share_the_gradient():
   # at distance 2: each negative gets half of the pair's gradient −1 on d_an.
   query = np.zeros((1, 2), np.float32)
   keys = np.array([[1.0, 0.0], [0.0, 2.0], [0.0, -2.0]], np.float32)
-  loss, (_, grad) = _cross(query, np.array([0]), keys, np.array([0, 1, 2]),
-                           5.0, mining="semihard")
+  loss, (_, grad) = _cross(
+      query, np.array([0]), keys, np.array([0, 1, 2]), 5.0, mining="semihard"
+  )
   np.testing.assert_allclose(loss, 1.0 - 2.0 + 5.0)
   np.testing.assert_allclose(grad, [[1.0, 0.0], [0.0, -0.5], [0.0, 0.5]])
 
@@ -257,17 +278,25 @@ def test_vmap_matches_per_batch_jit(name):
   emb = np.stack([b[0] for b in batches])
   labels = np.stack([b[1] for b in batches])
   if name == "all":
+
     def one(e, l):
       return _cross(e, l, e[::-1], l[::-1], 0.5, mining="all")
+
   else:
+
     def one(e, l):
       return _SINGLE[name](e, l, 0.5)
+
   values, grads = jax.jit(jax.vmap(one))(emb, labels)
   for k in range(len(batches)):
     value, grad = one(emb[k], labels[k])
     np.testing.assert_allclose(values[k], value, rtol=1e-6, atol=1e-7)
-    np.testing.assert_allclose(jax.tree.leaves(grads)[0][k],
-                               jax.tree.leaves(grad)[0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        jax.tree.leaves(grads)[0][k],
+        jax.tree.leaves(grad)[0],
+        rtol=1e-5,
+        atol=1e-6,
+    )
   assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
 
 
@@ -275,8 +304,11 @@ def test_semihard_memory_is_quadratic_not_cubic():
   b = 512
   emb = jnp.zeros((b, 16))
   labels = jnp.arange(b) % 7
-  compiled = jax.jit(jax.value_and_grad(losses.triplet_semihard)).lower(
-      emb, labels).compile()
+  compiled = (
+      jax.jit(jax.value_and_grad(losses.triplet_semihard))
+      .lower(emb, labels)
+      .compile()
+  )
   stats = compiled.memory_analysis()
   if stats is None:
     pytest.skip("backend reports no memory analysis")
@@ -297,3 +329,106 @@ def test_bad_inputs_raise():
     losses.triplet_semihard(emb, labels, metric="l1")
   with pytest.raises(ValueError, match="embedding size"):
     losses.cross_modal_triplet(emb, labels, jnp.zeros((4, 2)), labels)
+
+
+# --------------------------------------------------------------------------
+# Both semi-hard algorithms (per-positive passes and row sort) on their own.
+# --------------------------------------------------------------------------
+def _mined_semihard(path, same_set):
+  def loss(queries, query_labels, keys, key_labels, margin):
+    d = losses.pairwise_distances(queries, keys)
+    total, count = _mining.semihard(
+        d, query_labels, key_labels, margin, same_set=same_set, path=path
+    )
+    return total / jnp.maximum(count, 1)
+
+  return jax.jit(jax.value_and_grad(loss, argnums=(0, 2)))
+
+
+_PATHS = {
+    (path, same): _mined_semihard(path, same)
+    for path in ("slots", "sort", "auto")
+    for same in (True, False)
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("path", ["slots", "sort"])
+def test_semihard_paths_match_loop_reference(case, path):
+  emb, labels = _case(case, seed=7)
+  pos, neg = _same_set_masks(labels)
+  # A wide margin makes every pair active, an anchor paired with itself too
+  # (which must not count).
+  expected = _ref_semihard(_ref_dist(emb, emb), pos, neg, 9.0)
+  got, _ = _PATHS[path, True](emb, labels, emb, labels, 9.0)
+  np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+  expected = _ref_semihard(_ref_dist(emb, emb), pos, neg, 0.5)
+  got, grads = _PATHS[path, True](emb, labels, emb, labels, 0.5)
+  np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+  # Same value and the same gradient (ties shared alike) from both paths.
+  other = "sort" if path == "slots" else "slots"
+  want, want_grads = _PATHS[other, True](emb, labels, emb, labels, 0.5)
+  np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+  for g, w in zip(grads, want_grads):
+    np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
+
+  queries, query_labels = _case(case, seed=8, batch=12)
+  pos, neg = _cross_masks(query_labels, labels)
+  expected = _ref_semihard(_ref_dist(queries, emb), pos, neg, 0.5)
+  got, _ = _PATHS[path, False](queries, query_labels, emb, labels, 0.5)
+  np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("path", ["slots", "sort"])
+def test_semihard_paths_share_tied_negatives_gradient(path):
+  # As test_tied_negatives_share_the_gradient, plus a second positive that
+  # has no farther negative (falls back to the tied farthest pair).
+  query = np.zeros((1, 2), np.float32)
+  keys = np.array([[1.0, 0.0], [0.0, 2.0], [0.0, -2.0], [3.0, 0.0]], np.float32)
+  loss, (_, grad) = _PATHS[path, False](
+      query, np.array([0]), keys, np.array([0, 1, 2, 0]), 5.0
+  )
+  # Pairs: (d_ap 1, d_an 2) and (d_ap 3, fallback farthest d_an 2).
+  np.testing.assert_allclose(loss, ((1 - 2 + 5) + (3 - 2 + 5)) / 2)
+  np.testing.assert_allclose(
+      grad, [[0.5, 0.0], [0.0, -0.5], [0.0, 0.5], [0.5, 0.0]], atol=1e-6
+  )
+
+
+def test_semihard_auto_path_on_a_large_label_group():
+  # Two classes of ~100 in B = 200: the largest group exceeds the slot limit
+  # for M = 200, so "auto" takes the row sort; both must match the loop.
+  assert _mining._slot_limit(200) < 100
+  rng = np.random.default_rng(9)
+  emb = rng.normal(size=(200, 4)).astype(np.float32)
+  labels = (np.arange(200) % 2).astype(np.int32)
+  pos, neg = _same_set_masks(labels)
+  expected = _ref_semihard(_ref_dist(emb, emb), pos, neg, 0.4)
+  auto, auto_grads = _PATHS["auto", True](emb, labels, emb, labels, 0.4)
+  slots, slot_grads = _PATHS["slots", True](emb, labels, emb, labels, 0.4)
+  np.testing.assert_allclose(auto, expected, rtol=1e-5)
+  np.testing.assert_allclose(slots, expected, rtol=1e-5)
+  np.testing.assert_allclose(auto_grads[0], slot_grads[0], rtol=1e-4, atol=1e-6)
+
+
+def test_semihard_unknown_path_raises():
+  d = jnp.ones((3, 3))
+  labels = jnp.arange(3)
+  with pytest.raises(ValueError, match="path"):
+    _mining.semihard(d, labels, labels, 1.0, path="fast")
+
+
+def test_batch_hard_ties_go_to_the_lowest_index():
+  # Negatives 1 and 2 tie for the hardest (distance 2); key 1 takes it all.
+  query = np.zeros((1, 2), np.float32)
+  keys = np.array(
+      [[1.0, 0.0], [0.0, 2.0], [0.0, -2.0], [-1.0, 0.0]], np.float32
+  )
+  loss, (_, grad) = _cross(
+      query, np.array([0]), keys, np.array([0, 1, 2, 0]), 5.0, mining="hard"
+  )
+  np.testing.assert_allclose(loss, 1.0 - 2.0 + 5.0)
+  # Hardest positive: keys 0 and 3 tie at distance 1, key 0 takes it.
+  np.testing.assert_allclose(
+      grad, [[1.0, 0.0], [0.0, -1.0], [0.0, 0.0], [0.0, 0.0]]
+  )

@@ -25,9 +25,11 @@ def _vector_batch(rng, n=24, num_classes=4):
   visual_c = centers.normal(size=(num_classes, 1024))
   audio = rng.normal(size=(n, 128)) + 2 * audio_c[labels]
   visual = rng.normal(size=(n, 1024)) + 2 * visual_c[labels]
-  return {"audio": audio.astype(np.float32),
-          "visual": visual.astype(np.float32),
-          "label": labels.astype(np.int32)}
+  return {
+      "audio": audio.astype(np.float32),
+      "visual": visual.astype(np.float32),
+      "label": labels.astype(np.int32),
+  }
 
 
 def _method(arg="vegas"):
@@ -41,25 +43,31 @@ def test_stage_losses_and_alpha_curriculum():
   params = method.init_params(jax.random.PRNGKey(0), batch)
   stages = StageScheduler(config.stages)
   semihard, curriculum = stages[0], stages[1]
-  loss, metrics = method.loss_fn(params, batch, jax.random.PRNGKey(1),
-                                 semihard, semihard.start)
+  loss, metrics = method.loss_fn(
+      params, batch, jax.random.PRNGKey(1), semihard, semihard.start
+  )
   assert np.isfinite(loss) and loss > 0 and metrics == {}
   opts = curriculum.options
-  for step, alpha in ((curriculum.start, opts.alpha_start),
-                      (curriculum.end, opts.alpha_end)):
-    loss2, metrics = method.loss_fn(params, batch, jax.random.PRNGKey(1),
-                                    curriculum, step)
+  for step, alpha in (
+      (curriculum.start, opts.alpha_start),
+      (curriculum.end, opts.alpha_end),
+  ):
+    loss2, metrics = method.loss_fn(
+        params, batch, jax.random.PRNGKey(1), curriculum, step
+    )
     assert np.isfinite(loss2)
     np.testing.assert_allclose(metrics["alpha"], alpha, rtol=1e-6)
   # Harder synthetic negatives (alpha_end > alpha_start) raise the loss.
-  start_loss, _ = method.loss_fn(params, batch, None, curriculum,
-                                 curriculum.start)
-  end_loss, _ = method.loss_fn(params, batch, None, curriculum,
-                               curriculum.end)
+  start_loss, _ = method.loss_fn(
+      params, batch, None, curriculum, curriculum.start
+  )
+  end_loss, _ = method.loss_fn(params, batch, None, curriculum, curriculum.end)
   assert end_loss > start_loss
-  grads = jax.grad(lambda p: method.loss_fn(p, batch, jax.random.PRNGKey(1),
-                                            curriculum, curriculum.start)[0])(
-                                                params)
+  grads = jax.grad(
+      lambda p: method.loss_fn(
+          p, batch, jax.random.PRNGKey(1), curriculum, curriculum.start
+      )[0]
+  )(params)
   assert all(np.isfinite(g).all() for g in jax.tree.leaves(grads))
 
 

@@ -31,19 +31,26 @@ _scale_gradient.defvjp(_scale_gradient_fwd, _scale_gradient_bwd)
 
 
 def toy_config(**overrides) -> ml_collections.ConfigDict:
-  config = ml_collections.ConfigDict({
-      "method": "toy",
-      "seed": 0,
-      "data": {"batch_size": 8},
-      "optimizer": {"name": "adam", "learning_rate": 0.3,
-                    "schedule": "constant"},
-      "stages": ({"name": "first", "steps": 6, "scale": 1.0},
-                 {"name": "second", "steps": 6, "scale": 2.0}),
-      "log_every": 2,
-      "checkpoint_every": 4,
-      "eval_every": 0,
-      "max_checkpoints_to_keep": 5,
-  })
+  config = ml_collections.ConfigDict(
+      {
+          "method": "toy",
+          "seed": 0,
+          "data": {"batch_size": 8},
+          "optimizer": {
+              "name": "adam",
+              "learning_rate": 0.3,
+              "schedule": "constant",
+          },
+          "stages": (
+              {"name": "first", "steps": 6, "scale": 1.0},
+              {"name": "second", "steps": 6, "scale": 2.0},
+          ),
+          "log_every": 2,
+          "checkpoint_every": 4,
+          "eval_every": 0,
+          "max_checkpoints_to_keep": 5,
+      }
+  )
   config.update_from_flattened_dict(overrides)
   return config
 
@@ -63,14 +70,18 @@ class ToyRegression(Method):
     self.nan_grad_at = nan_grad_at
     rng = np.random.default_rng(0)
     self.x = rng.normal(size=(64, 3)).astype(np.float32)
-    self.y = (self.x @ np.array([1.0, -2.0, 0.5], np.float32))
+    self.y = self.x @ np.array([1.0, -2.0, 0.5], np.float32)
     self.seen_stages = set()
 
   def train_iterator(self, batch_size, seed, process_index, process_count):
     src = [{"x": self.x[i], "y": self.y[i]} for i in range(len(self.x))]
-    ds = (grain.MapDataset.source(src)[process_index::process_count]
-          .seed(seed).shuffle().repeat().batch(batch_size,
-                                               drop_remainder=True))
+    ds = (
+        grain.MapDataset.source(src)[process_index::process_count]
+        .seed(seed)
+        .shuffle()
+        .repeat()
+        .batch(batch_size, drop_remainder=True)
+    )
     return iter(ds.to_iter_dataset())
 
   def init_params(self, rng, batch):
@@ -79,7 +90,7 @@ class ToyRegression(Method):
   def loss_fn(self, params, batch, rng, stage, step):
     self.seen_stages.add(stage.name)
     err = batch["x"] @ params["w"] - batch["y"]
-    loss = stage.options.scale * jnp.mean(err ** 2)
+    loss = stage.options.scale * jnp.mean(err**2)
     nan_at = self.nan_loss_at
     loss = jnp.where((nan_at >= 0) & (step >= nan_at), jnp.nan, loss)
     poison = jnp.where(step == self.nan_grad_at, jnp.nan, 1.0)
@@ -88,8 +99,10 @@ class ToyRegression(Method):
 
   def evaluate(self, params, split, plot_dir=None):
     err = self.x @ np.asarray(params["w"]) - self.y
-    return {"mse": float(np.mean(err ** 2)),
-            "w0": float(np.asarray(params["w"])[0])}
+    return {
+        "mse": float(np.mean(err**2)),
+        "w0": float(np.asarray(params["w"])[0]),
+    }
 
 
 class ToyFrozenSecondStage(ToyRegression):
@@ -106,7 +119,7 @@ class ToyFrozenSecondStage(ToyRegression):
   def loss_fn(self, params, batch, rng, stage, step):
     self.seen_stages.add(stage.name)
     err = batch["x"] @ params["w"] + params["b"] - batch["y"] - 1.0
-    return stage.options.scale * jnp.mean(err ** 2), {}
+    return stage.options.scale * jnp.mean(err**2), {}
 
   def make_optimizer(self, stage, total_steps):
     if stage.index == 0:
@@ -114,11 +127,15 @@ class ToyFrozenSecondStage(ToyRegression):
     if getattr(self, "_frozen_tx", None) is None:
       self._frozen_tx = optax.multi_transform(
           {"train": optax.sgd(0.05), "frozen": optax.set_to_zero()},
-          {"w": "frozen", "b": "train"})
+          {"w": "frozen", "b": "train"},
+      )
     return self._frozen_tx
 
   def evaluate(self, params, split, plot_dir=None):
     w, b = np.asarray(params["w"]), float(params["b"])
     err = self.x @ w + b - self.y - 1.0
-    return {"mse": float(np.mean(err ** 2)), "b": b,
-            **{f"w{i}": float(v) for i, v in enumerate(w)}}
+    return {
+        "mse": float(np.mean(err**2)),
+        "b": b,
+        **{f"w{i}": float(v) for i, v in enumerate(w)},
+    }

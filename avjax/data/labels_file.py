@@ -61,22 +61,34 @@ def read_labels_file(path: str) -> dict[int, int]:
       reader = csv.DictReader(f)
       missing = {"clip_id", "label"} - set(reader.fieldnames or ())
       if missing:
-        raise ValueError(f"{path}: CSV header {reader.fieldnames} lacks "
-                         f"column(s) {sorted(missing)}; expected "
-                         "'clip_id,label'")
+        raise ValueError(
+            f"{path}: CSV header {reader.fieldnames} lacks "
+            f"column(s) {sorted(missing)}; expected "
+            "'clip_id,label'"
+        )
       for row in reader:
-        pairs.append((_as_int(row["clip_id"], "clip_id", path),
-                      _as_int(row["label"], "label", path)))
+        pairs.append(
+            (
+                _as_int(row["clip_id"], "clip_id", path),
+                _as_int(row["label"], "label", path),
+            )
+        )
   elif ext == ".json":
     obj = manual.read_json(path)
     if not isinstance(obj, dict):
-      raise ValueError(f"{path}: JSON must be an object {{clip_id: label}}, "
-                       f"got {type(obj).__name__}")
-    pairs = [(_as_int(k, "clip_id", path), _as_int(v, "label", path))
-             for k, v in obj.items()]
+      raise ValueError(
+          f"{path}: JSON must be an object {{clip_id: label}}, "
+          f"got {type(obj).__name__}"
+      )
+    pairs = [
+        (_as_int(k, "clip_id", path), _as_int(v, "label", path))
+        for k, v in obj.items()
+    ]
   else:
-    raise ValueError(f"labels file {path!r}: extension {ext!r} is not one of "
-                     "['.csv', '.json']")
+    raise ValueError(
+        f"labels file {path!r}: extension {ext!r} is not one of "
+        "['.csv', '.json']"
+    )
   result: dict[int, int] = {}
   dupes = set()
   for clip, label in pairs:
@@ -84,13 +96,15 @@ def read_labels_file(path: str) -> dict[int, int]:
       dupes.add(clip)
     result[clip] = label
   if dupes:
-    raise ValueError(f"{path}: clip id(s) listed more than once: "
-                     f"{_show(dupes)}")
+    raise ValueError(
+        f"{path}: clip id(s) listed more than once: " f"{_show(dupes)}"
+    )
   return result
 
 
-def labels_for_clips(path: str, clip_ids: np.ndarray,
-                     num_classes: int) -> np.ndarray:
+def labels_for_clips(
+    path: str, clip_ids: np.ndarray, num_classes: int
+) -> np.ndarray:
   """Labels from ``path`` aligned with a dataset's clips.
 
   Args:
@@ -111,15 +125,20 @@ def labels_for_clips(path: str, clip_ids: np.ndarray,
   data_ids = {int(c) for c in np.asarray(clip_ids).ravel()}
   unknown = set(table) - data_ids
   if unknown:
-    raise ValueError(f"{path}: unknown clip id(s) not in the data: "
-                     f"{_show(unknown)}")
+    raise ValueError(
+        f"{path}: unknown clip id(s) not in the data: " f"{_show(unknown)}"
+    )
   missing = data_ids - set(table)
   if missing:
-    raise ValueError(f"{path}: no label for clip id(s) of the data: "
-                     f"{_show(missing)}")
+    raise ValueError(
+        f"{path}: no label for clip id(s) of the data: " f"{_show(missing)}"
+    )
   bad = {lab for lab in table.values() if not 0 <= lab < num_classes}
   if bad:
-    raise ValueError(f"{path}: class(es) {_show(bad)} are not classes of the "
-                     f"data (which has classes 0..{num_classes - 1})")
-  return np.asarray([table[int(c)] for c in np.asarray(clip_ids).ravel()],
-                    np.int32)
+    raise ValueError(
+        f"{path}: class(es) {_show(bad)} are not classes of the "
+        f"data (which has classes 0..{num_classes - 1})"
+    )
+  return np.asarray(
+      [table[int(c)] for c in np.asarray(clip_ids).ravel()], np.int32
+  )

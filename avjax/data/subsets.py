@@ -24,9 +24,13 @@ from typing import Any, Sequence
 import numpy as np
 
 
-def class_sizes(labels: np.ndarray, per_class: int | None,
-                imbalance_ratio: float, seed: int,
-                min_per_class: int = 2) -> dict[int, int]:
+def class_sizes(
+    labels: np.ndarray,
+    per_class: int | None,
+    imbalance_ratio: float,
+    seed: int,
+    min_per_class: int = 2,
+) -> dict[int, int]:
   """Target number of examples of each class present in ``labels``.
 
   Args:
@@ -57,9 +61,13 @@ def class_sizes(labels: np.ndarray, per_class: int | None,
   return sizes
 
 
-def subset_indices(labels: np.ndarray, per_class: int | None = None,
-                   imbalance_ratio: float = 1.0, seed: int = 0,
-                   min_per_class: int = 2) -> np.ndarray:
+def subset_indices(
+    labels: np.ndarray,
+    per_class: int | None = None,
+    imbalance_ratio: float = 1.0,
+    seed: int = 0,
+    min_per_class: int = 2,
+) -> np.ndarray:
   """Sorted int64 indices of a (small / imbalanced) subset of a split.
 
   Which examples of each class are kept is a seeded random choice; see
@@ -72,7 +80,7 @@ def subset_indices(labels: np.ndarray, per_class: int | None = None,
   keep = []
   for cls in sorted(sizes):
     members = np.flatnonzero(labels == cls)
-    keep.append(rng.permutation(members)[:sizes[cls]])
+    keep.append(rng.permutation(members)[: sizes[cls]])
   return np.sort(np.concatenate(keep)) if keep else np.zeros((0,), np.int64)
 
 
@@ -85,17 +93,24 @@ class SubsetSource:
   the item already has one).
   """
 
-  def __init__(self, source: Any, indices: Sequence[int],
-               labels: np.ndarray | None = None):
+  def __init__(
+      self,
+      source: Any,
+      indices: Sequence[int],
+      labels: np.ndarray | None = None,
+  ):
     self.source = source
     self.indices = np.asarray(indices, np.int64)
     n = len(source)
-    if len(self.indices) and (self.indices.min() < 0
-                              or self.indices.max() >= n):
+    if len(self.indices) and (
+        self.indices.min() < 0 or self.indices.max() >= n
+    ):
       raise ValueError(f"SubsetSource: indices outside [0, {n})")
     if labels is not None and len(labels) != len(self.indices):
-      raise ValueError(f"SubsetSource: {len(labels)} labels for "
-                       f"{len(self.indices)} indices")
+      raise ValueError(
+          f"SubsetSource: {len(labels)} labels for "
+          f"{len(self.indices)} indices"
+      )
     self.labels = None if labels is None else np.asarray(labels, np.int32)
 
   def __len__(self) -> int:

@@ -40,17 +40,20 @@ __all__ = ["linear_probe", "train_softmax_classifiers", "standardize"]
 _STD_EPS = 1e-8
 
 
-def _check_split(x: Any, y: Any, x_name: str, y_name: str, num_classes: int,
-                 dim: int | None) -> tuple[np.ndarray, np.ndarray]:
+def _check_split(
+    x: Any, y: Any, x_name: str, y_name: str, num_classes: int, dim: int | None
+) -> tuple[np.ndarray, np.ndarray]:
   x = np.asarray(x)
   y = np.asarray(y)
   if x.ndim != 2 or x.shape[0] == 0:
     raise ValueError(
         f"{x_name} must be 2-D [examples, features] and non-empty; got shape "
-        f"{x.shape}")
+        f"{x.shape}"
+    )
   if dim is not None and x.shape[1] != dim:
     raise ValueError(
-        f"{x_name} has shape {x.shape}, expected {dim} features like train_x")
+        f"{x_name} has shape {x.shape}, expected {dim} features like train_x"
+    )
   if not np.issubdtype(x.dtype, np.number) or np.iscomplexobj(x):
     raise ValueError(f"{x_name} must be real-valued; got dtype {x.dtype}")
   x = x.astype(np.float32, copy=False)
@@ -59,19 +62,23 @@ def _check_split(x: Any, y: Any, x_name: str, y_name: str, num_classes: int,
   if y.shape != (x.shape[0],):
     raise ValueError(
         f"{y_name} has shape {y.shape}, expected ({x.shape[0]},) to match "
-        f"{x_name} {x.shape}")
+        f"{x_name} {x.shape}"
+    )
   if not np.issubdtype(y.dtype, np.integer):
-    raise ValueError(f"{y_name} must hold integer class ids; got dtype "
-                     f"{y.dtype}")
+    raise ValueError(
+        f"{y_name} must hold integer class ids; got dtype " f"{y.dtype}"
+    )
   if y.min() < 0 or y.max() >= num_classes:
     raise ValueError(
         f"{y_name} has labels in [{y.min()}, {y.max()}], outside "
-        f"[0, num_classes={num_classes})")
+        f"[0, num_classes={num_classes})"
+    )
   return x, y.astype(np.int32)
 
 
-def standardize(train_x: np.ndarray, *others: np.ndarray
-                ) -> tuple[np.ndarray, ...]:
+def standardize(
+    train_x: np.ndarray, *others: np.ndarray
+) -> tuple[np.ndarray, ...]:
   """Standardises every array with the train split's per-feature statistics.
 
   Args:
@@ -85,23 +92,28 @@ def standardize(train_x: np.ndarray, *others: np.ndarray
   mean = train_x.mean(axis=0, dtype=np.float64)
   std = train_x.std(axis=0, dtype=np.float64)
   std = np.where(std > _STD_EPS, std, 1.0)
-  return tuple(((a - mean) / std).astype(np.float32)
-               for a in (train_x, *others))
+  return tuple(
+      ((a - mean) / std).astype(np.float32) for a in (train_x, *others)
+  )
 
 
 def _loss(params, x, y, l2):
   logits = x @ params["w"] + params["b"]
   ce = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-  return ce + 0.5 * l2 * jnp.sum(params["w"]**2)
+  return ce + 0.5 * l2 * jnp.sum(params["w"] ** 2)
 
 
 @functools.partial(
-    jax.jit, static_argnames=("num_classes", "steps", "batch_size"))
-def _train_grid(x, y, l2_grid, key, learning_rate, *, num_classes, steps,
-                batch_size):
+    jax.jit, static_argnames=("num_classes", "steps", "batch_size")
+)
+def _train_grid(
+    x, y, l2_grid, key, learning_rate, *, num_classes, steps, batch_size
+):
   """Trains one classifier per L2 value; returns params with a grid axis."""
-  init = {"w": jnp.zeros((x.shape[1], num_classes), jnp.float32),
-          "b": jnp.zeros((num_classes,), jnp.float32)}
+  init = {
+      "w": jnp.zeros((x.shape[1], num_classes), jnp.float32),
+      "b": jnp.zeros((num_classes,), jnp.float32),
+  }
   opt = optax.adam(optax.cosine_decay_schedule(learning_rate, steps))
   if batch_size is None:
     batches = None
@@ -116,8 +128,9 @@ def _train_grid(x, y, l2_grid, key, learning_rate, *, num_classes, steps,
       updates, state = opt.update(grad, state, params)
       return (optax.apply_updates(params, updates), state), None
 
-    (params, _), _ = jax.lax.scan(step, (init, opt.init(init)), batches,
-                                  length=steps)
+    (params, _), _ = jax.lax.scan(
+        step, (init, opt.init(init)), batches, length=steps
+    )
     return params
 
   return jax.vmap(train_one)(l2_grid)
@@ -126,8 +139,9 @@ def _train_grid(x, y, l2_grid, key, learning_rate, *, num_classes, steps,
 @jax.jit
 def _correct_grid(params, x, y):
   """Number of correct predictions of every classifier in the grid; [G]."""
-  logits = jnp.einsum("nd,gdc->gnc", x, params["w"],
-                      precision=jax.lax.Precision.HIGHEST)
+  logits = jnp.einsum(
+      "nd,gdc->gnc", x, params["w"], precision=jax.lax.Precision.HIGHEST
+  )
   logits = logits + params["b"][:, None, :]
   return jnp.sum(jnp.argmax(logits, axis=-1) == y[None, :], axis=1)
 
@@ -163,23 +177,37 @@ def train_softmax_classifiers(
   """
   if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
     raise ValueError(f"steps must be a positive int; got {steps!r}")
-  if batch_size is not None and (isinstance(batch_size, bool) or
-                                 not isinstance(batch_size, int) or
-                                 batch_size < 1):
+  if batch_size is not None and (
+      isinstance(batch_size, bool)
+      or not isinstance(batch_size, int)
+      or batch_size < 1
+  ):
     raise ValueError(
-        f"batch_size must be a positive int or None; got {batch_size!r}")
+        f"batch_size must be a positive int or None; got {batch_size!r}"
+    )
   if not np.isfinite(learning_rate) or learning_rate <= 0:
     raise ValueError(f"learning_rate must be > 0; got {learning_rate!r}")
   grid = np.asarray(l2_grid, dtype=np.float32)
-  if (grid.ndim != 1 or grid.size == 0 or not np.all(np.isfinite(grid))
-      or np.any(grid < 0)):
+  if (
+      grid.ndim != 1
+      or grid.size == 0
+      or not np.all(np.isfinite(grid))
+      or np.any(grid < 0)
+  ):
     raise ValueError(
         f"l2_grid must be a non-empty sequence of finite values >= 0; got "
-        f"{l2_grid!r}")
+        f"{l2_grid!r}"
+    )
   params = _train_grid(
-      jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.int32),
-      jnp.asarray(grid), jax.random.key(seed), float(learning_rate),
-      num_classes=int(num_classes), steps=steps, batch_size=batch_size)
+      jnp.asarray(x, jnp.float32),
+      jnp.asarray(y, jnp.int32),
+      jnp.asarray(grid),
+      jax.random.key(seed),
+      float(learning_rate),
+      num_classes=int(num_classes),
+      steps=steps,
+      batch_size=batch_size,
+  )
   return jax.tree.map(np.asarray, params)
 
 
@@ -214,25 +242,41 @@ def linear_probe(
      "val_accuracy": its validation accuracy,
      "l2": its L2 strength}, all Python floats.
   """
-  if (isinstance(num_classes, bool) or
-      not isinstance(num_classes, (int, np.integer)) or num_classes < 2):
+  if (
+      isinstance(num_classes, bool)
+      or not isinstance(num_classes, (int, np.integer))
+      or num_classes < 2
+  ):
     raise ValueError(f"num_classes must be an int >= 2; got {num_classes!r}")
-  train_x, train_y = _check_split(train_x, train_y, "train_x", "train_y",
-                                  num_classes, None)
+  train_x, train_y = _check_split(
+      train_x, train_y, "train_x", "train_y", num_classes, None
+  )
   dim = train_x.shape[1]
   val_x, val_y = _check_split(val_x, val_y, "val_x", "val_y", num_classes, dim)
-  test_x, test_y = _check_split(test_x, test_y, "test_x", "test_y",
-                                num_classes, dim)
+  test_x, test_y = _check_split(
+      test_x, test_y, "test_x", "test_y", num_classes, dim
+  )
   train_x, val_x, test_x = standardize(train_x, val_x, test_x)
   params = train_softmax_classifiers(
-      train_x, train_y, int(num_classes), l2_grid, steps=steps,
-      learning_rate=learning_rate, batch_size=batch_size, seed=seed)
+      train_x,
+      train_y,
+      int(num_classes),
+      l2_grid,
+      steps=steps,
+      learning_rate=learning_rate,
+      batch_size=batch_size,
+      seed=seed,
+  )
   val_acc = _accuracy_grid(params, val_x, val_y)
   grid = np.asarray(l2_grid, dtype=np.float64)
   # Search from the largest l2 down so that ties go to the larger l2.
   by_l2_desc = np.argsort(-grid, kind="stable")
   best = by_l2_desc[np.argmax(val_acc[by_l2_desc])]
   test_acc = _accuracy_grid(
-      jax.tree.map(lambda p: p[best:best + 1], params), test_x, test_y)[0]
-  return {"accuracy": float(test_acc), "val_accuracy": float(val_acc[best]),
-          "l2": float(grid[best])}
+      jax.tree.map(lambda p: p[best : best + 1], params), test_x, test_y
+  )[0]
+  return {
+      "accuracy": float(test_acc),
+      "val_accuracy": float(val_acc[best]),
+      "l2": float(grid[best]),
+  }

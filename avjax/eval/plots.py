@@ -85,14 +85,16 @@ def plot_precision_recall(
   if isinstance(scores, Mapping) != isinstance(relevance, Mapping):
     raise ValueError(
         "scores and relevance must both be arrays or both be dicts; got "
-        f"{type(scores).__name__} and {type(relevance).__name__}")
+        f"{type(scores).__name__} and {type(relevance).__name__}"
+    )
   if isinstance(scores, Mapping):
     if not scores:
       raise ValueError("scores is an empty dict; give at least one direction")
     if set(scores) != set(relevance):
       raise ValueError(
           f"scores and relevance name different directions: "
-          f"{sorted(scores)} vs {sorted(relevance)}")
+          f"{sorted(scores)} vs {sorted(relevance)}"
+      )
     curves = {str(name): (scores[name], relevance[name]) for name in scores}
   else:
     curves = {"": (scores, relevance)}
@@ -101,7 +103,8 @@ def plot_precision_recall(
   ax = fig.add_subplot()
   for name, (s, r) in curves.items():
     recall, precision = retrieval.interpolated_precision_recall(
-        s, r, num_levels=num_levels)
+        s, r, num_levels=num_levels
+    )
     ap = retrieval.average_precision_per_query(s, r)
     mean_ap = float(np.nanmean(ap)) if np.any(~np.isnan(ap)) else float("nan")
     label = f"{name} (MAP {mean_ap:.3f})" if name else f"MAP {mean_ap:.3f}"
@@ -131,7 +134,8 @@ def _as_image(img: np.ndarray, name: str) -> tuple[np.ndarray, dict[str, Any]]:
   else:
     raise ValueError(
         f"{name} must be an image [H, W] or [H, W, C] with C in (1, 3, 4); "
-        f"got shape {img.shape}")
+        f"got shape {img.shape}"
+    )
   if not np.issubdtype(img.dtype, np.number):
     raise ValueError(f"{name} must be numeric; got dtype {img.dtype}")
   if np.issubdtype(img.dtype, np.floating):
@@ -149,7 +153,8 @@ def _query_list(queries: Any, query_kind: str) -> tuple[list[np.ndarray], str]:
     if arr.ndim not in (3, 4):
       raise ValueError(
           "queries must be [Q, T, n_mels] spectrograms, [Q, H, W, C] images "
-          f"or a list of per-query arrays; got shape {arr.shape}")
+          f"or a list of per-query arrays; got shape {arr.shape}"
+      )
     items = list(arr)
   else:
     items = [np.asarray(q) for q in queries]
@@ -161,7 +166,8 @@ def _query_list(queries: Any, query_kind: str) -> tuple[list[np.ndarray], str]:
     if query_kind == "spectrogram" and q.ndim != 2:
       raise ValueError(
           f"queries[{i}] must be a log-mel spectrogram [T, n_mels]; got shape "
-          f"{q.shape}")
+          f"{q.shape}"
+      )
   return items, query_kind
 
 
@@ -196,27 +202,32 @@ def plot_retrieval_examples(
   if query_kind not in ("auto", "spectrogram", "image"):
     raise ValueError(
         "query_kind must be 'auto', 'spectrogram' or 'image'; got "
-        f"{query_kind!r}")
+        f"{query_kind!r}"
+    )
   items, query_kind = _query_list(queries, query_kind)
   retrieved = np.asarray(retrieved_images)
   if retrieved.ndim not in (4, 5) or retrieved.shape[0] != len(items):
     raise ValueError(
         f"retrieved_images must be [Q={len(items)}, K, H, W] or "
-        f"[Q={len(items)}, K, H, W, C]; got shape {retrieved.shape}")
+        f"[Q={len(items)}, K, H, W, C]; got shape {retrieved.shape}"
+    )
   num_queries, top_k = retrieved.shape[:2]
   if top_k == 0:
     raise ValueError(
-        f"retrieved_images has no retrieved items; got shape {retrieved.shape}")
+        f"retrieved_images has no retrieved items; got shape {retrieved.shape}"
+    )
   correct = np.asarray(correct_mask)
   if correct.shape != (num_queries, top_k):
     raise ValueError(
         f"correct_mask has shape {correct.shape}, expected "
         f"({num_queries}, {top_k}) to match retrieved_images "
-        f"{retrieved.shape}")
+        f"{retrieved.shape}"
+    )
   correct = correct.astype(bool)
 
-  fig = _new_figure((_CELL_INCHES * (top_k + 1), _CELL_INCHES * num_queries),
-                    dpi)
+  fig = _new_figure(
+      (_CELL_INCHES * (top_k + 1), _CELL_INCHES * num_queries), dpi
+  )
   axes = fig.subplots(num_queries, top_k + 1, squeeze=False)
   for row in range(num_queries):
     ax = axes[row, 0]
@@ -224,9 +235,15 @@ def plot_retrieval_examples(
       spec = items[row]
       if not np.issubdtype(spec.dtype, np.number):
         raise ValueError(
-            f"queries[{row}] must be numeric; got dtype {spec.dtype}")
-      ax.imshow(spec.T, origin="lower", aspect="auto", cmap="magma",
-                interpolation="nearest")
+            f"queries[{row}] must be numeric; got dtype {spec.dtype}"
+        )
+      ax.imshow(
+          spec.T,
+          origin="lower",
+          aspect="auto",
+          cmap="magma",
+          interpolation="nearest",
+      )
     else:
       img, kwargs = _as_image(items[row], f"queries[{row}]")
       ax.imshow(img, interpolation="nearest", **kwargs)
@@ -236,8 +253,9 @@ def plot_retrieval_examples(
       ax.set_title("query", fontsize=8)
     for col in range(top_k):
       ax = axes[row, col + 1]
-      img, kwargs = _as_image(retrieved[row, col],
-                              f"retrieved_images[{row}, {col}]")
+      img, kwargs = _as_image(
+          retrieved[row, col], f"retrieved_images[{row}, {col}]"
+      )
       ax.imshow(img, interpolation="nearest", **kwargs)
       ax.set_xticks([])
       ax.set_yticks([])
@@ -286,11 +304,13 @@ def plot_attention_map(
     if side == 0 or side * side != att.shape[0]:
       raise ValueError(
           f"attention of shape {att.shape} is not a square patch grid; pass "
-          "it as [gh, gw]")
+          "it as [gh, gw]"
+      )
     att = att.reshape(side, side)
   elif att.ndim != 2 or 0 in att.shape:
     raise ValueError(
-        f"attention must be [num_patches] or [gh, gw]; got shape {att.shape}")
+        f"attention must be [num_patches] or [gh, gw]; got shape {att.shape}"
+    )
   if not np.all(np.isfinite(att)):
     raise ValueError("attention contains NaN or inf values")
   if not 0.0 <= alpha <= 1.0:
@@ -301,8 +321,13 @@ def plot_attention_map(
   fig = _new_figure(_ATTENTION_SIZE, dpi)
   ax = fig.add_subplot()
   ax.imshow(img, extent=extent, interpolation="nearest", **kwargs)
-  overlay = ax.imshow(att.astype(np.float64), extent=extent, alpha=alpha,
-                      cmap="jet", interpolation="nearest")
+  overlay = ax.imshow(
+      att.astype(np.float64),
+      extent=extent,
+      alpha=alpha,
+      cmap="jet",
+      interpolation="nearest",
+  )
   fig.colorbar(overlay, ax=ax, label="attention")
   ax.set_xticks([])
   ax.set_yticks([])
@@ -326,10 +351,12 @@ def _read_jsonl(jsonl_path: str) -> list[tuple[int, dict[str, Any]]]:
         record = json.loads(line)
       except json.JSONDecodeError as e:
         raise ValueError(
-            f"{jsonl_path}:{line_no} is not valid JSON ({e.msg})") from e
+            f"{jsonl_path}:{line_no} is not valid JSON ({e.msg})"
+        ) from e
       if not isinstance(record, dict) or "step" not in record:
         raise ValueError(
-            f"{jsonl_path}:{line_no} must be a JSON object with a 'step' key")
+            f"{jsonl_path}:{line_no} must be a JSON object with a 'step' key"
+        )
       records.append((line_no, record))
   return records
 
@@ -392,7 +419,8 @@ def plot_training_curves(
     available = sorted({k for _, r in records for k in r} - {"step"})
     raise ValueError(
         f"{jsonl_path} has no values for {missing}; available keys: "
-        f"{available}")
+        f"{available}"
+    )
 
   fig = _new_figure((_CURVE_WIDTH, _CURVE_ROW_HEIGHT * len(keys)), dpi)
   axes = fig.subplots(len(keys), 1, sharex=True, squeeze=False)[:, 0]

@@ -93,18 +93,21 @@ def _check_metric(metric: str) -> None:
 
 
 def _check_scores_relevance(
-    scores: Any, relevance: Any) -> tuple[np.ndarray, np.ndarray]:
+    scores: Any, relevance: Any
+) -> tuple[np.ndarray, np.ndarray]:
   scores = _as_2d_float(scores, "scores")
   relevance = np.asarray(relevance)
   if relevance.shape != scores.shape:
     raise ValueError(
         f"relevance has shape {relevance.shape}, expected the shape of scores "
-        f"{scores.shape}")
+        f"{scores.shape}"
+    )
   if relevance.dtype != np.bool_:
     if not np.all((relevance == 0) | (relevance == 1)):
       raise ValueError(
           f"relevance must be boolean (or 0/1); got dtype {relevance.dtype} "
-          "with other values")
+          "with other values"
+      )
     relevance = relevance.astype(bool)
   return scores, relevance
 
@@ -120,23 +123,31 @@ def _check_ks(ks: Sequence[int]) -> tuple[int, ...]:
 
 
 def _ids_to_codes(
-    query_ids: Any, key_ids: Any, query_name: str, key_name: str,
-    num_queries: int, num_keys: int) -> tuple[np.ndarray, np.ndarray]:
+    query_ids: Any,
+    key_ids: Any,
+    query_name: str,
+    key_name: str,
+    num_queries: int,
+    num_keys: int,
+) -> tuple[np.ndarray, np.ndarray]:
   """Maps two id arrays (any comparable dtype) onto shared int32 codes."""
   query_ids = np.asarray(query_ids)
   key_ids = np.asarray(key_ids)
   if query_ids.shape != (num_queries,):
     raise ValueError(
         f"{query_name} has shape {query_ids.shape}, expected ({num_queries},) "
-        "to match the number of query embeddings")
+        "to match the number of query embeddings"
+    )
   if key_ids.shape != (num_keys,):
     raise ValueError(
         f"{key_name} has shape {key_ids.shape}, expected ({num_keys},) "
-        "to match the number of key embeddings")
+        "to match the number of key embeddings"
+    )
   # A shared code book keeps equality intact and makes int64 / string ids
   # safe under JAX's default 32-bit mode.
   _, codes = np.unique(
-      np.concatenate([query_ids, key_ids]), return_inverse=True)
+      np.concatenate([query_ids, key_ids]), return_inverse=True
+  )
   codes = codes.astype(np.int32)
   return codes[:num_queries], codes[num_queries:]
 
@@ -146,7 +157,11 @@ def _warn_no_relevant(ranking: "_Ranking", what: str) -> None:
   if count:
     logging.warning(
         "%s: %d of %d queries have no relevant key; they are excluded from "
-        "the mean", what, count, ranking.valid.size)
+        "the mean",
+        what,
+        count,
+        ranking.valid.size,
+    )
 
 
 # ----------------------------------------------------------------------------
@@ -157,12 +172,17 @@ def _similarity(queries: jax.Array, keys: jax.Array, metric: str) -> jax.Array:
   hi = jax.lax.Precision.HIGHEST
   if metric == "cosine":
     qn = queries / jnp.maximum(
-        jnp.linalg.norm(queries, axis=-1, keepdims=True), _NORM_EPS)
+        jnp.linalg.norm(queries, axis=-1, keepdims=True), _NORM_EPS
+    )
     kn = keys / jnp.maximum(
-        jnp.linalg.norm(keys, axis=-1, keepdims=True), _NORM_EPS)
+        jnp.linalg.norm(keys, axis=-1, keepdims=True), _NORM_EPS
+    )
     return jnp.matmul(qn, kn.T, precision=hi)
-  sq = (jnp.sum(queries**2, axis=-1)[:, None] + jnp.sum(keys**2, axis=-1)[None]
-        - 2.0 * jnp.matmul(queries, keys.T, precision=hi))
+  sq = (
+      jnp.sum(queries**2, axis=-1)[:, None]
+      + jnp.sum(keys**2, axis=-1)[None]
+      - 2.0 * jnp.matmul(queries, keys.T, precision=hi)
+  )
   return -jnp.sqrt(jnp.maximum(sq, 0.0))
 
 
@@ -174,8 +194,11 @@ def _similarity_block(queries, keys, metric):
 def _device_ranked(scores: jax.Array, relevance: jax.Array) -> jax.Array:
   """Relevance reordered by descending score; ties keep key-index order."""
   _, ranked = jax.lax.sort(
-      (-scores, relevance.astype(jnp.int8)), dimension=1, num_keys=1,
-      is_stable=True)
+      (-scores, relevance.astype(jnp.int8)),
+      dimension=1,
+      num_keys=1,
+      is_stable=True,
+  )
   return ranked
 
 
@@ -183,8 +206,9 @@ _device_ranked_block = jax.jit(_device_ranked)
 
 
 @functools.partial(jax.jit, static_argnames=("metric",))
-def _device_ranked_block_from_embeddings(queries, query_codes, keys, key_codes,
-                                         metric):
+def _device_ranked_block_from_embeddings(
+    queries, query_codes, keys, key_codes, metric
+):
   scores = _similarity(queries, keys, metric)
   return _device_ranked(scores, query_codes[:, None] == key_codes[None, :])
 
@@ -251,8 +275,9 @@ class _Ranking:
   def average_precision(self) -> np.ndarray:
     """float64 [N]: (1/R) sum_t t / rank_t; NaN where R = 0."""
     contrib = self.within() / (self.cols + 1.0)
-    sums = np.bincount(self.rows, weights=contrib,
-                       minlength=self.num_relevant.size)
+    sums = np.bincount(
+        self.rows, weights=contrib, minlength=self.num_relevant.size
+    )
     with np.errstate(invalid="ignore", divide="ignore"):
       return np.where(self.valid, sums / self.num_relevant, np.nan)
 
@@ -284,14 +309,16 @@ class _Ranking:
     return out
 
 
-def _ranking_from_scores(scores: np.ndarray,
-                         relevance: np.ndarray) -> _Ranking:
+def _ranking_from_scores(scores: np.ndarray, relevance: np.ndarray) -> _Ranking:
   rows, cols = [], []
   for start, stop, chunk in _row_chunks(scores.shape[0], scores.shape[1]):
     if _rank_on_device():
-      ranked = np.asarray(_device_ranked_block(
-          _pad_rows(scores[start:stop], chunk),
-          _pad_rows(relevance[start:stop], chunk)))[:stop - start]
+      ranked = np.asarray(
+          _device_ranked_block(
+              _pad_rows(scores[start:stop], chunk),
+              _pad_rows(relevance[start:stop], chunk),
+          )
+      )[: stop - start]
     else:
       ranked = _host_ranked(scores[start:stop], relevance[start:stop])
     r, c = np.nonzero(ranked)
@@ -300,19 +327,31 @@ def _ranking_from_scores(scores: np.ndarray,
   return _Ranking(scores.shape[1], rows, cols, scores.shape[0])
 
 
-def _ranking_from_embeddings(query_emb, query_ids, key_emb, key_ids, metric,
-                             query_names=("query_emb", "query_labels"),
-                             key_names=("key_emb", "key_labels")) -> _Ranking:
+def _ranking_from_embeddings(
+    query_emb,
+    query_ids,
+    key_emb,
+    key_ids,
+    metric,
+    query_names=("query_emb", "query_labels"),
+    key_names=("key_emb", "key_labels"),
+) -> _Ranking:
   _check_metric(metric)
   queries = _as_2d_float(query_emb, query_names[0])
   keys = _as_2d_float(key_emb, key_names[0])
   if queries.shape[1] != keys.shape[1]:
     raise ValueError(
         f"{query_names[0]} has shape {queries.shape} and {key_names[0]} has "
-        f"shape {keys.shape}; their embedding widths differ")
+        f"shape {keys.shape}; their embedding widths differ"
+    )
   q_codes, k_codes = _ids_to_codes(
-      query_ids, key_ids, query_names[1], key_names[1],
-      queries.shape[0], keys.shape[0])
+      query_ids,
+      key_ids,
+      query_names[1],
+      key_names[1],
+      queries.shape[0],
+      keys.shape[0],
+  )
   keys_dev = jnp.asarray(keys)
   k_codes_dev = jnp.asarray(k_codes)
   on_device = _rank_on_device()
@@ -321,11 +360,15 @@ def _ranking_from_embeddings(query_emb, query_ids, key_emb, key_ids, metric,
     q = _pad_rows(queries[start:stop], chunk)
     if on_device:
       qc = _pad_rows(q_codes[start:stop], chunk)
-      ranked = np.asarray(_device_ranked_block_from_embeddings(
-          q, qc, keys_dev, k_codes_dev, metric))[:stop - start]
+      ranked = np.asarray(
+          _device_ranked_block_from_embeddings(
+              q, qc, keys_dev, k_codes_dev, metric
+          )
+      )[: stop - start]
     else:
-      scores = np.asarray(
-          _similarity_block(q, keys_dev, metric))[:stop - start]
+      scores = np.asarray(_similarity_block(q, keys_dev, metric))[
+          : stop - start
+      ]
       relevance = q_codes[start:stop, None] == k_codes[None, :]
       ranked = _host_ranked(scores, relevance)
     r, c = np.nonzero(ranked)
@@ -340,18 +383,22 @@ def _mean_over_valid(values: np.ndarray, valid: np.ndarray) -> float:
   return float(np.mean(values[valid], dtype=np.float64))
 
 
-def _recall_from_ranking(ranking: _Ranking,
-                         ks: tuple[int, ...]) -> dict[int, float]:
+def _recall_from_ranking(
+    ranking: _Ranking, ks: tuple[int, ...]
+) -> dict[int, float]:
   first = ranking.first_rank()
-  return {k: _mean_over_valid((first < k).astype(np.float64), ranking.valid)
-          for k in ks}
+  return {
+      k: _mean_over_valid((first < k).astype(np.float64), ranking.valid)
+      for k in ks
+  }
 
 
 # ----------------------------------------------------------------------------
 # Public API
 # ----------------------------------------------------------------------------
-def similarity_matrix(queries: Any, keys: Any,
-                      metric: str = "cosine") -> np.ndarray:
+def similarity_matrix(
+    queries: Any, keys: Any, metric: str = "cosine"
+) -> np.ndarray:
   """Similarity of every query to every key; higher means more similar.
 
   Args:
@@ -369,13 +416,15 @@ def similarity_matrix(queries: Any, keys: Any,
   if queries.shape[1] != keys.shape[1]:
     raise ValueError(
         f"queries has shape {queries.shape} and keys has shape {keys.shape}; "
-        "their embedding widths differ")
+        "their embedding widths differ"
+    )
   keys_dev = jnp.asarray(keys)
   out = np.empty((queries.shape[0], keys.shape[0]), dtype=np.float32)
   for start, stop, chunk in _row_chunks(queries.shape[0], keys.shape[0]):
-    block = _similarity_block(_pad_rows(queries[start:stop], chunk), keys_dev,
-                              metric)
-    out[start:stop] = np.asarray(block)[:stop - start]
+    block = _similarity_block(
+        _pad_rows(queries[start:stop], chunk), keys_dev, metric
+    )
+    out[start:stop] = np.asarray(block)[: stop - start]
   return out
 
 
@@ -413,8 +462,9 @@ def first_relevant_rank(scores: Any, relevance: Any) -> np.ndarray:
   return _ranking_from_scores(scores, relevance).first_rank()
 
 
-def recall_at_k(scores: Any, relevance: Any,
-                ks: Sequence[int] = (1, 5, 10)) -> dict[int, float]:
+def recall_at_k(
+    scores: Any, relevance: Any, ks: Sequence[int] = (1, 5, 10)
+) -> dict[int, float]:
   """Fraction of queries with at least one relevant key in their top k.
 
   Args:
@@ -433,8 +483,13 @@ def recall_at_k(scores: Any, relevance: Any,
   return _recall_from_ranking(ranking, ks)
 
 
-def mean_average_precision(query_emb: Any, query_labels: Any, key_emb: Any,
-                           key_labels: Any, metric: str = "cosine") -> float:
+def mean_average_precision(
+    query_emb: Any,
+    query_labels: Any,
+    key_emb: Any,
+    key_labels: Any,
+    metric: str = "cosine",
+) -> float:
   """MAP of retrieving keys for each query, relevant = same label.
 
   This is TSTL-CA's MAP: every key is ranked, a key is relevant when its
@@ -452,14 +507,15 @@ def mean_average_precision(query_emb: Any, query_labels: Any, key_emb: Any,
     (NaN if none has).
   """
   ranking = _ranking_from_embeddings(
-      query_emb, query_labels, key_emb, key_labels, metric)
+      query_emb, query_labels, key_emb, key_labels, metric
+  )
   _warn_no_relevant(ranking, "mean_average_precision")
   return _mean_over_valid(ranking.average_precision(), ranking.valid)
 
 
 def interpolated_precision_recall(
-    scores: Any, relevance: Any,
-    num_levels: int = 101) -> tuple[np.ndarray, np.ndarray]:
+    scores: Any, relevance: Any, num_levels: int = 101
+) -> tuple[np.ndarray, np.ndarray]:
   """Mean interpolated precision at evenly spaced recall levels.
 
   For each query p_interp(r) = max over ranks with recall >= r of the
@@ -475,8 +531,11 @@ def interpolated_precision_recall(
     (recall [num_levels], precision [num_levels]) float64 arrays; precision
     is NaN everywhere if no query has a relevant key.
   """
-  if (isinstance(num_levels, bool) or
-      not isinstance(num_levels, (int, np.integer)) or num_levels < 2):
+  if (
+      isinstance(num_levels, bool)
+      or not isinstance(num_levels, (int, np.integer))
+      or num_levels < 2
+  ):
     raise ValueError(f"num_levels must be an int >= 2; got {num_levels!r}")
   scores, relevance = _check_scores_relevance(scores, relevance)
   ranking = _ranking_from_scores(scores, relevance)
@@ -522,31 +581,47 @@ def cross_modal_retrieval_metrics(
     values over both directions).
   """
   ks = _check_ks(ks)
-  if (len(names) != 2 or not all(isinstance(n, str) and n for n in names)
-      or names[0] == names[1]):
+  if (
+      len(names) != 2
+      or not all(isinstance(n, str) and n for n in names)
+      or names[0] == names[1]
+  ):
     raise ValueError(
-        f"names must be two distinct non-empty strings; got {names!r}")
+        f"names must be two distinct non-empty strings; got {names!r}"
+    )
   first, second = names
   directions = {
-      f"{first}2{second}": (audio_emb, audio_ids, visual_emb, visual_ids,
-                            ("audio_emb", "audio_ids"),
-                            ("visual_emb", "visual_ids")),
-      f"{second}2{first}": (visual_emb, visual_ids, audio_emb, audio_ids,
-                            ("visual_emb", "visual_ids"),
-                            ("audio_emb", "audio_ids")),
+      f"{first}2{second}": (
+          audio_emb,
+          audio_ids,
+          visual_emb,
+          visual_ids,
+          ("audio_emb", "audio_ids"),
+          ("visual_emb", "visual_ids"),
+      ),
+      f"{second}2{first}": (
+          visual_emb,
+          visual_ids,
+          audio_emb,
+          audio_ids,
+          ("visual_emb", "visual_ids"),
+          ("audio_emb", "audio_ids"),
+      ),
   }
   out: dict[str, float] = {}
   for tag, (q, qi, k, ki, q_names, k_names) in directions.items():
     ranking = _ranking_from_embeddings(q, qi, k, ki, metric, q_names, k_names)
     _warn_no_relevant(ranking, f"retrieval {tag}")
-    out[f"map_{tag}"] = _mean_over_valid(ranking.average_precision(),
-                                         ranking.valid)
+    out[f"map_{tag}"] = _mean_over_valid(
+        ranking.average_precision(), ranking.valid
+    )
     for k_cut, value in _recall_from_ranking(ranking, ks).items():
       out[f"r{k_cut}_{tag}"] = value
   tags = list(directions)
   out["map_mean"] = float(np.mean([out[f"map_{t}"] for t in tags]))
   for k_cut in ks:
     out[f"r{k_cut}_mean"] = float(np.mean([out[f"r{k_cut}_{t}"] for t in tags]))
-  out["r_mean"] = float(np.mean(
-      [out[f"r{k_cut}_{t}"] for k_cut in ks for t in tags]))
+  out["r_mean"] = float(
+      np.mean([out[f"r{k_cut}_{t}"] for k_cut in ks for t in tags])
+  )
   return {f"{prefix}{key}": value for key, value in out.items()}

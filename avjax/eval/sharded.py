@@ -29,8 +29,9 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 PyTree = Any
 
 
-def process_block(n: int, process_index: int | None = None,
-                  process_count: int | None = None) -> tuple[int, int]:
+def process_block(
+    n: int, process_index: int | None = None, process_count: int | None = None
+) -> tuple[int, int]:
   """``(lo, hi)``: the rows of an ``n``-row split this process evaluates."""
   index = jax.process_index() if process_index is None else process_index
   count = jax.process_count() if process_count is None else process_count
@@ -43,8 +44,9 @@ class RowSlice:
 
   def __init__(self, source: Sequence[Any], lo: int, hi: int):
     if not 0 <= lo <= hi <= len(source):
-      raise ValueError(f"rows [{lo}, {hi}) are outside a source of "
-                       f"{len(source)} rows")
+      raise ValueError(
+          f"rows [{lo}, {hi}) are outside a source of " f"{len(source)} rows"
+      )
     self.source, self.lo, self.hi = source, lo, hi
 
   def __len__(self) -> int:
@@ -87,16 +89,20 @@ def gather_rows(tree: PyTree, n: int) -> PyTree:
   def gather(x):
     x = np.asarray(x)
     padded = np.zeros((block,) + x.shape[1:], x.dtype)
-    padded[:len(x)] = x
+    padded[: len(x)] = x
     rows = np.asarray(multihost_utils.process_allgather(padded))
     return rows.reshape((-1,) + x.shape[1:])[:n]
 
   return jax.tree.map(gather, tree)
 
 
-def sharded_embed(embed_fn, params: PyTree, data: dict[str, np.ndarray],
-                  batch_size: int, keys: tuple[str, str] = ("audio", "visual")
-                  ) -> dict[str, np.ndarray]:
+def sharded_embed(
+    embed_fn,
+    params: PyTree,
+    data: dict[str, np.ndarray],
+    batch_size: int,
+    keys: tuple[str, str] = ("audio", "visual"),
+) -> dict[str, np.ndarray]:
   """Two-tower embeddings of a whole in-memory split, sharded by process.
 
   Args:
@@ -120,5 +126,5 @@ def sharded_embed(embed_fn, params: PyTree, data: dict[str, np.ndarray],
   for i, j in spans or [(0, 1)]:
     embedded = embed_fn(params, data[keys[0]][i:j], data[keys[1]][i:j])
     for key, e in zip(keys, embedded):
-      outs[key].append(np.asarray(e, np.float32)[:j - i if spans else 0])
+      outs[key].append(np.asarray(e, np.float32)[: j - i if spans else 0])
   return gather_rows({key: np.concatenate(v) for key, v in outs.items()}, n)

@@ -1,28 +1,57 @@
-"""Triplet mining on a distance matrix in O(N·M log M) (private helpers).
+"""Triplet mining on a distance matrix without the N·M² triplet tensor.
 
-Every helper takes a distance matrix ``d`` ``[N, M]`` (anchors × candidates)
-and two boolean masks of the same shape: ``pos`` (candidate is a positive of
-the anchor) and ``neg`` (candidate is a negative). Entries in neither mask
-(e.g. an anchor paired with itself) are ignored. ``semihard`` and
-``batch_all`` return ``(total, count)``: the summed hinge over the mined
-triplets and the number of terms the caller should divide by, so single- and
-cross-modal losses share one implementation; ``batch_hard_indices`` returns
-the selected candidates.
+Every helper takes a distance matrix ``d`` ``[N, M]`` (anchors × candidates).
+``semihard`` takes the anchors' and candidates' labels (a candidate with the
+anchor's label is a positive, any other a negative); ``batch_all`` and
+``batch_hard_indices`` take two boolean masks ``pos`` / ``neg`` of ``d``'s
+shape (entries in neither, e.g. an anchor paired with itself, are ignored).
+``semihard`` and ``batch_all`` return ``(total, count)``: the summed hinge
+over the mined triplets and the number of terms the caller should divide by,
+so single- and cross-modal losses share one implementation;
+``batch_hard_indices`` returns the selected candidates.
 
-How semi-hard and batch-all mining avoid the O(N·M²) triplet tensor: each
-anchor's row is sorted once by a single unsigned-integer key
+Semi-hard mining needs, for each positive pair (a, p), only the closest
+negative farther than d_ap (else the farthest negative): one masked minimum
+over the row. Two algorithms give it exactly; ``semihard`` picks the cheaper
+one at run time from S, the largest label group among the anchors:
 
-    key = (bit pattern of d) · 2 + (1 if positive else 0),  ignored → max,
+* **Per-positive passes**, O(S·N·M) time, O(N·M) memory. The candidates are
+  ordered by label once (a stable argsort of M labels), so the positives of
+  anchor a are the run ``order[start_a:end_a]``. Pass j handles, in every
+  row at once, the j-th positive of the run: gather d_ap, then one masked
+  row minimum of ``where(negative and d > d_ap, d, ∞)`` (∞ → the row's
+  farthest negative), one row count of the negatives tied at that d_an, and
+  an element-wise update of a dense weight matrix (−1/ties on each tied
+  negative of an active pair). Each pass writes its values of d_an into row
+  j of an ``[M, rows]`` table, which one gather maps back onto the positive
+  pairs after the loop. Rows go through in blocks of about 2¹⁴ distances
+  that stay in cache over all passes, and each block runs only as many
+  passes as its own largest run. That is S passes of three streaming
+  operations over N·M values and no N·M sort or scatter: at B = 1024 with
+  128 classes (S ≈ 17) about 4× faster than ranking every row.
+* **Row sort**, O(N·M log M), when S > 12·log₂M (few large classes). Each
+  anchor's row is sorted once by a single unsigned-integer key
 
-which orders the row by distance (non-negative IEEE floats order like their
-bit patterns) and, at equal distance, puts negatives before positives. Then
-"the closest negative strictly farther than d_ap" is the first negative after
-the positive's own position (a reverse cumulative minimum), and "how many
-negatives are closer than d_ap + margin" is a binary search plus a prefix
-count. Sorting one integer array is several times faster on CPU than the
-multi-operand sort that ``argsort`` needs; the chosen negatives are
-identified by value, and gradients reach them through per-candidate weights
-(ties share a pair's gradient equally).
+      key = (bit pattern of d) · 2 + (1 if positive else 0), ignored → max,
+
+  which orders the row by distance (non-negative IEEE floats order like
+  their bit patterns) and, at equal distance, puts negatives before
+  positives. Then "the closest negative strictly farther than d_ap" is the
+  first negative after the positive's own position (a reverse cumulative
+  minimum). Sorting one integer array is several times faster on CPU than
+  the multi-operand sort that ``argsort`` needs.
+
+Both return the hinge sum and a dense, stop-gradient weight per distance
+(+1 on an active pair's d_ap, −1/ties on each negative tied at its d_an), so
+the gradient reaches ``d`` by one element-wise product: no scatter in the
+backward pass, and the ``while_loop`` (not reverse-differentiable) sees no
+tangents. Under ``vmap`` the run-time choice becomes a select, so both
+algorithms run.
+
+Batch-all mining counts, in the same sorted row, how many negatives are
+closer than d_ap + margin (a binary search plus a prefix count). Batch-hard
+mining takes each row's extreme value, then the lowest index holding it: two
+plain reductions, several times faster on CPU than a variadic argmin.
 """
 
 from __future__ import annotations
@@ -49,7 +78,8 @@ def _decode(keys: jax.Array, dtype) -> jax.Array:
 def _row_searchsorted(sorted_rows: jax.Array, queries: jax.Array) -> jax.Array:
   """Per row, the leftmost insertion index of each query (int32 [N, Q])."""
   return jax.vmap(lambda row, q: jnp.searchsorted(row, q, side="left"))(
-      sorted_rows, queries).astype(jnp.int32)
+      sorted_rows, queries
+  ).astype(jnp.int32)
 
 
 def _sorted_keys(d: jax.Array, pos: jax.Array, neg: jax.Array):
@@ -57,8 +87,11 @@ def _sorted_keys(d: jax.Array, pos: jax.Array, neg: jax.Array):
   d = jax.lax.stop_gradient(d)
   utype = _uint_dtype(d.dtype)
   base = _bits(d) << utype.type(1)
-  keys = jnp.where(pos, base | utype.type(1),
-                   jnp.where(neg, base, utype.type(np.iinfo(utype).max)))
+  keys = jnp.where(
+      pos,
+      base | utype.type(1),
+      jnp.where(neg, base, utype.type(np.iinfo(utype).max)),
+  )
   return keys, jnp.sort(keys, axis=1)
 
 
@@ -68,54 +101,209 @@ def _exclusive_cumsum(x: jax.Array) -> jax.Array:
   return jnp.concatenate([jnp.zeros_like(c[:, :1]), c], axis=1)
 
 
-def semihard(d: jax.Array, pos: jax.Array, neg: jax.Array,
-             margin) -> tuple[jax.Array, jax.Array]:
-  """TF-Addons semi-hard mining; every positive pair is one term.
-
-  For each pair (a, p) whose anchor has at least one negative, the negative
-  is the closest one with d_an > d_ap, or else the farthest negative; the
-  term is max(0, d_ap − d_an + margin). ``count`` = number of such pairs.
-  """
-  n, m = d.shape
-  keys, s = _sorted_keys(d, pos, neg)
+def _semihard_sorted(ds, pos, neg, margin):
+  """(value, d-weights) of semi-hard mining by sorting every row."""
+  n, m = ds.shape
+  keys, s = _sorted_keys(ds, pos, neg)
   rank = _row_searchsorted(s, keys)  # sorted position of each tie group
   iota = jnp.arange(m, dtype=jnp.int32)
   # First negative at a sorted position > k (the "ignored" key is odd, so
   # never a negative). Positives tied with a negative sort after it, so this
   # negative is strictly farther than the positive.
-  next_neg = jax.lax.cummin(jnp.where((s & 1) == 0, iota, m), axis=1,
-                            reverse=True)
+  next_neg = jax.lax.cummin(
+      jnp.where((s & 1) == 0, iota, m), axis=1, reverse=True
+  )
   next_neg = jnp.concatenate(
-      [next_neg[:, 1:], jnp.full((n, 1), m, jnp.int32)], axis=1)
+      [next_neg[:, 1:], jnp.full((n, 1), m, jnp.int32)], axis=1
+  )
   # Rank grows with the key, so the largest negative rank is the position
   # of the farthest negative's tie group.
   farthest = jnp.max(jnp.where(neg, rank, -1), axis=1, keepdims=True)
   has_neg = farthest[:, 0] >= 0
   outside = jnp.take_along_axis(next_neg, rank, axis=1)
   chosen = jnp.where(outside < m, outside, farthest)  # sorted position
-  d_an = _decode(jnp.take_along_axis(s, chosen, axis=1), d.dtype)
+  d_an = _decode(jnp.take_along_axis(s, chosen, axis=1), ds.dtype)
 
-  hinge = d - d_an + margin
-  valid = pos & has_neg[:, None]
-  active = valid & (hinge > 0)
+  hinge = ds - d_an + margin
+  active = pos & has_neg[:, None] & (hinge > 0)
   # Gradient weight of each negative: active pairs that chose its value,
   # shared equally among negatives tied at that value.
   rows = jnp.broadcast_to(jnp.arange(n)[:, None], (n, m))
-  chosen_by = jnp.zeros((n, m), d.dtype).at[rows, chosen].add(
-      active.astype(d.dtype))
-  tie_size = jnp.zeros((n, m), d.dtype).at[rows, rank].add(
-      neg.astype(d.dtype))
+  chosen_by = (
+      jnp.zeros((n, m), ds.dtype).at[rows, chosen].add(active.astype(ds.dtype))
+  )
+  tie_size = (
+      jnp.zeros((n, m), ds.dtype).at[rows, rank].add(neg.astype(ds.dtype))
+  )
   per_negative = chosen_by / jnp.maximum(tie_size, 1.0)
   weight = jnp.where(neg, jnp.take_along_axis(per_negative, rank, axis=1), 0.0)
+  return (
+      jnp.sum(jnp.where(active, hinge, 0.0)),
+      active.astype(ds.dtype) - weight,
+  )
+
+
+def _semihard_slots(
+    ds, query_labels, key_labels, order, start, end, margin, same_set
+):
+  """(value, d-weights) of semi-hard mining, one positive per row a pass.
+
+  Rows are processed in blocks small enough to stay in cache across the
+  passes; each block runs as many passes as its own largest run of
+  positives. Pass j handles, in every row a, the j-th key of the anchor's
+  label in ``order`` (its j-th positive).
+  """
+  n, m = ds.shape
+  block = min(n, max(8, _BLOCK_ELEMENTS // m))
+  pad = -n % block
+  blocks = (n + pad) // block
+
+  def split(x, fill):
+    x = jnp.pad(x, [(0, pad)] + [(0, 0)] * (x.ndim - 1), constant_values=fill)
+    return x.reshape((blocks, block) + x.shape[1:])
+
+  # d_an of pair (a, p) will sit in row (position of p in order) - start[a].
+  position = (
+      jnp.zeros((m,), jnp.int32).at[order].set(jnp.arange(m, dtype=jnp.int32))
+  )
+  columns = jnp.arange(m, dtype=jnp.int32)
+
+  def one_block(xs):
+    ds, labels, start, end, rows = xs
+    neg = labels[:, None] != key_labels[None, :]
+    has_neg = jnp.any(neg, axis=1) & (rows < n)
+    dneg = jnp.where(neg, ds, jnp.inf)
+    farthest = jnp.max(jnp.where(neg, ds, -jnp.inf), axis=1)
+    here = jnp.arange(block)
+
+    def body(state):
+      j, value, weight, chosen = state
+      k = start + j
+      key = order[jnp.minimum(k, m - 1)]
+      live = (k < end) & has_neg
+      if same_set:
+        live = live & (key != rows)
+      d_ap = ds[here, key]
+      d_an = jnp.min(jnp.where(dneg > d_ap[:, None], dneg, jnp.inf), axis=1)
+      d_an = jnp.where(d_an < jnp.inf, d_an, farthest)
+      hinge = d_ap - d_an + margin
+      active = live & (hinge > 0)
+      hit = dneg == d_an[:, None]
+      share = jnp.where(
+          active, 1.0 / jnp.maximum(jnp.sum(hit, axis=1), 1), 0.0
+      ).astype(ds.dtype)
+      weight = weight - jnp.where(hit, share[:, None], 0.0)
+      value = value + jnp.sum(jnp.where(active, hinge, 0.0))
+      chosen = jax.lax.dynamic_update_slice(chosen, d_an[None], (j, 0))
+      return j + 1, value, weight, chosen
+
+    num_slots = jnp.max(jnp.where(has_neg, end - start, 0))
+    init = (
+        jnp.int32(0),
+        jnp.zeros((), ds.dtype),
+        jnp.zeros_like(ds),
+        jnp.zeros((m, block), ds.dtype),
+    )
+    _, value, weight, chosen = jax.lax.while_loop(
+        lambda state: state[0] < num_slots, body, init
+    )
+    offset = position[None, :] - start[:, None]
+    slot = jnp.clip(offset, 0, m - 1)
+    d_an = jnp.take_along_axis(chosen.T, slot, axis=1)
+    pos = (
+        (slot == offset) & (position[None, :] < end[:, None]) & has_neg[:, None]
+    )
+    if same_set:
+      pos = pos & (columns[None, :] != rows[:, None])
+    active = pos & (ds - d_an + margin > 0)
+    return value, weight + active.astype(ds.dtype)
+
+  values, weights = jax.lax.map(
+      one_block,
+      (
+          split(ds, 0.0),
+          split(query_labels, 0),
+          split(start, 0),
+          split(end, 0),
+          split(jnp.arange(n, dtype=jnp.int32), n),
+      ),
+  )
+  return jnp.sum(values), weights.reshape(blocks * block, m)[:n]
+
+
+# Rows per block of the per-positive passes: about this many distances, so
+# a block's distances and weights (2 × 64 KiB) stay in the core's cache
+# (measured at B = 1024: 2¹⁴ about 2× faster than unblocked).
+_BLOCK_ELEMENTS = 2**14
+
+
+def semihard(
+    d: jax.Array,
+    query_labels: jax.Array,
+    key_labels: jax.Array,
+    margin,
+    same_set: bool = False,
+    path: str = "auto",
+) -> tuple[jax.Array, jax.Array]:
+  """TF-Addons semi-hard mining; every positive pair is one term.
+
+  Candidate k is a positive of anchor a when their labels are equal (and,
+  with ``same_set``, k ≠ a: queries and keys are the same rows), else a
+  negative. For each pair (a, p) whose anchor has at least one negative, the
+  negative is the closest one with d_an > d_ap, or else the farthest
+  negative; the term is max(0, d_ap − d_an + margin). ``count`` = number of
+  such pairs. Chooses the per-positive passes when the largest label group
+  is small against log M, else the row sort (see module docstring);
+  ``path`` = ``"slots"`` or ``"sort"`` forces one (for tests and benchmarks).
+  """
+  if path not in ("auto", "slots", "sort"):
+    raise ValueError(f"path={path!r} is not one of auto, slots, sort")
+  n, m = d.shape
+  ds = jax.lax.stop_gradient(d)
+  order = jnp.argsort(key_labels, stable=True).astype(jnp.int32)
+  sorted_labels = key_labels[order]
+  start = jnp.searchsorted(sorted_labels, query_labels, side="left").astype(
+      jnp.int32
+  )
+  end = jnp.searchsorted(sorted_labels, query_labels, side="right").astype(
+      jnp.int32
+  )
+  has_neg = end - start < m
+  count = jnp.sum(jnp.where(has_neg, end - start - int(same_set), 0))
+
+  def by_sort():
+    same = query_labels[:, None] == key_labels[None, :]
+    pos = same & ~jnp.eye(n, m, dtype=bool) if same_set else same
+    return _semihard_sorted(ds, pos, ~same, margin)
+
+  num_slots = jnp.max(jnp.where(has_neg, end - start, 0))
+  limit = {"auto": _slot_limit(m), "slots": m, "sort": -1}[path]
+  value, weight = jax.lax.cond(
+      num_slots <= limit,
+      lambda: _semihard_slots(
+          ds, query_labels, key_labels, order, start, end, margin, same_set
+      ),
+      by_sort,
+  )
   weight = jax.lax.stop_gradient(weight)
-  # The second sum is exactly 0 in value; it routes −weight to each d_an.
-  total = (jnp.sum(jnp.where(active, hinge, 0.0))
-           + jnp.sum(weight * (jax.lax.stop_gradient(d) - d)))
-  return total, jnp.sum(valid)
+  # The second sum is exactly 0 in value; it carries the gradient.
+  return value + jnp.sum(weight * (d - ds)), count
 
 
-def batch_all(d: jax.Array, pos: jax.Array, neg: jax.Array,
-              margin) -> tuple[jax.Array, jax.Array]:
+def _slot_limit(m: int) -> int:
+  """Largest label group for which per-positive passes beat the sort."""
+  return int(_SLOTS_PER_LOG2 * max(np.log2(m), 1.0))
+
+
+# Conservative: on CPU the passes were still 1.4-1.7× faster than the sort
+# at B = 1024, S = 115 (limit 120), and 1.15× at B = 4096, S = 194 (limit
+# 144), so the limit could rise to about 16·log₂M.
+_SLOTS_PER_LOG2 = 12.0
+
+
+def batch_all(
+    d: jax.Array, pos: jax.Array, neg: jax.Array, margin
+) -> tuple[jax.Array, jax.Array]:
   """Sum of max(0, d_ap − d_an + margin) over all (a, p, n) triplets.
 
   ``count`` = number of valid triplets, Σ_a P_a·N_a. Uses
@@ -142,8 +330,11 @@ def batch_all(d: jax.Array, pos: jax.Array, neg: jax.Array,
   q_neg = ((_bits(shifted) << utype(1)) | utype(1)) + utype(1)
   at = _row_searchsorted(s, jnp.where(pos, q_pos, q_neg))
   c_pos = jnp.take_along_axis(neg_before, at, axis=1)
-  c_neg = jnp.where(shifted < 0, num_pos,
-                    num_pos - jnp.take_along_axis(pos_before, at, axis=1))
+  c_neg = jnp.where(
+      shifted < 0,
+      num_pos,
+      num_pos - jnp.take_along_axis(pos_before, at, axis=1),
+  )
   c_pos = jnp.where(pos, c_pos, 0).astype(d.dtype)
   c_neg = jnp.where(neg, c_neg, 0).astype(d.dtype)
   total = jnp.sum(c_pos * (d + margin)) - jnp.sum(c_neg * d)
@@ -161,7 +352,17 @@ def batch_hard_indices(d: jax.Array, pos: jax.Array, neg: jax.Array):
   backward pass O(N·D) instead of O(N·M).
   """
   d = jax.lax.stop_gradient(d)
-  positive = jnp.argmax(jnp.where(pos, d, -1.0), axis=1)
-  negative = jnp.argmin(jnp.where(neg, d, jnp.inf), axis=1)
+  # Value first, then the lowest index holding it: two plain reductions,
+  # several times faster on CPU than one variadic argmax / argmin.
+  iota = jnp.arange(d.shape[1], dtype=jnp.int32)
+  last = d.shape[1] - 1
+
+  def first_index(hit):
+    return jnp.minimum(jnp.min(jnp.where(hit, iota, last), axis=1), last)
+
+  hardest_pos = jnp.max(jnp.where(pos, d, -jnp.inf), axis=1, keepdims=True)
+  hardest_neg = jnp.min(jnp.where(neg, d, jnp.inf), axis=1, keepdims=True)
+  positive = first_index(pos & (d == hardest_pos))
+  negative = first_index(neg & (d == hardest_neg))
   valid = jnp.any(pos, axis=1) & jnp.any(neg, axis=1)
   return positive, negative, valid

@@ -45,13 +45,19 @@ def _check_positive(name: str, value) -> None:
 
 def _check_pair(a: jax.Array, b: jax.Array) -> None:
   if a.ndim != 2 or a.shape != b.shape:
-    raise ValueError("a and b must both be [B, D] with the same shape; got "
-                     f"a.shape={a.shape}, b.shape={b.shape}")
+    raise ValueError(
+        "a and b must both be [B, D] with the same shape; got "
+        f"a.shape={a.shape}, b.shape={b.shape}"
+    )
 
 
-def _symmetric_ce(a: jax.Array, b: jax.Array, temperature,
-                  axis_name: AxisName,
-                  positive: Callable[[jax.Array], jax.Array]) -> jax.Array:
+def _symmetric_ce(
+    a: jax.Array,
+    b: jax.Array,
+    temperature,
+    axis_name: AxisName,
+    positive: Callable[[jax.Array], jax.Array],
+) -> jax.Array:
   """Per-row ½(row CE + column CE) with positive logits ``positive(cos)``."""
   _check_pair(a, b)
   dtype = jnp.result_type(a, b, jnp.float32)
@@ -78,8 +84,9 @@ def _symmetric_ce(a: jax.Array, b: jax.Array, temperature,
   return 0.5 * (row_ce + col_ce)
 
 
-def info_nce(a: jax.Array, b: jax.Array, temperature=0.07,
-             axis_name: AxisName = None) -> jax.Array:
+def info_nce(
+    a: jax.Array, b: jax.Array, temperature=0.07, axis_name: AxisName = None
+) -> jax.Array:
   r"""Symmetric InfoNCE (CLIP-style) loss, one value per pair.
 
   With :math:`\hat a, \hat b` the L2-normalised rows and
@@ -117,8 +124,9 @@ def info_nce(a: jax.Array, b: jax.Array, temperature=0.07,
   return _symmetric_ce(a, b, temperature, axis_name, lambda c: c)
 
 
-def angular_margin_info_nce(a: jax.Array, b: jax.Array, margin, temperature,
-                            axis_name: AxisName = None) -> jax.Array:
+def angular_margin_info_nce(
+    a: jax.Array, b: jax.Array, margin, temperature, axis_name: AxisName = None
+) -> jax.Array:
   r"""InfoNCE with a subtractive angular margin on the positive pairs (MAMA).
 
   As :func:`info_nce`, but with :math:`\theta_{ii} = \arccos(\hat a_i \cdot

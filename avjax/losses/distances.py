@@ -32,8 +32,9 @@ def check_metric(metric: str) -> None:
     raise ValueError(f"metric={metric!r} is not one of {list(METRICS)}")
 
 
-def safe_l2_normalize(x: jax.Array, axis: int = -1,
-                      eps: float = _NORM_EPS) -> jax.Array:
+def safe_l2_normalize(
+    x: jax.Array, axis: int = -1, eps: float = _NORM_EPS
+) -> jax.Array:
   """``x / max(‖x‖₂, eps)`` along ``axis``; zero vectors stay zero.
 
   Gradients are finite everywhere, including at ``x = 0``.
@@ -56,8 +57,9 @@ def _zero_tolerance(dim: int, dtype) -> float:
   return 4.0 * float(dim) ** 0.5 * float(jnp.finfo(dtype).eps)
 
 
-def pairwise_distances(x: jax.Array, y: jax.Array,
-                       metric: str = "euclidean") -> jax.Array:
+def pairwise_distances(
+    x: jax.Array, y: jax.Array, metric: str = "euclidean"
+) -> jax.Array:
   r"""All distances between the rows of ``x`` and the rows of ``y``.
 
   .. math::
@@ -93,11 +95,15 @@ def pairwise_distances(x: jax.Array, y: jax.Array,
   x = jnp.asarray(x)
   y = jnp.asarray(y)
   if x.ndim != 2 or y.ndim != 2:
-    raise ValueError("pairwise_distances expects x [N, D] and y [M, D]; got "
-                     f"x.shape={x.shape}, y.shape={y.shape}")
+    raise ValueError(
+        "pairwise_distances expects x [N, D] and y [M, D]; got "
+        f"x.shape={x.shape}, y.shape={y.shape}"
+    )
   if x.shape[1] != y.shape[1]:
-    raise ValueError("pairwise_distances: feature sizes differ, "
-                     f"x.shape={x.shape} vs y.shape={y.shape}")
+    raise ValueError(
+        "pairwise_distances: feature sizes differ, "
+        f"x.shape={x.shape} vs y.shape={y.shape}"
+    )
   dtype = jnp.result_type(x, y)
   if not jnp.issubdtype(dtype, jnp.floating):
     dtype = jnp.dtype(jnp.float32)
@@ -121,8 +127,9 @@ def pairwise_distances(x: jax.Array, y: jax.Array,
   return safe_sqrt(sq)
 
 
-def paired_distances(x: jax.Array, y: jax.Array,
-                     metric: str = "euclidean") -> jax.Array:
+def paired_distances(
+    x: jax.Array, y: jax.Array, metric: str = "euclidean"
+) -> jax.Array:
   """Distance between row i of ``x`` and row i of ``y``: ``[N, D] → [N]``.
 
   Computed from the difference ``x_i − y_i`` (exact, O(N·D)); agrees with
@@ -132,8 +139,10 @@ def paired_distances(x: jax.Array, y: jax.Array,
   check_metric(metric)
   x, y = jnp.asarray(x), jnp.asarray(y)
   if x.shape != y.shape or x.ndim != 2:
-    raise ValueError("paired_distances expects x and y of the same shape "
-                     f"[N, D]; got {x.shape} and {y.shape}")
+    raise ValueError(
+        "paired_distances expects x and y of the same shape "
+        f"[N, D]; got {x.shape} and {y.shape}"
+    )
   if metric == "cosine":
     cos = jnp.sum(safe_l2_normalize(x) * safe_l2_normalize(y), axis=-1)
     return jnp.maximum(1.0 - cos, 0.0)

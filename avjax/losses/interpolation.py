@@ -52,13 +52,16 @@ def _check_alpha(alpha) -> None:
     return
   values = np.asarray(alpha)
   if values.size and not (np.all(values >= 0) and np.all(values < 1)):
-    raise ValueError("alpha must lie in [0, 1) (alpha = 1 collapses the "
-                     "synthetic negative onto the anchor); got "
-                     f"min={values.min()}, max={values.max()}")
+    raise ValueError(
+        "alpha must lie in [0, 1) (alpha = 1 collapses the "
+        "synthetic negative onto the anchor); got "
+        f"min={values.min()}, max={values.max()}"
+    )
 
 
-def interpolate_negatives(anchors: jax.Array, negatives: jax.Array,
-                          alpha) -> jax.Array:
+def interpolate_negatives(
+    anchors: jax.Array, negatives: jax.Array, alpha
+) -> jax.Array:
   r"""Moves negatives towards their anchors: ``n' = n + α (a − n)``.
 
   .. math::
@@ -93,17 +96,24 @@ def interpolate_negatives(anchors: jax.Array, negatives: jax.Array,
     raise ValueError(f"alpha must be a scalar or [N]; got shape {alpha.shape}")
   if alpha.ndim == 1:
     if alpha.shape[0] != negatives.shape[0]:
-      raise ValueError(f"alpha has shape {alpha.shape} but negatives has "
-                       f"{negatives.shape[0]} rows")
+      raise ValueError(
+          f"alpha has shape {alpha.shape} but negatives has "
+          f"{negatives.shape[0]} rows"
+      )
     alpha = alpha[:, None]
   return negatives + alpha * (anchors - negatives)
 
 
 def augment_with_interpolated_negatives(
-    queries: jax.Array, query_labels: jax.Array, keys: jax.Array,
-    key_labels: jax.Array, alpha, rng: jax.Array | None = None,
+    queries: jax.Array,
+    query_labels: jax.Array,
+    keys: jax.Array,
+    key_labels: jax.Array,
+    alpha,
+    rng: jax.Array | None = None,
     num_per_anchor: int = 1,
-    metric: str = "euclidean") -> tuple[jax.Array, jax.Array]:
+    metric: str = "euclidean",
+) -> tuple[jax.Array, jax.Array]:
   r"""Appends per-query synthetic hard negatives to a key set.
 
   For each query :math:`a_i` the function picks ``K = num_per_anchor``
@@ -150,27 +160,38 @@ def augment_with_interpolated_negatives(
   queries, query_labels = jnp.asarray(queries), jnp.asarray(query_labels)
   keys, key_labels = jnp.asarray(keys), jnp.asarray(key_labels)
   if queries.ndim != 2 or keys.ndim != 2 or queries.shape[1] != keys.shape[1]:
-    raise ValueError("queries must be [Nq, D] and keys [Nk, D]; got "
-                     f"{queries.shape} and {keys.shape}")
+    raise ValueError(
+        "queries must be [Nq, D] and keys [Nk, D]; got "
+        f"{queries.shape} and {keys.shape}"
+    )
   if query_labels.shape != queries.shape[:1]:
-    raise ValueError(f"query_labels must have shape {queries.shape[:1]}; got "
-                     f"{query_labels.shape}")
+    raise ValueError(
+        f"query_labels must have shape {queries.shape[:1]}; got "
+        f"{query_labels.shape}"
+    )
   if key_labels.shape != keys.shape[:1]:
-    raise ValueError(f"key_labels must have shape {keys.shape[:1]}; got "
-                     f"{key_labels.shape}")
+    raise ValueError(
+        f"key_labels must have shape {keys.shape[:1]}; got "
+        f"{key_labels.shape}"
+    )
   num_q, num_k = queries.shape[0], keys.shape[0]
   k = int(num_per_anchor)
   if not 1 <= k <= num_k:
-    raise ValueError(f"num_per_anchor={num_per_anchor} must be in "
-                     f"[1, {num_k}] (the number of keys)")
+    raise ValueError(
+        f"num_per_anchor={num_per_anchor} must be in "
+        f"[1, {num_k}] (the number of keys)"
+    )
 
   dtype = jnp.result_type(queries, keys)
   alpha = jnp.asarray(alpha, dtype)
   if alpha.ndim > 2 or alpha.shape not in ((), (num_q,), (num_q, k)):
-    raise ValueError(f"alpha must be a scalar, [{num_q}] or [{num_q}, {k}]; "
-                     f"got shape {alpha.shape}")
-  alpha = jnp.broadcast_to(alpha[:, None] if alpha.ndim == 1 else alpha,
-                           (num_q, k))
+    raise ValueError(
+        f"alpha must be a scalar, [{num_q}] or [{num_q}, {k}]; "
+        f"got shape {alpha.shape}"
+    )
+  alpha = jnp.broadcast_to(
+      alpha[:, None] if alpha.ndim == 1 else alpha, (num_q, k)
+  )
 
   is_neg = query_labels[:, None] != key_labels[None, :]  # [Nq, Nk]
   if rng is None:

@@ -5,8 +5,9 @@ Decisions:
     same-label pair (a ≠ p) is a positive pair; its negative is the closest
     negative strictly farther than d_ap, else the farthest negative; the loss
     is the mean of max(0, d_ap − d_an + margin) over positive pairs. It runs
-    in O(B² log B) time and O(B²) memory (see ``_mining``), never building
-    the B³ triplet tensor.
+    in O(B²·S) time for S = the largest class in the batch, or O(B² log B)
+    when S is large, and O(B²) memory (see ``_mining``), never building the
+    B³ triplet tensor.
   * Positive pairs whose anchor has no negative at all (only possible when
     every candidate shares the anchor's label) are left out of both the sum
     and the count; when nothing is left the loss is exactly 0 with zero
@@ -44,13 +45,16 @@ def _check_margin(margin) -> None:
     raise ValueError(f"margin={margin} must be >= 0")
 
 
-def _check_embeddings(name: str, embeddings: jax.Array, labels_name: str,
-                      labels: jax.Array) -> None:
+def _check_embeddings(
+    name: str, embeddings: jax.Array, labels_name: str, labels: jax.Array
+) -> None:
   if embeddings.ndim != 2:
     raise ValueError(f"{name} must be [B, D]; got shape {embeddings.shape}")
   if labels.shape != embeddings.shape[:1]:
-    raise ValueError(f"{labels_name} must be [B] = {embeddings.shape[:1]} to "
-                     f"match {name}; got shape {labels.shape}")
+    raise ValueError(
+        f"{labels_name} must be [B] = {embeddings.shape[:1]} to "
+        f"match {name}; got shape {labels.shape}"
+    )
 
 
 def _masks_same_set(labels: jax.Array):
@@ -80,9 +84,12 @@ def _mean(total_and_count) -> jax.Array:
   return total / jnp.maximum(count, 1).astype(total.dtype)
 
 
-def triplet_semihard(embeddings: jax.Array, labels: jax.Array,
-                     margin: float = 1.0,
-                     metric: str = "euclidean") -> jax.Array:
+def triplet_semihard(
+    embeddings: jax.Array,
+    labels: jax.Array,
+    margin: float = 1.0,
+    metric: str = "euclidean",
+) -> jax.Array:
   r"""Triplet loss with semi-hard negative mining (TF-Addons semantics).
 
   For every positive pair (a, p) — same label, a ≠ p — the negative is
@@ -95,7 +102,7 @@ def triplet_semihard(embeddings: jax.Array, labels: jax.Array,
 
   and the loss is
   :math:`\frac{1}{|P|}\sum_{(a,p) \in P} \max(0, d_{ap} - d_{an^*} + m)`.
-  Cost: O(B² log B) time, O(B²) memory.
+  Cost: O(B²·min(S, log B)) time for S = the largest class, O(B²) memory.
 
   Args:
     embeddings: ``[B, D]`` float embeddings.
@@ -124,13 +131,15 @@ def triplet_semihard(embeddings: jax.Array, labels: jax.Array,
   embeddings, labels = jnp.asarray(embeddings), jnp.asarray(labels)
   _check_embeddings("embeddings", embeddings, "labels", labels)
   d = pairwise_distances(embeddings, embeddings, metric)
-  pos, neg = _masks_same_set(labels)
-  return _mean(_mining.semihard(d, pos, neg, margin))
+  return _mean(_mining.semihard(d, labels, labels, margin, same_set=True))
 
 
-def triplet_batch_hard(embeddings: jax.Array, labels: jax.Array,
-                       margin: float = 1.0,
-                       metric: str = "euclidean") -> jax.Array:
+def triplet_batch_hard(
+    embeddings: jax.Array,
+    labels: jax.Array,
+    margin: float = 1.0,
+    metric: str = "euclidean",
+) -> jax.Array:
   r"""Batch-hard triplet loss: hardest positive vs hardest negative.
 
   .. math::
@@ -168,10 +177,15 @@ def triplet_batch_hard(embeddings: jax.Array, labels: jax.Array,
   return _mean(_batch_hard(embeddings, embeddings, pos, neg, margin, metric))
 
 
-def cross_modal_triplet(queries: jax.Array, query_labels: jax.Array,
-                        keys: jax.Array, key_labels: jax.Array,
-                        margin: float = 1.0, mining: str = "semihard",
-                        metric: str = "euclidean") -> jax.Array:
+def cross_modal_triplet(
+    queries: jax.Array,
+    query_labels: jax.Array,
+    keys: jax.Array,
+    key_labels: jax.Array,
+    margin: float = 1.0,
+    mining: str = "semihard",
+    metric: str = "euclidean",
+) -> jax.Array:
   r"""Triplet loss with anchors from one modality, candidates from another.
 
   Anchors are the ``queries``; a key is a positive of a query when their
@@ -181,7 +195,7 @@ def cross_modal_triplet(queries: jax.Array, query_labels: jax.Array,
   * ``"semihard"``: for every (query, positive key) pair, the negative key is
     chosen by the TF-Addons rule (closest negative with d_an > d_ap, else the
     farthest); mean of max(0, d_ap − d_an + m) over those pairs.
-    O(Nq·Nk log Nk).
+    O(Nq·Nk·min(S, log Nk)) for S = the largest key class.
   * ``"hard"``: per query, max(0, max_p d_ap − min_n d_an + m); mean over
     queries with at least one positive and one negative key.
   * ``"all"``: mean of max(0, d_ap − d_an + m) over **all** valid (a, p, n),
@@ -227,11 +241,14 @@ def cross_modal_triplet(queries: jax.Array, query_labels: jax.Array,
   _check_embeddings("queries", queries, "query_labels", query_labels)
   _check_embeddings("keys", keys, "key_labels", key_labels)
   if queries.shape[1] != keys.shape[1]:
-    raise ValueError("queries and keys must share the embedding size; got "
-                     f"{queries.shape} and {keys.shape}")
+    raise ValueError(
+        "queries and keys must share the embedding size; got "
+        f"{queries.shape} and {keys.shape}"
+    )
   same = query_labels[:, None] == key_labels[None, :]
   if mining == "hard":
     return _mean(_batch_hard(queries, keys, same, ~same, margin, metric))
   d = pairwise_distances(queries, keys, metric)
-  miner = {"semihard": _mining.semihard, "all": _mining.batch_all}[mining]
-  return _mean(miner(d, same, ~same, margin))
+  if mining == "semihard":
+    return _mean(_mining.semihard(d, query_labels, key_labels, margin))
+  return _mean(_mining.batch_all(d, same, ~same, margin))

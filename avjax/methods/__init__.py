@@ -21,8 +21,9 @@ def get_method(config: ml_collections.ConfigDict) -> Method:
   """Instantiates the method named by ``config.method``."""
   name = config.get("method")
   if name not in _METHODS:
-    raise ValueError(f"config.method={name!r} is not one of "
-                     f"{sorted(_METHODS)}")
+    raise ValueError(
+        f"config.method={name!r} is not one of " f"{sorted(_METHODS)}"
+    )
   module, cls = _METHODS[name].split(":")
   return getattr(importlib.import_module(module), cls)(config)
 

@@ -108,9 +108,14 @@ def batch_transform(mel_kwargs: dict[str, Any]):
 
   def transform(batch):
     f = features(batch)
-    return {"audio": f["audio"], "visual": f["image"], "label": f["label"],
-            "true_label": f["label"],
-            "id": f["clip_id"]}
+    return {
+        "audio": f["audio"],
+        "visual": f["image"],
+        "label": f["label"],
+        "true_label": f["label"],
+        "id": f["clip_id"],
+    }
+
   return transform
 
 
@@ -129,25 +134,32 @@ class AVC(Method):
     _check_choice(self.objective, OBJECTIVES, "config.avc.objective")
     s = config.sampling
     _check_choice(s.mining_space, MINING_SPACES, "config.sampling.mining_space")
-    _check_choice(s.easy_distance, EASY_DISTANCES,
-                  "config.sampling.easy_distance")
+    _check_choice(
+        s.easy_distance, EASY_DISTANCES, "config.sampling.easy_distance"
+    )
     self.positives = {k: float(v) for k, v in s.positives.items()}
     self.negatives = {k: float(v) for k, v in s.negatives.items()}
     if self.objective == "info_nce" and any(
-        w > 0 for k, w in self.negatives.items() if k != "random"):
+        w > 0 for k, w in self.negatives.items() if k != "random"
+    ):
       raise ValueError(
           f"config.sampling.negatives={self.negatives}: the info_nce "
           "objective uses in-batch negatives; easy/hard need objective "
-          "'binary' or 'contrastive'")
+          "'binary' or 'contrastive'"
+      )
     self.towers = encoders.TwoTower(
-        audio_encoder=encoders.make_encoder(m.audio_encoder, m.embed_dim,
-                                            **dict(m.get("audio_kwargs", {}))),
+        audio_encoder=encoders.make_encoder(
+            m.audio_encoder, m.embed_dim, **dict(m.get("audio_kwargs", {}))
+        ),
         visual_encoder=encoders.make_encoder(
-            m.visual_encoder, m.embed_dim, **dict(m.get("visual_kwargs", {}))),
-        normalize=m.get("normalize", False))
+            m.visual_encoder, m.embed_dim, **dict(m.get("visual_kwargs", {}))
+        ),
+        normalize=m.get("normalize", False),
+    )
     self.head = heads.CorrespondenceHead(
         hidden_dims=tuple(m.get("head_hidden_dims", (64,))),
-        fusion=m.get("fusion", "concat"))
+        fusion=m.get("fusion", "concat"),
+    )
     self.num_classes = int(config.data.num_classes)
     self.classifier = heads.LinearClassifier(self.num_classes)
     self.transform = batch_transform(dict(config.data.get("log_mel", {})))
@@ -160,11 +172,17 @@ class AVC(Method):
     """A whole split as model inputs (cached per process); see
     ``batch_transform`` for the keys."""
     d = self.config.data
-    key = (d.name, split, d.get("data_dir"), d.get("manual_dir"),
-           tuple(sorted(dict(d.get("log_mel", {})).items())))
+    key = (
+        d.name,
+        split,
+        d.get("data_dir"),
+        d.get("manual_dir"),
+        tuple(sorted(dict(d.get("log_mel", {})).items())),
+    )
     if key not in _SPLIT_CACHE:
-      _SPLIT_CACHE[key] = pipeline.load_split(self._source(split),
-                                              self.transform)
+      _SPLIT_CACHE[key] = pipeline.load_split(
+          self._source(split), self.transform
+      )
     return _SPLIT_CACHE[key]
 
   @functools.cached_property
@@ -173,10 +191,12 @@ class AVC(Method):
     d = self.config.data
     labels = self.split_arrays("train")["true_label"]
     return subsets.subset_indices(
-        labels, per_class=d.get("per_class") or None,
+        labels,
+        per_class=d.get("per_class") or None,
         imbalance_ratio=float(d.get("imbalance_ratio", 1.0)),
         seed=int(self.config.seed),
-        min_per_class=int(d.get("min_per_class", 2)))
+        min_per_class=int(d.get("min_per_class", 2)),
+    )
 
   @functools.cached_property
   def sampling_labels(self) -> np.ndarray | None:
@@ -185,7 +205,8 @@ class AVC(Method):
     if not path:
       return None
     return labels_file.labels_for_clips(
-        path, self.split_arrays("train")["id"], self.num_classes)
+        path, self.split_arrays("train")["id"], self.num_classes
+    )
 
   def train_iterator(self, batch_size, seed, process_index, process_count):
     idx = self.train_indices
@@ -195,17 +216,25 @@ class AVC(Method):
           f"The training subset has {len(idx)} examples (data.per_class="
           f"{d.get('per_class')}, data.imbalance_ratio="
           f"{d.get('imbalance_ratio')}), fewer than data.batch_size="
-          f"{batch_size}; lower the batch size or enlarge the subset")
+          f"{batch_size}; lower the batch size or enlarge the subset"
+      )
     # Features are computed once per split (cached) and served from memory:
     # there is no augmentation, and recomputing log-mels every epoch of a
     # small training set would cost as much as the train step itself.
     relabel = self.sampling_labels
     source = subsets.SubsetSource(
-        pipeline.ArraySource(self.split_arrays("train")), idx,
-        labels=None if relabel is None else relabel[idx])
+        pipeline.ArraySource(self.split_arrays("train")),
+        idx,
+        labels=None if relabel is None else relabel[idx],
+    )
     return pipeline.make_train_iterator(
-        source, batch_size=batch_size, seed=seed, batch_transform=None,
-        process_index=process_index, process_count=process_count)
+        source,
+        batch_size=batch_size,
+        seed=seed,
+        batch_transform=None,
+        process_index=process_index,
+        process_count=process_count,
+    )
 
   # Model ------------------------------------------------------------------
   def init_params(self, rng, batch):
@@ -223,30 +252,42 @@ class AVC(Method):
   def embed(self, params, audio=None, visual=None, rng=None):
     """(audio [B, E], visual [B, E]) embeddings; dropout when rng given."""
     train = rng is not None
-    return self.towers.apply(params["towers"], audio, visual, train=train,
-                             rngs={"dropout": rng} if train else None)
+    return self.towers.apply(
+        params["towers"],
+        audio,
+        visual,
+        train=train,
+        rngs={"dropout": rng} if train else None,
+    )
 
   # Loss -------------------------------------------------------------------
   def _distances(self, a: jax.Array, v: jax.Array) -> jax.Array:
     """[B, B] anchor→candidate distances for mining (no gradient)."""
     s = self.config.sampling
     a, v = jax.lax.stop_gradient(a), jax.lax.stop_gradient(v)
-    x, y = {"visual": (v, v), "cross": (a, v),
-            "audio": (a, a)}[s.mining_space]
+    x, y = {"visual": (v, v), "cross": (a, v), "audio": (a, a)}[s.mining_space]
     return losses.pairwise_distances(x, y, metric=s.metric)
 
   def partners(self, rng, a, v, labels, ids) -> dict[str, jax.Array]:
     """``sampling.sample_partners`` with this config's mix and distances."""
     s = self.config.sampling
-    needs_emb = (self.negatives.get("hard", 0) > 0 or (
-        self.negatives.get("easy", 0) > 0 and s.easy_distance == "embedding"))
+    needs_emb = self.negatives.get("hard", 0) > 0 or (
+        self.negatives.get("easy", 0) > 0 and s.easy_distance == "embedding"
+    )
     distances = self._distances(a, v) if needs_emb else None
-    easy = (sampling.label_distances(labels)
-            if s.easy_distance == "label" else None)
+    easy = (
+        sampling.label_distances(labels) if s.easy_distance == "label" else None
+    )
     return sampling.sample_partners(
-        rng, labels, ids, self.positives, self.negatives,
-        distances=distances, easy_distances=easy,
-        num_negatives=int(s.get("num_negatives", 1)))
+        rng,
+        labels,
+        ids,
+        self.positives,
+        self.negatives,
+        distances=distances,
+        easy_distances=easy,
+        num_negatives=int(s.get("num_negatives", 1)),
+    )
 
   def loss_fn(self, params, batch, rng, stage: Stage, step):
     del stage, step
@@ -254,14 +295,17 @@ class AVC(Method):
     a, v = self.embed(params, batch["audio"], batch["visual"], rng=k_drop)
     labels = jnp.asarray(batch["label"])
     if self.objective == "supervised":
-      ce = [optax.softmax_cross_entropy_with_integer_labels(
-          self.classifier.apply(params[name], e), labels).mean()
-            for name, e in (("cls_audio", a), ("cls_visual", v))]
+      ce = [
+          optax.softmax_cross_entropy_with_integer_labels(
+              self.classifier.apply(params[name], e), labels
+          ).mean()
+          for name, e in (("cls_audio", a), ("cls_visual", v))
+      ]
       return 0.5 * (ce[0] + ce[1]), {"ce_audio": ce[0], "ce_visual": ce[1]}
 
     part = self.partners(k_sample, a, v, labels, batch["id"])
     truth = jnp.asarray(batch["true_label"])
-    neg_ok = part["negative_valid"].astype(jnp.float32)     # [B, K]
+    neg_ok = part["negative_valid"].astype(jnp.float32)  # [B, K]
     n_ok = jnp.maximum(jnp.sum(neg_ok), 1.0)
     metrics = {
         "soft_positive_frac": jnp.mean(part["positive_kind"] == 1),
@@ -271,36 +315,55 @@ class AVC(Method):
         # with a labels file or random negatives).
         "positive_same_class_frac": jnp.mean(truth[part["positive"]] == truth),
         "negative_same_class_frac": jnp.sum(
-            (truth[part["negative"]] == truth[:, None]) * neg_ok) / n_ok,
+            (truth[part["negative"]] == truth[:, None]) * neg_ok
+        )
+        / n_ok,
     }
-    v_pos = v[part["positive"]]                               # [B, E]
+    v_pos = v[part["positive"]]  # [B, E]
     if self.objective == "info_nce":
-      loss = jnp.mean(losses.info_nce(a, v_pos,
-                                      temperature=self.config.avc.temperature))
+      loss = jnp.mean(
+          losses.info_nce(a, v_pos, temperature=self.config.avc.temperature)
+      )
       return loss, metrics
-    v_neg = v[part["negative"]]                               # [B, K, E]
+    v_neg = v[part["negative"]]  # [B, K, E]
     if self.objective == "contrastive":
       # Softmax over (chosen positive, K chosen negatives) per audio anchor.
       an = encoders.l2_normalize(a)
       s_pos = jnp.sum(an * encoders.l2_normalize(v_pos), -1)
       s_neg = jnp.einsum("be,bke->bk", an, encoders.l2_normalize(v_neg))
       logits = jnp.concatenate([s_pos[:, None], s_neg], axis=1) / (
-          self.config.avc.temperature)
-      logits = jnp.where(jnp.concatenate(
-          [jnp.ones_like(s_pos[:, None], bool), neg_ok > 0], axis=1),
-                         logits, -1e9)
+          self.config.avc.temperature
+      )
+      logits = jnp.where(
+          jnp.concatenate(
+              [jnp.ones_like(s_pos[:, None], bool), neg_ok > 0], axis=1
+          ),
+          logits,
+          -1e9,
+      )
       loss = jnp.mean(jax.nn.logsumexp(logits, axis=1) - logits[:, 0])
-      return loss, dict(metrics, rank1_acc=jnp.mean(
-          jnp.argmax(logits, axis=1) == 0))
-    pos_logit = self.head.apply(params["head"], a, v_pos)     # [B]
+      return loss, dict(
+          metrics, rank1_acc=jnp.mean(jnp.argmax(logits, axis=1) == 0)
+      )
+    pos_logit = self.head.apply(params["head"], a, v_pos)  # [B]
     neg_logit = self.head.apply(
-        params["head"], jnp.broadcast_to(a[:, None], v_neg.shape), v_neg)
-    pos_loss = jnp.mean(optax.sigmoid_binary_cross_entropy(
-        pos_logit, jnp.ones_like(pos_logit)))
-    neg_loss = jnp.sum(optax.sigmoid_binary_cross_entropy(
-        neg_logit, jnp.zeros_like(neg_logit)) * neg_ok) / n_ok
-    acc = 0.5 * (jnp.mean(pos_logit > 0)
-                 + jnp.sum((neg_logit <= 0) * neg_ok) / n_ok)
+        params["head"], jnp.broadcast_to(a[:, None], v_neg.shape), v_neg
+    )
+    pos_loss = jnp.mean(
+        optax.sigmoid_binary_cross_entropy(pos_logit, jnp.ones_like(pos_logit))
+    )
+    neg_loss = (
+        jnp.sum(
+            optax.sigmoid_binary_cross_entropy(
+                neg_logit, jnp.zeros_like(neg_logit)
+            )
+            * neg_ok
+        )
+        / n_ok
+    )
+    acc = 0.5 * (
+        jnp.mean(pos_logit > 0) + jnp.sum((neg_logit <= 0) * neg_ok) / n_ok
+    )
     return 0.5 * (pos_loss + neg_loss), dict(metrics, avc_acc=acc)
 
   # Eval -------------------------------------------------------------------
@@ -314,8 +377,12 @@ class AVC(Method):
     Each process embeds its block of rows; every process gets all rows.
     """
     data = self.split_arrays(split)
-    emb = sharded_embed(self._embed_jit, params, data,
-                        int(self.config.get("eval_batch_size", 512)))
+    emb = sharded_embed(
+        self._embed_jit,
+        params,
+        data,
+        int(self.config.get("eval_batch_size", 512)),
+    )
     return dict(emb, label=data["true_label"])
 
   def evaluate(self, params, split, plot_dir=None):
@@ -331,17 +398,28 @@ class AVC(Method):
     if p.get("fit_on", "full") == "subset":
       train = {k: x[self.train_indices] for k, x in train.items()}
     elif p.get("fit_on", "full") != "full":
-      raise ValueError(f"config.probe.fit_on={p.fit_on!r} is not one of "
-                       "['full', 'subset']")
+      raise ValueError(
+          f"config.probe.fit_on={p.fit_on!r} is not one of "
+          "['full', 'subset']"
+      )
     val = self.embed_split(params, "validation")
     test = val if split == "validation" else self.embed_split(params, split)
-    probe = functools.partial(probe_lib.linear_probe,
-                              num_classes=self.num_classes,
-                              l2_grid=tuple(p.l2_grid), steps=int(p.steps))
+    probe = functools.partial(
+        probe_lib.linear_probe,
+        num_classes=self.num_classes,
+        l2_grid=tuple(p.l2_grid),
+        steps=int(p.steps),
+    )
     out = {}
     for mod in ("audio", "visual"):
-      r = probe(train[mod], train["label"], val[mod], val["label"], test[mod],
-                test["label"])
+      r = probe(
+          train[mod],
+          train["label"],
+          val[mod],
+          val["label"],
+          test[mod],
+          test["label"],
+      )
       out[f"probe_{mod}_acc"] = r["accuracy"]
       out[f"probe_{mod}_val_acc"] = r["val_accuracy"]
     shots = int(p.get("fewshot_per_class", 0))
@@ -350,12 +428,20 @@ class AVC(Method):
       # differ only by their encoders.
       accs = {"audio": [], "visual": []}
       for draw in range(int(p.get("fewshot_draws", 1))):
-        idx = subsets.subset_indices(train["label"], per_class=shots,
-                                     seed=draw, min_per_class=1)
+        idx = subsets.subset_indices(
+            train["label"], per_class=shots, seed=draw, min_per_class=1
+        )
         for mod in accs:
-          accs[mod].append(probe(train[mod][idx], train["label"][idx],
-                                 val[mod], val["label"], test[mod],
-                                 test["label"])["accuracy"])
+          accs[mod].append(
+              probe(
+                  train[mod][idx],
+                  train["label"][idx],
+                  val[mod],
+                  val["label"],
+                  test[mod],
+                  test["label"],
+              )["accuracy"]
+          )
       for mod, values in accs.items():
         out[f"fewshot_{mod}_acc"] = float(np.mean(values))
     if self.objective == "binary":
@@ -363,8 +449,9 @@ class AVC(Method):
     elif self.objective == "supervised":
       for mod in ("audio", "visual"):
         logits = self.classifier.apply(params[f"cls_{mod}"], test[mod])
-        out[f"classifier_{mod}_acc"] = float(np.mean(
-            np.argmax(np.asarray(logits), -1) == test["label"]))
+        out[f"classifier_{mod}_acc"] = float(
+            np.mean(np.argmax(np.asarray(logits), -1) == test["label"])
+        )
     return out
 
   def _head_accuracy(self, params, emb: dict[str, np.ndarray]) -> float:

@@ -30,16 +30,18 @@ class Method(abc.ABC):
     self.config = config
 
   @abc.abstractmethod
-  def train_iterator(self, batch_size: int, seed: int, process_index: int,
-                     process_count: int) -> Any:
+  def train_iterator(
+      self, batch_size: int, seed: int, process_index: int, process_count: int
+  ) -> Any:
     """A grain iterator of per-process numpy batches (with get/set_state)."""
 
   @abc.abstractmethod
   def init_params(self, rng: jax.Array, batch: Batch) -> PyTree:
     """Initial parameters, given one example batch for shapes."""
 
-  def make_optimizer(self, stage: Stage,
-                     total_steps: int) -> optax.GradientTransformation:
+  def make_optimizer(
+      self, stage: Stage, total_steps: int
+  ) -> optax.GradientTransformation:
     """The optax transformation that trains ``stage``.
 
     The default builds one optimiser from ``config.optimizer`` and returns
@@ -51,8 +53,9 @@ class Method(abc.ABC):
     """
     del stage
     if getattr(self, "_shared_optimizer", None) is None:
-      self._shared_optimizer = optim.make_optimizer(self.config.optimizer,
-                                                    total_steps)
+      self._shared_optimizer = optim.make_optimizer(
+          self.config.optimizer, total_steps
+      )
     return self._shared_optimizer
 
   def init_aux(self, rng: jax.Array, params: PyTree) -> PyTree:
@@ -61,24 +64,33 @@ class Method(abc.ABC):
     return {}
 
   @abc.abstractmethod
-  def loss_fn(self, params: PyTree, batch: Batch, rng: jax.Array,
-              stage: Stage, step: jax.Array) -> tuple[jax.Array, dict]:
+  def loss_fn(
+      self,
+      params: PyTree,
+      batch: Batch,
+      rng: jax.Array,
+      stage: Stage,
+      step: jax.Array,
+  ) -> tuple[jax.Array, dict]:
     """Scalar training loss and a dict of scalar metrics to log."""
 
-  def train_step(self, state: TrainState, batch: Batch,
-                 stage: Stage) -> tuple[TrainState, dict]:
+  def train_step(
+      self, state: TrainState, batch: Batch, stage: Stage
+  ) -> tuple[TrainState, dict]:
     """One optimisation step; pure, jitted by the loop once per stage.
 
     The default differentiates ``loss_fn`` and applies the optimiser; methods
     with a different update rule (e.g. MAMA's bilevel step) override it.
     """
     grad_fn = jax.value_and_grad(self.loss_fn, has_aux=True)
-    (loss, metrics), grads = grad_fn(state.params, batch, state.step_rng(),
-                                     stage, state.step)
+    (loss, metrics), grads = grad_fn(
+        state.params, batch, state.step_rng(), stage, state.step
+    )
     metrics = dict(metrics, loss=loss)
     return state.apply_gradients(grads), metrics
 
   @abc.abstractmethod
-  def evaluate(self, params: PyTree, split: str,
-               plot_dir: str | None = None) -> dict[str, float]:
+  def evaluate(
+      self, params: PyTree, split: str, plot_dir: str | None = None
+  ) -> dict[str, float]:
     """Eval metrics (flat dict of floats) on ``split``; plots if plot_dir."""

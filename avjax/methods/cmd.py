@@ -94,8 +94,12 @@ def _standardize(x: jax.Array, eps: float = 1e-6) -> jax.Array:
   return (x - mean) * jax.lax.rsqrt(var + eps)
 
 
-def frame_distance(pred: jax.Array, target: jax.Array, distance: str = "mse",
-                   normalize: bool = True) -> jax.Array:
+def frame_distance(
+    pred: jax.Array,
+    target: jax.Array,
+    distance: str = "mse",
+    normalize: bool = True,
+) -> jax.Array:
   """Per-token distance [B, T] between [B, T, D] predictions and targets.
 
   Args:
@@ -105,20 +109,22 @@ def frame_distance(pred: jax.Array, target: jax.Array, distance: str = "mse",
     normalize: standardise both along D first (parameter-free LayerNorm).
   """
   if distance not in _DISTANCES:
-    raise ValueError(f"config.cmd.distance={distance!r} is not one of "
-                     f"{list(_DISTANCES)}")
+    raise ValueError(
+        f"config.cmd.distance={distance!r} is not one of " f"{list(_DISTANCES)}"
+    )
   if normalize:
     pred, target = _standardize(pred), _standardize(target)
   if distance == "cosine":
     num = jnp.sum(pred * target, axis=-1)
-    den = (jnp.linalg.norm(pred, axis=-1) * jnp.linalg.norm(target, axis=-1))
+    den = jnp.linalg.norm(pred, axis=-1) * jnp.linalg.norm(target, axis=-1)
     return 1.0 - num / jnp.maximum(den, 1e-6)
   diff = pred - target
   if distance == "mse":
-    return jnp.mean(diff ** 2, axis=-1)
+    return jnp.mean(diff**2, axis=-1)
   abs_diff = jnp.abs(diff)
-  return jnp.mean(jnp.where(abs_diff < 1.0, 0.5 * diff ** 2, abs_diff - 0.5),
-                  axis=-1)
+  return jnp.mean(
+      jnp.where(abs_diff < 1.0, 0.5 * diff**2, abs_diff - 0.5), axis=-1
+  )
 
 
 def _masked_average(values: jax.Array, weights: jax.Array) -> jax.Array:
@@ -145,14 +151,19 @@ class _FixedLengthAudio:
     record = self.source[index]
     audio = np.asarray(record["audio"])
     if audio.ndim != 1:
-      raise ValueError(f"record {index}: 'audio' must be a 1-D waveform, got "
-                       f"shape {audio.shape}")
-    length = min(int(record.get("audio_length", audio.shape[0])),
-                 self.num_samples)
-    return {"audio": features_lib.pad_or_crop(audio, self.num_samples),
-            "audio_length": np.int32(length),
-            "image": np.asarray(record["image"]),
-            "image_id": np.int32(record["image_id"])}
+      raise ValueError(
+          f"record {index}: 'audio' must be a 1-D waveform, got "
+          f"shape {audio.shape}"
+      )
+    length = min(
+        int(record.get("audio_length", audio.shape[0])), self.num_samples
+    )
+    return {
+        "audio": features_lib.pad_or_crop(audio, self.num_samples),
+        "audio_length": np.int32(length),
+        "image": np.asarray(record["image"]),
+        "image_id": np.int32(record["image_id"]),
+    }
 
 
 class CMD(Method):
@@ -162,33 +173,43 @@ class CMD(Method):
     super().__init__(config)
     m = config.model
     self.model = speech_image.SpeechImageEncoders(
-        speech=speech_image.SpeechEncoder(embed_dim=m.embed_dim,
-                                          **dict(m.speech)),
-        image=speech_image.ImageEncoder(embed_dim=m.embed_dim,
-                                        **dict(m.image)))
+        speech=speech_image.SpeechEncoder(
+            embed_dim=m.embed_dim, **dict(m.speech)
+        ),
+        image=speech_image.ImageEncoder(embed_dim=m.embed_dim, **dict(m.image)),
+    )
     cmd = config.cmd
     self.use_cmd = float(cmd.weight) > 0.0
     self.symmetric = self.use_cmd and bool(cmd.get("symmetric", False))
     if cmd.distance not in _DISTANCES:
-      raise ValueError(f"config.cmd.distance={cmd.distance!r} is not one of "
-                       f"{list(_DISTANCES)}")
+      raise ValueError(
+          f"config.cmd.distance={cmd.distance!r} is not one of "
+          f"{list(_DISTANCES)}"
+      )
     if cmd.loss_on not in _LOSS_ON:
-      raise ValueError(f"config.cmd.loss_on={cmd.loss_on!r} is not one of "
-                       f"{list(_LOSS_ON)}")
+      raise ValueError(
+          f"config.cmd.loss_on={cmd.loss_on!r} is not one of "
+          f"{list(_LOSS_ON)}"
+      )
     for name in ("speech_corruption", "image_corruption"):
       c = cmd[name]
       if c.mask_fraction + c.swap_fraction > 1.0:
-        raise ValueError(f"config.cmd.{name}: mask_fraction + swap_fraction "
-                         f"= {c.mask_fraction + c.swap_fraction} exceeds 1")
+        raise ValueError(
+            f"config.cmd.{name}: mask_fraction + swap_fraction "
+            f"= {c.mask_fraction + c.swap_fraction} exceeds 1"
+        )
     self.head = denoiser.CrossModalDenoiser(**dict(cmd.head))
     t = config.contrastive
     if not 0 < t.temperature_min <= t.temperature_init <= t.temperature_max:
       raise ValueError(
           "config.contrastive needs 0 < temperature_min <= temperature_init "
           f"<= temperature_max, got {t.temperature_min}, "
-          f"{t.temperature_init}, {t.temperature_max}")
-    self._log_t_bounds = (math.log(t.temperature_min),
-                          math.log(t.temperature_max))
+          f"{t.temperature_init}, {t.temperature_max}"
+      )
+    self._log_t_bounds = (
+        math.log(t.temperature_min),
+        math.log(t.temperature_max),
+    )
     mel = features_lib.MelSpec(**dict(config.data.get("log_mel", {})))
     self._train_transform = features_lib.CaptionsFeatures(mel)
     self._eval_transform = features_lib.CaptionsFeatures(mel, keep_text=True)
@@ -206,34 +227,47 @@ class CMD(Method):
     out = self._train_transform(batch)
     missing = [k for k in _TRAIN_KEYS if k not in out]
     if missing:
-      raise ValueError(f"dataset {self.config.data.name!r}: batches lack "
-                       f"keys {missing}; they have {sorted(out)}")
+      raise ValueError(
+          f"dataset {self.config.data.name!r}: batches lack "
+          f"keys {missing}; they have {sorted(out)}"
+      )
     return {k: out[k] for k in _TRAIN_KEYS}
 
   def train_iterator(self, batch_size, seed, process_index, process_count):
     return pipeline.make_train_iterator(
-        self._source("train"), batch_size=batch_size, seed=seed,
-        batch_transform=self._transform_train, process_index=process_index,
-        process_count=process_count)
+        self._source("train"),
+        batch_size=batch_size,
+        seed=seed,
+        batch_transform=self._transform_train,
+        process_index=process_index,
+        process_count=process_count,
+    )
 
   # Parameters -------------------------------------------------------------
   def init_params(self, rng, batch):
     params = jax.jit(self._init_params)(
-        rng, np.asarray(batch["audio"][:2]),
-        np.asarray(batch["audio_mask"][:2]), np.asarray(batch["image"][:2]))
+        rng,
+        np.asarray(batch["audio"][:2]),
+        np.asarray(batch["audio_mask"][:2]),
+        np.asarray(batch["image"][:2]),
+    )
     if self.use_cmd:
-      logging.info("CMD head: %d parameters (encoders: %d).",
-                   count_params(params[HEAD]),
-                   count_params(params["encoders"]))
+      logging.info(
+          "CMD head: %d parameters (encoders: %d).",
+          count_params(params[HEAD]),
+          count_params(params["encoders"]),
+      )
     return params
 
   def _init_params(self, rng, audio, mask, image):
     rng_enc, rng_head, rng_tok = jax.random.split(rng, 3)
     enc = self.model.init(rng_enc, audio, mask, image)
-    params = {"encoders": enc,
-              "log_temperature": jnp.asarray(
-                  math.log(self.config.contrastive.temperature_init),
-                  jnp.float32)}
+    params = {
+        "encoders": enc,
+        "log_temperature": jnp.asarray(
+            math.log(self.config.contrastive.temperature_init), jnp.float32
+        ),
+    }
     if self.use_cmd:
       s, i = self.model.apply(enc, audio, mask, image)
       params[HEAD] = self._init_head(rng_head, rng_tok, s, i)
@@ -243,12 +277,16 @@ class CMD(Method):
     k1, k2 = jax.random.split(rng_head)
     t1, t2 = jax.random.split(rng_tok)
     token = lambda k, d: 0.02 * jax.random.normal(k, (d,), jnp.float32)
-    head = {"speech_from_image": self.head.init(
-                k1, s.features, i.features, s.mask, i.mask),
-            "speech_mask_token": token(t1, s.features.shape[-1])}
+    head = {
+        "speech_from_image": self.head.init(
+            k1, s.features, i.features, s.mask, i.mask
+        ),
+        "speech_mask_token": token(t1, s.features.shape[-1]),
+    }
     if self.symmetric:
       head["image_from_speech"] = self.head.init(
-          k2, i.features, s.features, i.mask, s.mask)
+          k2, i.features, s.features, i.mask, s.mask
+      )
       head["image_mask_token"] = token(t2, i.features.shape[-1])
     return head
 
@@ -256,18 +294,23 @@ class CMD(Method):
     """τ = exp(log_temperature) clipped to [temperature_min, max]."""
     lo, hi = self._log_t_bounds
     if not self.config.contrastive.learn_temperature:
-      return jnp.asarray(self.config.contrastive.temperature_init,
-                         jnp.float32)
+      return jnp.asarray(self.config.contrastive.temperature_init, jnp.float32)
     return jnp.exp(jnp.clip(params["log_temperature"], lo, hi))
 
   # Model ------------------------------------------------------------------
-  def encode(self, encoder_params, audio=None, audio_mask=None, image=None,
-             rng=None):
+  def encode(
+      self, encoder_params, audio=None, audio_mask=None, image=None, rng=None
+  ):
     """Runs the encoders; returns (speech, image) EncoderOutputs or None."""
     train = rng is not None
-    return self.model.apply(encoder_params, audio, audio_mask, image,
-                            train=train,
-                            rngs={"dropout": rng} if train else None)
+    return self.model.apply(
+        encoder_params,
+        audio,
+        audio_mask,
+        image,
+        train=train,
+        rngs={"dropout": rng} if train else None,
+    )
 
   def embed(self, params, audio=None, audio_mask=None, image=None):
     """Retrieval embeddings: (speech [B, E] or None, image [B, E] or None).
@@ -275,20 +318,37 @@ class CMD(Method):
     Reads only ``params["encoders"]``: the CMD head plays no part.
     """
     s, i = self.encode(params["encoders"], audio, audio_mask, image)
-    return (None if s is None else s.embedding,
-            None if i is None else i.embedding)
+    return (
+        None if s is None else s.embedding,
+        None if i is None else i.embedding,
+    )
 
-  def denoise(self, head_params, noisy, context, query_mask, context_mask,
-              direction: str = "speech_from_image", rng=None):
+  def denoise(
+      self,
+      head_params,
+      noisy,
+      context,
+      query_mask,
+      context_mask,
+      direction: str = "speech_from_image",
+      rng=None,
+  ):
     """Applies one CMD head; returns (reconstruction, attention maps)."""
     train = rng is not None
-    return self.head.apply(head_params[direction], noisy, context, query_mask,
-                           context_mask, train=train,
-                           rngs={"dropout": rng} if train else None)
+    return self.head.apply(
+        head_params[direction],
+        noisy,
+        context,
+        query_mask,
+        context_mask,
+        train=train,
+        rngs={"dropout": rng} if train else None,
+    )
 
   # Loss -------------------------------------------------------------------
-  def _denoising_loss(self, head_params, queries, context, direction: str,
-                      corr_cfg, rng):
+  def _denoising_loss(
+      self, head_params, queries, context, direction: str, corr_cfg, rng
+  ):
     """Corrupts ``queries`` tokens, rebuilds them from ``context`` tokens.
 
     Returns (loss, metrics) with the reconstruction distance and the
@@ -301,18 +361,31 @@ class CMD(Method):
       target = jax.lax.stop_gradient(target)
     token = head_params[direction.split("_")[0] + "_mask_token"]
     corr = corruption.corrupt(
-        rng_corrupt, queries.features, queries.mask,
-        noise_std=corr_cfg.noise_std, mask_fraction=corr_cfg.mask_fraction,
-        swap_fraction=corr_cfg.swap_fraction, fill=token)
-    recon, _ = self.denoise(head_params, corr.features, context.features,
-                            queries.mask, context.mask, direction,
-                            rng=rng_drop)
+        rng_corrupt,
+        queries.features,
+        queries.mask,
+        noise_std=corr_cfg.noise_std,
+        mask_fraction=corr_cfg.mask_fraction,
+        swap_fraction=corr_cfg.swap_fraction,
+        fill=token,
+    )
+    recon, _ = self.denoise(
+        head_params,
+        corr.features,
+        context.features,
+        queries.mask,
+        context.mask,
+        direction,
+        rng=rng_drop,
+    )
     weights = queries.mask
-    if cfg.loss_on == "corrupted" and (corr_cfg.mask_fraction
-                                       or corr_cfg.swap_fraction):
+    if cfg.loss_on == "corrupted" and (
+        corr_cfg.mask_fraction or corr_cfg.swap_fraction
+    ):
       weights = corr.masked | corr.swapped
-    dist = functools.partial(frame_distance, distance=cfg.distance,
-                             normalize=cfg.normalize)
+    dist = functools.partial(
+        frame_distance, distance=cfg.distance, normalize=cfg.normalize
+    )
     loss = _masked_average(dist(recon, target), weights)
     gap = _masked_average(dist(corr.features, target), weights)
     return loss, {f"cmd_{direction}": loss, f"gap_{direction}": gap}
@@ -327,8 +400,14 @@ class CMD(Method):
     rng_a, rng_i = jax.random.split(rng)
     if cfg.time_masks or cfg.freq_masks:
       audio = speech_image.spec_augment(
-          rng_a, audio, batch["audio_mask"], cfg.time_masks,
-          cfg.max_time_width, cfg.freq_masks, cfg.max_freq_width)
+          rng_a,
+          audio,
+          batch["audio_mask"],
+          cfg.time_masks,
+          cfg.max_time_width,
+          cfg.freq_masks,
+          cfg.max_freq_width,
+      )
     image = speech_image.random_shift(rng_i, image, cfg.image_shift)
     return audio, image
 
@@ -336,29 +415,32 @@ class CMD(Method):
     del stage, step
     rng_enc, rng_s, rng_i, rng_aug = jax.random.split(rng, 4)
     audio, image = self.augment(batch, rng_aug)
-    s, i = self.encode(params["encoders"], audio, batch["audio_mask"], image,
-                       rng=rng_enc)
+    s, i = self.encode(
+        params["encoders"], audio, batch["audio_mask"], image, rng=rng_enc
+    )
     tau = self.temperature(params)
     contrastive = jnp.mean(losses.info_nce(s.embedding, i.embedding, tau))
     metrics = {"contrastive": contrastive, "temperature": tau}
     loss = contrastive
     if self.use_cmd:
       cfg = self.config.cmd
-      rec, m = self._denoising_loss(params[HEAD], s, i, "speech_from_image",
-                                    cfg.speech_corruption, rng_s)
+      rec, m = self._denoising_loss(
+          params[HEAD], s, i, "speech_from_image", cfg.speech_corruption, rng_s
+      )
       metrics.update(m)
       cmd_loss = rec
       if self.symmetric:
-        rec_i, m = self._denoising_loss(params[HEAD], i, s,
-                                        "image_from_speech",
-                                        cfg.image_corruption, rng_i)
+        rec_i, m = self._denoising_loss(
+            params[HEAD], i, s, "image_from_speech", cfg.image_corruption, rng_i
+        )
         metrics.update(m)
         cmd_loss = cmd_loss + cfg.image_weight * rec_i
       loss = loss + cfg.weight * cmd_loss
     return loss, metrics
 
-  def train_step(self, state: TrainState, batch, stage: Stage
-                 ) -> tuple[TrainState, dict]:
+  def train_step(
+      self, state: TrainState, batch, stage: Stage
+  ) -> tuple[TrainState, dict]:
     """The default step, then log τ is projected back into its range."""
     state, metrics = super().train_step(state, batch, stage)
     lo, hi = self._log_t_bounds
@@ -382,21 +464,30 @@ class CMD(Method):
 
     def run(head_params, s, i):
       corr = corruption.corrupt(
-          jax.random.PRNGKey(0), s.features, s.mask,
+          jax.random.PRNGKey(0),
+          s.features,
+          s.mask,
           noise_std=cfg.speech_corruption.noise_std,
           mask_fraction=cfg.speech_corruption.mask_fraction,
           swap_fraction=cfg.speech_corruption.swap_fraction,
-          fill=head_params["speech_mask_token"])
-      recon, _ = self.denoise(head_params, corr.features, i.features, s.mask,
-                              i.mask)
-      _, maps = self.denoise(head_params, s.features, i.features, s.mask,
-                             i.mask)
-      dist = functools.partial(frame_distance, distance=cfg.distance,
-                               normalize=cfg.normalize)
+          fill=head_params["speech_mask_token"],
+      )
+      recon, _ = self.denoise(
+          head_params, corr.features, i.features, s.mask, i.mask
+      )
+      _, maps = self.denoise(
+          head_params, s.features, i.features, s.mask, i.mask
+      )
+      dist = functools.partial(
+          frame_distance, distance=cfg.distance, normalize=cfg.normalize
+      )
       per_row = lambda d: jnp.sum(d * s.mask, axis=1)
-      return (per_row(dist(recon, s.features)),
-              per_row(dist(corr.features, s.features)),
-              jnp.sum(s.mask, axis=1), jnp.mean(maps[-1], axis=1))
+      return (
+          per_row(dist(recon, s.features)),
+          per_row(dist(corr.features, s.features)),
+          jnp.sum(s.mask, axis=1),
+          jnp.mean(maps[-1], axis=1),
+      )
 
     return jax.jit(run)
 
@@ -419,35 +510,59 @@ class CMD(Method):
     params = sharded.local_replica(params)
     lo, hi = sharded.process_block(len(source))
     # An empty block reads row 0 and keeps none of it (shapes for the gather).
-    block = sharded.RowSlice(source, lo, hi) if hi > lo else (
-        sharded.RowSlice(source, 0, 1))
+    block = (
+        sharded.RowSlice(source, lo, hi)
+        if hi > lo
+        else (sharded.RowSlice(source, 0, 1))
+    )
     keep = hi - lo
     rows: dict[str, list[np.ndarray]] = {}
     out: dict[str, Any] = {}
     for batch in pipeline.iterate_split(block, self._eval_transform, bs):
       n = len(batch["image_id"])
-      pad = lambda x: np.concatenate(  # One jit shape for every batch.
-          [x, np.repeat(x[-1:], bs - n, axis=0)]) if n < bs else x
-      s, i = self._embed_jit(params["encoders"], pad(batch["audio"]),
-                             pad(batch["audio_mask"]), pad(batch["image"]))
-      got = {"speech": np.asarray(s.embedding)[:n],
-             "image": np.asarray(i.embedding)[:n],
-             "image_id": np.asarray(batch["image_id"])}
+      pad = (
+          lambda x: np.concatenate(  # One jit shape for every batch.
+              [x, np.repeat(x[-1:], bs - n, axis=0)]
+          )
+          if n < bs
+          else x
+      )
+      s, i = self._embed_jit(
+          params["encoders"],
+          pad(batch["audio"]),
+          pad(batch["audio_mask"]),
+          pad(batch["image"]),
+      )
+      got = {
+          "speech": np.asarray(s.embedding)[:n],
+          "image": np.asarray(i.embedding)[:n],
+          "image_id": np.asarray(batch["image_id"]),
+      }
       if has_head:
         rec, gap, frames, maps = jax.device_get(
-            self._head_eval_jit(params[HEAD], s, i))
+            self._head_eval_jit(params[HEAD], s, i)
+        )
         got.update(cmd_recon=rec[:n], cmd_gap=gap[:n], cmd_frames=frames[:n])
         out.setdefault("first_maps", maps[:n])
       for key, value in got.items():
         rows.setdefault(key, []).append(value)
       out.setdefault("first_batch", batch)
     gathered = sharded.gather_rows(
-        {k: np.concatenate(v)[:keep] for k, v in rows.items()}, len(source))
-    out.update(speech=gathered["speech"], image=gathered["image"],
-               image_id=gathered["image_id"], source=source)
+        {k: np.concatenate(v)[:keep] for k, v in rows.items()}, len(source)
+    )
+    out.update(
+        speech=gathered["speech"],
+        image=gathered["image"],
+        image_id=gathered["image_id"],
+        source=source,
+    )
     if has_head:
-      out.update({k: float(np.sum(gathered[k], dtype=np.float64))
-                  for k in ("cmd_recon", "cmd_gap", "cmd_frames")})
+      out.update(
+          {
+              k: float(np.sum(gathered[k], dtype=np.float64))
+              for k in ("cmd_recon", "cmd_gap", "cmd_frames")
+          }
+      )
     return out
 
   def evaluate(self, params, split, plot_dir=None):
@@ -456,8 +571,13 @@ class CMD(Method):
     _, first = np.unique(emb["image_id"], return_index=True)
     gallery = np.sort(first)
     result = retrieval.cross_modal_retrieval_metrics(
-        emb["speech"], emb["image"][gallery], emb["image_id"],
-        emb["image_id"][gallery], names=("s", "i"), metric="cosine")
+        emb["speech"],
+        emb["image"][gallery],
+        emb["image_id"],
+        emb["image_id"][gallery],
+        names=("s", "i"),
+        metric="cosine",
+    )
     result["temperature"] = float(self.temperature(params))
     if HEAD in params:
       frames = max(emb["cmd_frames"], 1.0)
@@ -474,43 +594,65 @@ class CMD(Method):
     return result
 
   # Plots ------------------------------------------------------------------
-  def _plot_retrieval(self, emb, gallery: np.ndarray, plot_dir: str,
-                      num_queries: int = 6, top_k: int = 5) -> None:
+  def _plot_retrieval(
+      self,
+      emb,
+      gallery: np.ndarray,
+      plot_dir: str,
+      num_queries: int = 6,
+      top_k: int = 5,
+  ) -> None:
     from avjax.eval import plots  # matplotlib only when plotting.
+
     batch = emb["first_batch"]
     q = np.arange(min(num_queries, len(batch["image_id"])))
-    scores = retrieval.similarity_matrix(emb["speech"][q],
-                                         emb["image"][gallery], "cosine")
+    scores = retrieval.similarity_matrix(
+        emb["speech"][q], emb["image"][gallery], "cosine"
+    )
     top = np.argsort(-scores, axis=1, kind="stable")[:, :top_k]
     source = emb["source"]
-    images = np.stack([[features_lib.image_to_float(
-        np.asarray(source[int(gallery[j])]["image"])[None])[0]
-                        for j in row] for row in top])
+    images = np.stack(
+        [
+            [
+                features_lib.image_to_float(
+                    np.asarray(source[int(gallery[j])]["image"])[None]
+                )[0]
+                for j in row
+            ]
+            for row in top
+        ]
+    )
     correct = emb["image_id"][gallery][top] == emb["image_id"][q][:, None]
     queries = [batch["audio"][k][batch["audio_mask"][k]] for k in q]
     plots.plot_retrieval_examples(
-        queries, images, correct,
+        queries,
+        images,
+        correct,
         os.path.join(plot_dir, "retrieval_examples.png"),
         title="CMD: spoken captions → top-5 images (green = the pair)",
-        query_kind="spectrogram")
+        query_kind="spectrogram",
+    )
 
   def _plot_attention(self, emb, plot_dir: str) -> None:
     from avjax.eval import plots  # matplotlib only when plotting.
+
     batch, maps = emb["first_batch"], emb["first_maps"]
     example, words = _attention_example(batch)
     strides = tuple(self.config.model.speech.conv_strides)
     frame_mask = speech_image.subsample_mask(
-        np.asarray(batch["audio_mask"][example:example + 1]), strides)[0]
+        np.asarray(batch["audio_mask"][example : example + 1]), strides
+    )[0]
     valid = int(frame_mask.sum())
     edges = np.linspace(0, valid, len(words) + 1).round().astype(int)
     for k, word in enumerate(words):
       lo, hi = edges[k], max(edges[k + 1], edges[k] + 1)
       att = maps[example, lo:hi].mean(axis=0)
       plots.plot_attention_map(
-          batch["image"][example], att,
+          batch["image"][example],
+          att,
           os.path.join(plot_dir, f"cmd_attention_{k}.png"),
-          title=f"denoiser attention, speech frames {lo}–{hi - 1} "
-                f"({word})")
+          title=f"denoiser attention, speech frames {lo}–{hi - 1} " f"({word})",
+      )
 
 
 def _attention_example(batch) -> tuple[int, Sequence[str]]:

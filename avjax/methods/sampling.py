@@ -48,8 +48,9 @@ POSITIVE_KINDS = ("own", "soft")
 NEGATIVE_KINDS = ("random", "easy", "hard")
 
 
-def choose(key: jax.Array, candidates: jax.Array,
-           score: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+def choose(
+    key: jax.Array, candidates: jax.Array, score: jax.Array | None = None
+) -> tuple[jax.Array, jax.Array]:
   """Per row, the candidate with the highest score, ties broken at random.
 
   Args:
@@ -76,8 +77,9 @@ def choose(key: jax.Array, candidates: jax.Array,
   return jnp.where(valid, index, own), valid
 
 
-def _other_clip(clip_ids: jax.Array,
-                exclude: jax.Array | None = None) -> jax.Array:
+def _other_clip(
+    clip_ids: jax.Array, exclude: jax.Array | None = None
+) -> jax.Array:
   """bool [B, B]: column j is a different batch entry with another clip id
   (and not excluded)."""
   b = clip_ids.shape[0]
@@ -95,8 +97,9 @@ def positive(labels: jax.Array) -> tuple[jax.Array, jax.Array]:
   return jnp.arange(b, dtype=jnp.int32), jnp.ones((b,), bool)
 
 
-def soft_positive(key: jax.Array, labels: jax.Array, clip_ids: jax.Array
-                  ) -> tuple[jax.Array, jax.Array]:
+def soft_positive(
+    key: jax.Array, labels: jax.Array, clip_ids: jax.Array
+) -> tuple[jax.Array, jax.Array]:
   """Another clip of the anchor's class, uniformly at random.
 
   Args:
@@ -111,9 +114,12 @@ def soft_positive(key: jax.Array, labels: jax.Array, clip_ids: jax.Array
   return choose(key, _same_class(labels) & _other_clip(clip_ids))
 
 
-def random_negative(key: jax.Array, labels: jax.Array, clip_ids: jax.Array,
-                    exclude: jax.Array | None = None
-                    ) -> tuple[jax.Array, jax.Array]:
+def random_negative(
+    key: jax.Array,
+    labels: jax.Array,
+    clip_ids: jax.Array,
+    exclude: jax.Array | None = None,
+) -> tuple[jax.Array, jax.Array]:
   """Any other clip, uniformly at random (class ignored, as in plain AVC).
 
   ``labels`` is accepted for a uniform signature and not used; ``exclude``
@@ -124,9 +130,13 @@ def random_negative(key: jax.Array, labels: jax.Array, clip_ids: jax.Array,
   return choose(key, _other_clip(clip_ids, exclude))
 
 
-def easy_negative(key: jax.Array, labels: jax.Array, clip_ids: jax.Array,
-                  distances: jax.Array, exclude: jax.Array | None = None
-                  ) -> tuple[jax.Array, jax.Array]:
+def easy_negative(
+    key: jax.Array,
+    labels: jax.Array,
+    clip_ids: jax.Array,
+    distances: jax.Array,
+    exclude: jax.Array | None = None,
+) -> tuple[jax.Array, jax.Array]:
   """The different-class clip farthest from the anchor.
 
   Args:
@@ -141,23 +151,30 @@ def easy_negative(key: jax.Array, labels: jax.Array, clip_ids: jax.Array,
     (index int32 [B], valid bool [B]); fallback (no other class in the
     batch): own index, valid False.
   """
-  return choose(key, ~_same_class(labels) & _other_clip(clip_ids, exclude),
-                distances)
+  return choose(
+      key, ~_same_class(labels) & _other_clip(clip_ids, exclude), distances
+  )
 
 
-def hard_negative(key: jax.Array, labels: jax.Array, clip_ids: jax.Array,
-                  distances: jax.Array, exclude: jax.Array | None = None
-                  ) -> tuple[jax.Array, jax.Array]:
+def hard_negative(
+    key: jax.Array,
+    labels: jax.Array,
+    clip_ids: jax.Array,
+    distances: jax.Array,
+    exclude: jax.Array | None = None,
+) -> tuple[jax.Array, jax.Array]:
   """The different-class clip closest to the anchor (ties at random).
 
   Same arguments, returns and fallback as ``easy_negative``.
   """
-  return choose(key, ~_same_class(labels) & _other_clip(clip_ids, exclude),
-                -distances)
+  return choose(
+      key, ~_same_class(labels) & _other_clip(clip_ids, exclude), -distances
+  )
 
 
-def label_distances(labels: jax.Array,
-                    class_distances: jax.Array | None = None) -> jax.Array:
+def label_distances(
+    labels: jax.Array, class_distances: jax.Array | None = None
+) -> jax.Array:
   """float32 [B, B] label distance between batch clips.
 
   Args:
@@ -167,31 +184,43 @@ def label_distances(labels: jax.Array,
   """
   if class_distances is None:
     return jnp.abs(labels[:, None] - labels[None, :]).astype(jnp.float32)
-  return jnp.asarray(class_distances, jnp.float32)[labels[:, None],
-                                                   labels[None, :]]
+  return jnp.asarray(class_distances, jnp.float32)[
+      labels[:, None], labels[None, :]
+  ]
 
 
-def _mix(key: jax.Array, weights: Mapping[str, float], kinds: tuple[str, ...],
-         b: int, field: str) -> jax.Array:
+def _mix(
+    key: jax.Array,
+    weights: Mapping[str, float],
+    kinds: tuple[str, ...],
+    b: int,
+    field: str,
+) -> jax.Array:
   """int32 [B] per-anchor kind index drawn ∝ weights (static floats)."""
   unknown = sorted(set(weights) - set(kinds))
   if unknown:
-    raise ValueError(f"{field}: unknown kind(s) {unknown}; valid: "
-                     f"{list(kinds)}")
+    raise ValueError(
+        f"{field}: unknown kind(s) {unknown}; valid: " f"{list(kinds)}"
+    )
   w = [float(weights.get(k, 0.0)) for k in kinds]
   if min(w) < 0 or sum(w) <= 0:
-    raise ValueError(f"{field}: weights {dict(weights)} must be >= 0 with a "
-                     "positive sum")
+    raise ValueError(
+        f"{field}: weights {dict(weights)} must be >= 0 with a " "positive sum"
+    )
   logits = jnp.log(jnp.asarray(w, jnp.float32))
   return jax.random.categorical(key, logits, shape=(b,)).astype(jnp.int32)
 
 
-def sample_partners(key: jax.Array, labels: jax.Array, clip_ids: jax.Array,
-                    positives: Mapping[str, float],
-                    negatives: Mapping[str, float],
-                    distances: jax.Array | None = None,
-                    easy_distances: jax.Array | None = None,
-                    num_negatives: int = 1) -> dict[str, jax.Array]:
+def sample_partners(
+    key: jax.Array,
+    labels: jax.Array,
+    clip_ids: jax.Array,
+    positives: Mapping[str, float],
+    negatives: Mapping[str, float],
+    distances: jax.Array | None = None,
+    easy_distances: jax.Array | None = None,
+    num_negatives: int = 1,
+) -> dict[str, jax.Array]:
   """One positive and ``num_negatives`` negatives per anchor, by a mix.
 
   Each anchor draws its positive kind from ``positives`` and the kind of
@@ -238,18 +267,22 @@ def sample_partners(key: jax.Array, labels: jax.Array, clip_ids: jax.Array,
   use_soft = want_soft & soft_ok
   out = {
       "positive": jnp.where(use_soft, soft, own),
-      "positive_kind": jnp.where(use_soft, POSITIVE_KINDS.index("soft"),
-                                 POSITIVE_KINDS.index("own")
-                                 ).astype(jnp.int32),
+      "positive_kind": jnp.where(
+          use_soft, POSITIVE_KINDS.index("soft"), POSITIVE_KINDS.index("own")
+      ).astype(jnp.int32),
       "positive_fallback": want_soft & ~soft_ok,
   }
 
-  dist = {"easy": distances if easy_distances is None else easy_distances,
-          "hard": distances}
+  dist = {
+      "easy": distances if easy_distances is None else easy_distances,
+      "hard": distances,
+  }
   for name in ("easy", "hard"):
     if negatives.get(name, 0.0) > 0 and dist[name] is None:
-      raise ValueError(f"negatives[{name!r}] > 0 needs anchor→candidate "
-                       "distances; pass distances=[B, B]")
+      raise ValueError(
+          f"negatives[{name!r}] > 0 needs anchor→candidate "
+          "distances; pass distances=[B, B]"
+      )
   col = jnp.arange(b)
   taken = jnp.zeros((b, b), bool)
   negs = []
@@ -257,21 +290,25 @@ def sample_partners(key: jax.Array, labels: jax.Array, clip_ids: jax.Array,
     k_mix, k_rand, k_easy, k_hard = jax.random.split(key_k, 4)
     n_kind = _mix(k_mix, negatives, NEGATIVE_KINDS, b, "negatives")
     cands = [random_negative(k_rand, labels, clip_ids, taken)]
-    for name, fn, k in (("easy", easy_negative, k_easy),
-                        ("hard", hard_negative, k_hard)):
+    for name, fn, k in (
+        ("easy", easy_negative, k_easy),
+        ("hard", hard_negative, k_hard),
+    ):
       if negatives.get(name, 0.0) > 0:
         cands.append(fn(k, labels, clip_ids, dist[name], taken))
       else:
         cands.append((own, jnp.zeros((b,), bool)))
-    idx = jnp.stack([c[0] for c in cands])       # [3, B]
-    ok = jnp.stack([c[1] for c in cands])        # [3, B]
+    idx = jnp.stack([c[0] for c in cands])  # [3, B]
+    ok = jnp.stack([c[1] for c in cands])  # [3, B]
     drawn_ok = ok[n_kind, col]
-    kind = jnp.where(drawn_ok, n_kind,
-                     NEGATIVE_KINDS.index("random")).astype(jnp.int32)
+    kind = jnp.where(drawn_ok, n_kind, NEGATIVE_KINDS.index("random")).astype(
+        jnp.int32
+    )
     neg, valid = idx[kind, col], ok[kind, col]
     taken = taken | (jax.nn.one_hot(neg, b, dtype=bool) & valid[:, None])
     negs.append((neg, kind, valid, ~drawn_ok))
-  for i, name in enumerate(("negative", "negative_kind", "negative_valid",
-                            "negative_fallback")):
+  for i, name in enumerate(
+      ("negative", "negative_kind", "negative_valid", "negative_fallback")
+  ):
     out[name] = jnp.stack([n[i] for n in negs], axis=1)
   return out

@@ -47,18 +47,27 @@ _FEATURE_VECTOR_DATASETS = ("ave", "vegas")
 def _batch_transform(data_cfg: ml_collections.ConfigDict):
   """Numpy batch → model inputs: {'audio', 'visual', 'label'}."""
   if sources.split_name(data_cfg.name)[0] in _FEATURE_VECTOR_DATASETS:
+
     def transform(batch):
-      return {"audio": np.asarray(batch["audio"], np.float32),
-              "visual": np.asarray(batch["visual"], np.float32),
-              "label": np.asarray(batch["label"], np.int32)}
+      return {
+          "audio": np.asarray(batch["audio"], np.float32),
+          "visual": np.asarray(batch["visual"], np.float32),
+          "label": np.asarray(batch["label"], np.int32),
+      }
+
   else:
     pairs = features_lib.PairsFeatures(
-        features_lib.MelSpec(**dict(data_cfg.get("log_mel", {}))))
+        features_lib.MelSpec(**dict(data_cfg.get("log_mel", {})))
+    )
 
     def transform(batch):
       out = pairs(batch)
-      return {"audio": out["audio"], "visual": out["image"],
-              "label": out["label"]}
+      return {
+          "audio": out["audio"],
+          "visual": out["image"],
+          "label": out["label"],
+      }
+
   return transform
 
 
@@ -69,11 +78,14 @@ class TSTLCA(Method):
     super().__init__(config)
     m = config.model
     self.model = encoders.TwoTower(
-        audio_encoder=encoders.make_encoder(m.audio_encoder, m.embed_dim,
-                                            **dict(m.get("audio_kwargs", {}))),
+        audio_encoder=encoders.make_encoder(
+            m.audio_encoder, m.embed_dim, **dict(m.get("audio_kwargs", {}))
+        ),
         visual_encoder=encoders.make_encoder(
-            m.visual_encoder, m.embed_dim, **dict(m.get("visual_kwargs", {}))),
-        normalize=m.get("normalize", True))
+            m.visual_encoder, m.embed_dim, **dict(m.get("visual_kwargs", {}))
+        ),
+        normalize=m.get("normalize", True),
+    )
     self.transform = _batch_transform(config.data)
 
   # Data -------------------------------------------------------------------
@@ -85,8 +97,13 @@ class TSTLCA(Method):
     if self.config.data.get("cache_features", False):
       source, transform = pipeline.cache_features(source, transform), None
     return pipeline.make_train_iterator(
-        source, batch_size=batch_size, seed=seed, batch_transform=transform,
-        process_index=process_index, process_count=process_count)
+        source,
+        batch_size=batch_size,
+        seed=seed,
+        batch_transform=transform,
+        process_index=process_index,
+        process_count=process_count,
+    )
 
   # Model ------------------------------------------------------------------
   def init_params(self, rng, batch):
@@ -94,43 +111,64 @@ class TSTLCA(Method):
 
   def embed(self, params, audio=None, visual=None, rng=None):
     train = rng is not None
-    return self.model.apply(params, audio, visual, train=train,
-                            rngs={"dropout": rng} if train else None)
+    return self.model.apply(
+        params,
+        audio,
+        visual,
+        train=train,
+        rngs={"dropout": rng} if train else None,
+    )
 
   # Loss -------------------------------------------------------------------
   def loss_fn(self, params, batch, rng, stage: Stage, step):
     cfg = self.config.loss
     a, v = self.embed(params, batch["audio"], batch["visual"], rng=rng)
     labels = batch["label"]
-    triplet = functools.partial(losses.cross_modal_triplet,
-                                margin=cfg.margin, metric=cfg.metric)
+    triplet = functools.partial(
+        losses.cross_modal_triplet, margin=cfg.margin, metric=cfg.metric
+    )
     opts = stage.options
     kind = opts.get("loss", "semihard")
     if kind == "semihard":
-      loss = 0.5 * (triplet(a, labels, v, labels, mining="semihard")
-                    + triplet(v, labels, a, labels, mining="semihard"))
+      loss = 0.5 * (
+          triplet(a, labels, v, labels, mining="semihard")
+          + triplet(v, labels, a, labels, mining="semihard")
+      )
       return loss, {}
     if kind == "interpolated_hard":
       alpha = opts.alpha_start + (opts.alpha_end - opts.alpha_start) * (
-          stage.progress(step))
-      loss = 0.5 * (self._interpolated_hard(a, v, labels, alpha)
-                    + self._interpolated_hard(v, a, labels, alpha))
+          stage.progress(step)
+      )
+      loss = 0.5 * (
+          self._interpolated_hard(a, v, labels, alpha)
+          + self._interpolated_hard(v, a, labels, alpha)
+      )
       w = opts.get("semihard_weight", 0.0)
       if w:
         loss = loss + w * 0.5 * (
             triplet(a, labels, v, labels, mining="semihard")
-            + triplet(v, labels, a, labels, mining="semihard"))
+            + triplet(v, labels, a, labels, mining="semihard")
+        )
       return loss, {"alpha": alpha}
-    raise ValueError(f"config.stages[{stage.index}].loss={kind!r} is not one "
-                     "of ['semihard', 'interpolated_hard']")
+    raise ValueError(
+        f"config.stages[{stage.index}].loss={kind!r} is not one "
+        "of ['semihard', 'interpolated_hard']"
+    )
 
   def _interpolated_hard(self, queries, keys, labels, alpha):
     cfg = self.config.loss
     aug_keys, aug_labels = losses.augment_with_interpolated_negatives(
-        queries, labels, keys, labels, alpha)
-    return losses.cross_modal_triplet(queries, labels, aug_keys, aug_labels,
-                                      margin=cfg.margin, mining="hard",
-                                      metric=cfg.metric)
+        queries, labels, keys, labels, alpha
+    )
+    return losses.cross_modal_triplet(
+        queries,
+        labels,
+        aug_keys,
+        aug_labels,
+        margin=cfg.margin,
+        mining="hard",
+        metric=cfg.metric,
+    )
 
   # Eval -------------------------------------------------------------------
   @functools.cached_property
@@ -143,16 +181,25 @@ class TSTLCA(Method):
     Each process embeds its block of rows; every process gets all rows.
     """
     data = pipeline.load_split(self._source(split), self.transform)
-    emb = sharded_embed(self._embed_jit, params, data,
-                        int(self.config.get("eval_batch_size", 512)))
+    emb = sharded_embed(
+        self._embed_jit,
+        params,
+        data,
+        int(self.config.get("eval_batch_size", 512)),
+    )
     return dict(emb, label=data["label"], inputs=data)
 
   def evaluate(self, params, split, plot_dir=None):
     emb = self.embed_split(params, split)
     metric = "euclidean" if self.config.loss.metric != "cosine" else "cosine"
     result = retrieval.cross_modal_retrieval_metrics(
-        emb["audio"], emb["visual"], emb["label"], emb["label"],
-        names=("a", "v"), metric=metric)
+        emb["audio"],
+        emb["visual"],
+        emb["label"],
+        emb["label"],
+        names=("a", "v"),
+        metric=metric,
+    )
     if plot_dir:
       self._plots(emb, metric, plot_dir)
     return result
@@ -161,17 +208,20 @@ class TSTLCA(Method):
     rel = emb["label"][:, None] == emb["label"][None, :]
     s_av = retrieval.similarity_matrix(emb["audio"], emb["visual"], metric)
     s_va = retrieval.similarity_matrix(emb["visual"], emb["audio"], metric)
-    plots.plot_precision_recall({"audio→visual": s_av, "visual→audio": s_va},
-                                {"audio→visual": rel, "visual→audio": rel},
-                                os.path.join(plot_dir, "precision_recall.png"),
-                                title="TSTL-CA precision–recall (test)")
+    plots.plot_precision_recall(
+        {"audio→visual": s_av, "visual→audio": s_va},
+        {"audio→visual": rel, "visual→audio": rel},
+        os.path.join(plot_dir, "precision_recall.png"),
+        title="TSTL-CA precision–recall (test)",
+    )
     inputs = emb["inputs"]
     if inputs["visual"].ndim == 4:  # Images: show audio queries' top hits.
       queries = np.arange(min(6, len(rel)))
       top = np.argsort(-s_av[queries], axis=1, kind="stable")[:, :5]
       plots.plot_retrieval_examples(
-          inputs["audio"][queries], inputs["visual"][top],
+          inputs["audio"][queries],
+          inputs["visual"][top],
           rel[queries[:, None], top],
           os.path.join(plot_dir, "retrieval_examples.png"),
-          title="Spoken-digit queries → top-5 images (test)")
-
+          title="Spoken-digit queries → top-5 images (test)",
+      )

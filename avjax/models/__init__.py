@@ -1,9 +1,12 @@
-"""Flax modules: encoders, heads, transformer, denoiser.
+"""Flax modules: encoders, heads, transformer, denoiser, sync, meta-weights.
 
 Submodules: ``encoders`` (conv / time-conv / MLP encoders, two-tower),
 ``heads`` (AVC correspondence head, linear classifier), ``transformer``,
 ``speech_image`` (CMD's speech and image encoders), ``denoiser`` (CMD's
-cross-attention head), ``corruption`` (feature corruptions).
+cross-attention head), ``corruption`` (feature corruptions), ``sync``
+(Synchformer's segment extractors and sync transformer), ``video_text``
+(MAMA's video and caption encoders), ``meta_weight`` (the meta-weight MLP,
+per-sample loss → weight).
 """
 
 from avjax.models.encoders import ConvEncoder

@@ -73,8 +73,9 @@ def random_ranks(rng: jax.Array, mask: jax.Array) -> jax.Array:
   return jnp.argsort(order, axis=1).astype(jnp.int32)
 
 
-def select_fraction(rng: jax.Array, mask: jax.Array,
-                    fraction: float) -> jax.Array:
+def select_fraction(
+    rng: jax.Array, mask: jax.Array, fraction: float
+) -> jax.Array:
   """bool [B, T]: exactly ``num_selected(mask, fraction)`` random valid
   frames per row."""
   fraction = _check_fraction(fraction, "fraction")
@@ -82,8 +83,9 @@ def select_fraction(rng: jax.Array, mask: jax.Array,
   return (random_ranks(rng, mask) < k[:, None]) & mask
 
 
-def add_gaussian_noise(rng: jax.Array, x: jax.Array, mask: jax.Array,
-                       std: float) -> jax.Array:
+def add_gaussian_noise(
+    rng: jax.Array, x: jax.Array, mask: jax.Array, std: float
+) -> jax.Array:
   """x + std·N(0, 1) on valid frames; padding unchanged."""
   if std < 0:
     raise ValueError(f"noise std={std} must be >= 0")
@@ -91,15 +93,17 @@ def add_gaussian_noise(rng: jax.Array, x: jax.Array, mask: jax.Array,
   return jnp.where(mask[..., None], x + noise, x)
 
 
-def mask_frames(x: jax.Array, selected: jax.Array,
-                fill: jax.Array | float = 0.0) -> jax.Array:
+def mask_frames(
+    x: jax.Array, selected: jax.Array, fill: jax.Array | float = 0.0
+) -> jax.Array:
   """Replaces the selected frames [B, T] by ``fill`` (scalar or [D])."""
   fill = jnp.broadcast_to(jnp.asarray(fill, x.dtype), x.shape[-1:])
   return jnp.where(selected[..., None], fill, x)
 
 
-def swap_frames(rng: jax.Array, x: jax.Array, mask: jax.Array,
-                selected: jax.Array) -> jax.Array:
+def swap_frames(
+    rng: jax.Array, x: jax.Array, mask: jax.Array, selected: jax.Array
+) -> jax.Array:
   """Replaces each selected frame with a random valid frame of another row.
 
   Args:
@@ -113,8 +117,10 @@ def swap_frames(rng: jax.Array, x: jax.Array, mask: jax.Array,
   """
   batch, length = mask.shape
   if batch < 2:
-    raise ValueError(f"swapping frames between samples needs a batch of at "
-                     f"least 2, got features of shape {x.shape}")
+    raise ValueError(
+        f"swapping frames between samples needs a batch of at "
+        f"least 2, got features of shape {x.shape}"
+    )
   k_row, k_frame = jax.random.split(rng)
   shift = jax.random.randint(k_row, (batch, length), 1, batch)
   donor = (jnp.arange(batch)[:, None] + shift) % batch  # != own row
@@ -122,17 +128,24 @@ def swap_frames(rng: jax.Array, x: jax.Array, mask: jax.Array,
   valid_first = jnp.argsort(~mask, axis=1, stable=True)
   n_valid = jnp.maximum(jnp.sum(mask, axis=1), 1)
   u = jax.random.uniform(k_frame, (batch, length))
-  j = jnp.minimum(jnp.floor(u * n_valid[donor]).astype(jnp.int32),
-                  n_valid[donor] - 1)
+  j = jnp.minimum(
+      jnp.floor(u * n_valid[donor]).astype(jnp.int32), n_valid[donor] - 1
+  )
   frame = valid_first[donor, j]
   replacement = x[donor, frame]
   return jnp.where(selected[..., None], replacement, x)
 
 
-def corrupt(rng: jax.Array, x: jax.Array, mask: jax.Array, *,
-            noise_std: float = 0.0, mask_fraction: float = 0.0,
-            swap_fraction: float = 0.0,
-            fill: jax.Array | float = 0.0) -> Corruption:
+def corrupt(
+    rng: jax.Array,
+    x: jax.Array,
+    mask: jax.Array,
+    *,
+    noise_std: float = 0.0,
+    mask_fraction: float = 0.0,
+    swap_fraction: float = 0.0,
+    fill: jax.Array | float = 0.0,
+) -> Corruption:
   """Swaps, masks, then adds Gaussian noise (see the module docstring).
 
   Args:
@@ -151,12 +164,16 @@ def corrupt(rng: jax.Array, x: jax.Array, mask: jax.Array, *,
   mask_fraction = _check_fraction(mask_fraction, "mask_fraction")
   swap_fraction = _check_fraction(swap_fraction, "swap_fraction")
   if mask_fraction + swap_fraction > 1.0 + 1e-9:
-    raise ValueError(f"mask_fraction + swap_fraction = "
-                     f"{mask_fraction + swap_fraction} must be <= 1 (they "
-                     "select disjoint frames)")
+    raise ValueError(
+        f"mask_fraction + swap_fraction = "
+        f"{mask_fraction + swap_fraction} must be <= 1 (they "
+        "select disjoint frames)"
+    )
   if x.ndim != 3 or mask.shape != x.shape[:2]:
-    raise ValueError(f"corrupt expects x [B, T, D] and mask [B, T], got "
-                     f"{x.shape} and {mask.shape}")
+    raise ValueError(
+        f"corrupt expects x [B, T, D] and mask [B, T], got "
+        f"{x.shape} and {mask.shape}"
+    )
   mask = mask.astype(bool)
   rng_rank, rng_swap, rng_noise = jax.random.split(rng, 3)
   ranks = random_ranks(rng_rank, mask)

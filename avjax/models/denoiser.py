@@ -54,10 +54,15 @@ class CrossModalDenoiser(nn.Module):
   dropout: float = 0.0
 
   @nn.compact
-  def __call__(self, noisy: jax.Array, context: jax.Array,
-               query_mask: jax.Array | None = None,
-               context_mask: jax.Array | None = None, *,
-               train: bool = False) -> tuple[jax.Array, jax.Array]:
+  def __call__(
+      self,
+      noisy: jax.Array,
+      context: jax.Array,
+      query_mask: jax.Array | None = None,
+      context_mask: jax.Array | None = None,
+      *,
+      train: bool = False,
+  ) -> tuple[jax.Array, jax.Array]:
     """Denoises ``noisy`` from ``context``.
 
     Args:
@@ -73,12 +78,16 @@ class CrossModalDenoiser(nn.Module):
        padded context tokens and on padded queries' rows).
     """
     if noisy.ndim != 3 or context.ndim != 3:
-      raise ValueError("CrossModalDenoiser expects noisy [B, Q, D] and "
-                       f"context [B, K, D], got {noisy.shape} and "
-                       f"{context.shape}")
+      raise ValueError(
+          "CrossModalDenoiser expects noisy [B, Q, D] and "
+          f"context [B, K, D], got {noisy.shape} and "
+          f"{context.shape}"
+      )
     if noisy.shape[0] != context.shape[0]:
-      raise ValueError(f"noisy batch {noisy.shape[0]} != context batch "
-                       f"{context.shape[0]}")
+      raise ValueError(
+          f"noisy batch {noisy.shape[0]} != context batch "
+          f"{context.shape[0]}"
+      )
     if query_mask is None:
       query_mask = jnp.ones(noisy.shape[:2], bool)
     x = nn.Dense(self.width, name="query_proj")(noisy)
@@ -87,14 +96,18 @@ class CrossModalDenoiser(nn.Module):
     maps = []
     for i in range(self.num_layers):
       x, w = transformer.CrossAttentionBlock(
-          self.num_heads, self.mlp_ratio, self.self_attention, self.dropout,
-          name=f"block_{i}")(x, context, query_mask, context_mask,
-                             train=train)
+          self.num_heads,
+          self.mlp_ratio,
+          self.self_attention,
+          self.dropout,
+          name=f"block_{i}",
+      )(x, context, query_mask, context_mask, train=train)
       maps.append(w)
     x = nn.LayerNorm(name="final_norm")(x)
     if self.residual_output:
-      out = noisy + nn.Dense(noisy.shape[-1], kernel_init=nn.initializers.zeros,
-                             name="out_proj")(x)
+      out = noisy + nn.Dense(
+          noisy.shape[-1], kernel_init=nn.initializers.zeros, name="out_proj"
+      )(x)
     else:
       out = nn.Dense(noisy.shape[-1], name="out_proj")(x)
     out = jnp.where(query_mask[..., None], out, 0.0)

@@ -42,8 +42,10 @@ class ConvEncoder(nn.Module):
     if x.ndim == 3:
       x = x[..., None]
     if x.ndim != 4:
-      raise ValueError(f"ConvEncoder expects [B, H, W, C] or [B, H, W], got "
-                       f"shape {x.shape}")
+      raise ValueError(
+          f"ConvEncoder expects [B, H, W, C] or [B, H, W], got "
+          f"shape {x.shape}"
+      )
     for f in self.features:
       strides = tuple(2 if n > 1 else 1 for n in x.shape[1:3])
       x = nn.Conv(f, (3, 3), strides=strides)(x)
@@ -70,17 +72,19 @@ class TimeConvEncoder(nn.Module):
   dropout: float = 0.0
 
   @nn.compact
-  def __call__(self, x: jax.Array, mask: jax.Array | None = None, *,
-               train: bool = False) -> jax.Array:
+  def __call__(
+      self, x: jax.Array, mask: jax.Array | None = None, *, train: bool = False
+  ) -> jax.Array:
     if x.ndim != 3:
-      raise ValueError(f"TimeConvEncoder expects [B, T, n_mels], got shape "
-                       f"{x.shape}")
+      raise ValueError(
+          f"TimeConvEncoder expects [B, T, n_mels], got shape " f"{x.shape}"
+      )
     if mask is None:
       mask = jnp.ones(x.shape[:2], bool)
     for f in self.features:
       x = nn.Conv(f, (self.kernel_size,), strides=(2,))(x)
       x = nn.gelu(nn.GroupNorm(num_groups=min(8, f))(x))
-      mask = mask[:, ::2][:, :x.shape[1]]
+      mask = mask[:, ::2][:, : x.shape[1]]
     w = mask.astype(x.dtype)[..., None]
     x = jnp.sum(x * w, axis=1) / jnp.maximum(jnp.sum(w, axis=1), 1.0)
     x = nn.gelu(nn.Dense(self.hidden_dim)(x))
@@ -118,7 +122,8 @@ def make_encoder(kind: str, embed_dim: int, **kwargs) -> nn.Module:
   if kind == "mlp":
     return MLPEncoder(embed_dim=embed_dim, **kwargs)
   raise ValueError(
-      f"encoder kind {kind!r} is not one of ['conv', 'time_conv', 'mlp']")
+      f"encoder kind {kind!r} is not one of ['conv', 'time_conv', 'mlp']"
+  )
 
 
 class TwoTower(nn.Module):
@@ -137,10 +142,21 @@ class TwoTower(nn.Module):
     return l2_normalize(e) if self.normalize else e
 
   @nn.compact
-  def __call__(self, audio: jax.Array | None, visual: jax.Array | None, *,
-               train: bool = False):
-    a = None if audio is None else self._out(
-        self.audio_encoder(audio, train=train))
-    v = None if visual is None else self._out(
-        self.visual_encoder(visual, train=train))
+  def __call__(
+      self,
+      audio: jax.Array | None,
+      visual: jax.Array | None,
+      *,
+      train: bool = False,
+  ):
+    a = (
+        None
+        if audio is None
+        else self._out(self.audio_encoder(audio, train=train))
+    )
+    v = (
+        None
+        if visual is None
+        else self._out(self.visual_encoder(visual, train=train))
+    )
     return a, v

@@ -55,8 +55,10 @@ class CorrespondenceHead(nn.Module):
       float32 [...] logits; sigmoid(logit) = P(pair corresponds).
     """
     if audio.shape != visual.shape:
-      raise ValueError(f"CorrespondenceHead: audio {audio.shape} and visual "
-                       f"{visual.shape} embeddings must have the same shape")
+      raise ValueError(
+          f"CorrespondenceHead: audio {audio.shape} and visual "
+          f"{visual.shape} embeddings must have the same shape"
+      )
     if self.fusion == "concat":
       x = jnp.concatenate([audio, visual], axis=-1)
     elif self.fusion == "concat_product":
@@ -66,8 +68,10 @@ class CorrespondenceHead(nn.Module):
       # sqrt(x + eps): finite gradient for identical embeddings.
       x = jnp.sqrt(jnp.sum(diff * diff, axis=-1, keepdims=True) + 1e-12)
     else:
-      raise ValueError(f"CorrespondenceHead.fusion={self.fusion!r} is not one "
-                       f"of {list(FUSIONS)}")
+      raise ValueError(
+          f"CorrespondenceHead.fusion={self.fusion!r} is not one "
+          f"of {list(FUSIONS)}"
+      )
     for width in self.hidden_dims:
       x = nn.gelu(nn.Dense(width)(x))
     return nn.Dense(1)(x)[..., 0]

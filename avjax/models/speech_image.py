@@ -95,8 +95,9 @@ def pool(x: jax.Array, mask: jax.Array, kind: str) -> jax.Array:
   return peak if kind == "max" else jnp.concatenate([mean, peak], axis=-1)
 
 
-def _masked_moments(x: jax.Array, mask: jax.Array
-                    ) -> tuple[jax.Array, jax.Array]:
+def _masked_moments(
+    x: jax.Array, mask: jax.Array
+) -> tuple[jax.Array, jax.Array]:
   """Mean and variance over the valid frames: [B, T, F] → 2 × [B, 1, F]."""
   w = mask[..., None].astype(x.dtype)
   n = jnp.maximum(jnp.sum(w, axis=1, keepdims=True), 1.0)
@@ -106,8 +107,9 @@ def _masked_moments(x: jax.Array, mask: jax.Array
   return mean, var
 
 
-def utterance_normalize(log_mel: jax.Array, mask: jax.Array,
-                        eps: float = 1e-5) -> jax.Array:
+def utterance_normalize(
+    log_mel: jax.Array, mask: jax.Array, eps: float = 1e-5
+) -> jax.Array:
   """Per-utterance, per-bin mean/variance normalisation over valid frames.
 
   log_mel [B, T, F], mask bool [B, T] → [B, T, F]; padded frames → 0.
@@ -117,10 +119,15 @@ def utterance_normalize(log_mel: jax.Array, mask: jax.Array,
   return jnp.where(mask[..., None], out, 0.0)
 
 
-def spec_augment(rng: jax.Array, log_mel: jax.Array, mask: jax.Array,
-                 num_time_masks: int = 2, max_time_width: int = 8,
-                 num_freq_masks: int = 2, max_freq_width: int = 6
-                 ) -> jax.Array:
+def spec_augment(
+    rng: jax.Array,
+    log_mel: jax.Array,
+    mask: jax.Array,
+    num_time_masks: int = 2,
+    max_time_width: int = 8,
+    num_freq_masks: int = 2,
+    max_freq_width: int = 6,
+) -> jax.Array:
   """SpecAugment-style masking (Park et al. 2019) within valid frames.
 
   Each time mask covers w ~ U{0..max_time_width} consecutive frames starting
@@ -141,26 +148,36 @@ def spec_augment(rng: jax.Array, log_mel: jax.Array, mask: jax.Array,
   keys = jax.random.split(rng, 4)
   lengths = jnp.sum(mask, axis=1)
   t = jnp.arange(frames)[None, None, :]
-  widths = jax.random.randint(keys[0], (batch, num_time_masks), 0,
-                              max_time_width + 1)
-  starts = jnp.floor(jax.random.uniform(keys[1], (batch, num_time_masks))
-                     * jnp.maximum(lengths[:, None] - widths + 1, 1))
-  time_hit = jnp.any((t >= starts[..., None]) &
-                     (t < starts[..., None] + widths[..., None]), axis=1)
+  widths = jax.random.randint(
+      keys[0], (batch, num_time_masks), 0, max_time_width + 1
+  )
+  starts = jnp.floor(
+      jax.random.uniform(keys[1], (batch, num_time_masks))
+      * jnp.maximum(lengths[:, None] - widths + 1, 1)
+  )
+  time_hit = jnp.any(
+      (t >= starts[..., None]) & (t < starts[..., None] + widths[..., None]),
+      axis=1,
+  )
   f = jnp.arange(bins)[None, None, :]
-  fwidths = jax.random.randint(keys[2], (batch, num_freq_masks), 0,
-                               max_freq_width + 1)
-  fstarts = jax.random.randint(keys[3], (batch, num_freq_masks), 0,
-                               jnp.maximum(bins - fwidths + 1, 1))
-  freq_hit = jnp.any((f >= fstarts[..., None]) &
-                     (f < fstarts[..., None] + fwidths[..., None]), axis=1)
+  fwidths = jax.random.randint(
+      keys[2], (batch, num_freq_masks), 0, max_freq_width + 1
+  )
+  fstarts = jax.random.randint(
+      keys[3], (batch, num_freq_masks), 0, jnp.maximum(bins - fwidths + 1, 1)
+  )
+  freq_hit = jnp.any(
+      (f >= fstarts[..., None]) & (f < fstarts[..., None] + fwidths[..., None]),
+      axis=1,
+  )
   hit = (time_hit & mask)[:, :, None] | (freq_hit[:, None, :] & mask[..., None])
   mean, _ = _masked_moments(log_mel, mask)
   return jnp.where(hit, mean, log_mel)
 
 
-def random_shift(rng: jax.Array, images: jax.Array,
-                 max_shift: int) -> jax.Array:
+def random_shift(
+    rng: jax.Array, images: jax.Array, max_shift: int
+) -> jax.Array:
   """Translates each image by its own random (dy, dx) in [-s, s]², zero fill.
 
   images [B, H, W, C] → [B, H, W, C]. AV-digits canvases are ink on black,
@@ -175,8 +192,9 @@ def random_shift(rng: jax.Array, images: jax.Array,
   offsets = jax.random.randint(rng, (batch, 2), 0, 2 * s + 1)
 
   def crop(img, off):
-    return jax.lax.dynamic_slice(img, (off[0], off[1], 0),
-                                 (height, width, img.shape[-1]))
+    return jax.lax.dynamic_slice(
+        img, (off[0], off[1], 0), (height, width, img.shape[-1])
+    )
 
   return jax.vmap(crop)(padded, offsets)
 
@@ -209,25 +227,36 @@ class SpeechEncoder(nn.Module):
   pooling: str = "mean"
 
   @nn.compact
-  def __call__(self, log_mel: jax.Array, mask: jax.Array | None = None, *,
-               train: bool = False) -> EncoderOutput:
+  def __call__(
+      self,
+      log_mel: jax.Array,
+      mask: jax.Array | None = None,
+      *,
+      train: bool = False,
+  ) -> EncoderOutput:
     """Encodes log-mel [B, T, n_mels] with frame mask bool [B, T]."""
     if log_mel.ndim != 3:
-      raise ValueError("SpeechEncoder expects log-mel [B, T, n_mels], got "
-                       f"shape {log_mel.shape}")
+      raise ValueError(
+          "SpeechEncoder expects log-mel [B, T, n_mels], got "
+          f"shape {log_mel.shape}"
+      )
     if len(self.conv_features) != len(self.conv_strides):
-      raise ValueError(f"conv_features {tuple(self.conv_features)} and "
-                       f"conv_strides {tuple(self.conv_strides)} differ in "
-                       "length")
+      raise ValueError(
+          f"conv_features {tuple(self.conv_features)} and "
+          f"conv_strides {tuple(self.conv_strides)} differ in "
+          "length"
+      )
     if self.conv_kernel % 2 != 1:
       raise ValueError(f"conv_kernel must be odd, got {self.conv_kernel}")
     batch, frames = log_mel.shape[:2]
     if mask is None:
       mask = jnp.ones((batch, frames), bool)
     elif mask.shape != (batch, frames):
-      raise ValueError(f"audio_mask has shape {mask.shape}, expected "
-                       f"({batch}, {frames}) to match log-mel "
-                       f"{log_mel.shape}")
+      raise ValueError(
+          f"audio_mask has shape {mask.shape}, expected "
+          f"({batch}, {frames}) to match log-mel "
+          f"{log_mel.shape}"
+      )
     mask = mask.astype(bool)
     x = log_mel.astype(jnp.float32)
     if self.input_norm:
@@ -235,17 +264,27 @@ class SpeechEncoder(nn.Module):
     half = self.conv_kernel // 2
     for i, (f, s) in enumerate(zip(self.conv_features, self.conv_strides)):
       x = jnp.where(mask[..., None], x, 0.0)
-      x = nn.Conv(f, (self.conv_kernel,), strides=(s,),
-                  padding=((half, half),), name=f"conv_{i}")(x)
+      x = nn.Conv(
+          f,
+          (self.conv_kernel,),
+          strides=(s,),
+          padding=((half, half),),
+          name=f"conv_{i}",
+      )(x)
       mask = mask[:, ::s]
       x = nn.gelu(nn.LayerNorm(name=f"conv_norm_{i}")(x))
     x = nn.Dense(self.width, name="input_proj")(x)
     x = x + transformer.sinusoidal_positions(x.shape[1], self.width)[None]
     x = transformer.TransformerEncoder(
-        self.num_layers, self.num_heads, self.mlp_ratio, self.dropout,
-        name="transformer")(x, mask, train=train)
+        self.num_layers,
+        self.num_heads,
+        self.mlp_ratio,
+        self.dropout,
+        name="transformer",
+    )(x, mask, train=train)
     embedding = nn.Dense(self.embed_dim, name="projection")(
-        pool(x, mask, self.pooling))
+        pool(x, mask, self.pooling)
+    )
     return EncoderOutput(x, mask, embedding)
 
 
@@ -275,36 +314,55 @@ class ImageEncoder(nn.Module):
   pooling: str = "mean"
 
   @nn.compact
-  def __call__(self, images: jax.Array, *,
-               train: bool = False) -> EncoderOutput:
+  def __call__(
+      self, images: jax.Array, *, train: bool = False
+  ) -> EncoderOutput:
     if images.ndim == 3:
       images = images[..., None]
     if images.ndim != 4:
-      raise ValueError("ImageEncoder expects images [B, H, W, C], got shape "
-                       f"{images.shape}")
+      raise ValueError(
+          "ImageEncoder expects images [B, H, W, C], got shape "
+          f"{images.shape}"
+      )
     x = images.astype(jnp.float32)
     for i, f in enumerate(self.stem_features):
-      x = nn.Conv(f, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)),
-                  name=f"stem_conv_{i}")(x)
+      x = nn.Conv(
+          f,
+          (3, 3),
+          strides=(2, 2),
+          padding=((1, 1), (1, 1)),
+          name=f"stem_conv_{i}",
+      )(x)
       x = nn.gelu(nn.LayerNorm(name=f"stem_norm_{i}")(x))
     _, height, width, _ = x.shape
     p = self.patch_size
     if height % p or width % p:
-      raise ValueError(f"image size {images.shape[1]}x{images.shape[2]} "
-                       f"({height}x{width} after the stem) is not divisible "
-                       f"by patch_size={p}")
-    x = nn.Conv(self.width, (p, p), strides=(p, p), padding="VALID",
-                name="patch_embed")(x)
+      raise ValueError(
+          f"image size {images.shape[1]}x{images.shape[2]} "
+          f"({height}x{width} after the stem) is not divisible "
+          f"by patch_size={p}"
+      )
+    x = nn.Conv(
+        self.width, (p, p), strides=(p, p), padding="VALID", name="patch_embed"
+    )(x)
     x = x.reshape(x.shape[0], -1, self.width)
-    pos = self.param("position_embedding", nn.initializers.normal(0.02),
-                     (x.shape[1], self.width))
+    pos = self.param(
+        "position_embedding",
+        nn.initializers.normal(0.02),
+        (x.shape[1], self.width),
+    )
     x = x + pos[None]
     mask = jnp.ones(x.shape[:2], bool)
     x = transformer.TransformerEncoder(
-        self.num_layers, self.num_heads, self.mlp_ratio, self.dropout,
-        name="transformer")(x, mask, train=train)
+        self.num_layers,
+        self.num_heads,
+        self.mlp_ratio,
+        self.dropout,
+        name="transformer",
+    )(x, mask, train=train)
     embedding = nn.Dense(self.embed_dim, name="projection")(
-        pool(x, mask, self.pooling))
+        pool(x, mask, self.pooling)
+    )
     return EncoderOutput(x, mask, embedding)
 
 
@@ -319,11 +377,18 @@ class SpeechImageEncoders(nn.Module):
   speech: SpeechEncoder
   image: ImageEncoder
 
-  def __call__(self, log_mel: jax.Array | None,
-               audio_mask: jax.Array | None, images: jax.Array | None, *,
-               train: bool = False
-               ) -> tuple[EncoderOutput | None, EncoderOutput | None]:
-    s = None if log_mel is None else self.speech(log_mel, audio_mask,
-                                                 train=train)
+  def __call__(
+      self,
+      log_mel: jax.Array | None,
+      audio_mask: jax.Array | None,
+      images: jax.Array | None,
+      *,
+      train: bool = False,
+  ) -> tuple[EncoderOutput | None, EncoderOutput | None]:
+    s = (
+        None
+        if log_mel is None
+        else self.speech(log_mel, audio_mask, train=train)
+    )
     i = None if images is None else self.image(images, train=train)
     return s, i

@@ -25,13 +25,16 @@ import jax.numpy as jnp
 _MASK_VALUE = -1e30
 
 
-def _check_mask(mask: jax.Array | None, batch: int, length: int,
-                name: str) -> jax.Array:
+def _check_mask(
+    mask: jax.Array | None, batch: int, length: int, name: str
+) -> jax.Array:
   if mask is None:
     return jnp.ones((batch, length), bool)
   if mask.shape != (batch, length):
-    raise ValueError(f"{name} has shape {mask.shape}, expected "
-                     f"({batch}, {length}) to match the tokens")
+    raise ValueError(
+        f"{name} has shape {mask.shape}, expected "
+        f"({batch}, {length}) to match the tokens"
+    )
   return mask.astype(bool)
 
 
@@ -45,14 +48,16 @@ def masked_mean(x: jax.Array, mask: jax.Array) -> jax.Array:
   return total / jnp.maximum(jnp.sum(w, axis=1), 1.0)
 
 
-def sinusoidal_positions(length: int, dim: int,
-                         max_timescale: float = 10000.0) -> jax.Array:
+def sinusoidal_positions(
+    length: int, dim: int, max_timescale: float = 10000.0
+) -> jax.Array:
   """Fixed sin/cos position code [length, dim] (Vaswani et al.), float32."""
   if dim % 2:
     raise ValueError(f"sinusoidal_positions needs an even dim, got {dim}")
   pos = jnp.arange(length, dtype=jnp.float32)[:, None]
-  inv = jnp.exp(-math.log(max_timescale)
-                * jnp.arange(0, dim, 2, dtype=jnp.float32) / dim)
+  inv = jnp.exp(
+      -math.log(max_timescale) * jnp.arange(0, dim, 2, dtype=jnp.float32) / dim
+  )
   angles = pos * inv[None, :]
   return jnp.concatenate([jnp.sin(angles), jnp.cos(angles)], axis=-1)
 
@@ -72,9 +77,14 @@ class MultiHeadAttention(nn.Module):
   dropout: float = 0.0
 
   @nn.compact
-  def __call__(self, queries: jax.Array, keys: jax.Array,
-               key_mask: jax.Array | None = None, *,
-               train: bool = False) -> tuple[jax.Array, jax.Array]:
+  def __call__(
+      self,
+      queries: jax.Array,
+      keys: jax.Array,
+      key_mask: jax.Array | None = None,
+      *,
+      train: bool = False,
+  ) -> tuple[jax.Array, jax.Array]:
     """Attends from queries [B, Q, Dq] to keys/values [B, K, Dk].
 
     Args:
@@ -91,11 +101,12 @@ class MultiHeadAttention(nn.Module):
     key_mask = _check_mask(key_mask, batch, num_keys, "key_mask")
     width = self.width or queries.shape[-1]
     if width % self.num_heads:
-      raise ValueError(f"attention width {width} is not divisible by "
-                       f"num_heads={self.num_heads}")
+      raise ValueError(
+          f"attention width {width} is not divisible by "
+          f"num_heads={self.num_heads}"
+      )
     head_dim = width // self.num_heads
-    dense = lambda name: nn.DenseGeneral((self.num_heads, head_dim),
-                                         name=name)
+    dense = lambda name: nn.DenseGeneral((self.num_heads, head_dim), name=name)
     q = dense("query")(queries)  # [B, Q, H, d]
     k = dense("key")(keys)
     v = dense("value")(keys)
@@ -138,17 +149,20 @@ class EncoderBlock(nn.Module):
   dropout: float = 0.0
 
   @nn.compact
-  def __call__(self, x: jax.Array, mask: jax.Array | None = None, *,
-               train: bool = False) -> tuple[jax.Array, jax.Array]:
+  def __call__(
+      self, x: jax.Array, mask: jax.Array | None = None, *, train: bool = False
+  ) -> tuple[jax.Array, jax.Array]:
     """x [B, T, D], mask bool [B, T] → (x [B, T, D], weights [B, H, T, T])."""
     mask = _check_mask(mask, x.shape[0], x.shape[1], "mask")
     drop = nn.Dropout(self.dropout, deterministic=not train)
     h = nn.LayerNorm()(x)
     h, weights = MultiHeadAttention(self.num_heads, dropout=self.dropout)(
-        h, h, mask, train=train)
+        h, h, mask, train=train
+    )
     x = x + drop(h)
     h = MLP(int(self.mlp_ratio * x.shape[-1]), self.dropout)(
-        nn.LayerNorm()(x), train=train)
+        nn.LayerNorm()(x), train=train
+    )
     x = x + drop(h)
     return _zero_padding(x, mask), weights
 
@@ -169,8 +183,9 @@ class TransformerEncoder(nn.Module):
   dropout: float = 0.0
 
   @nn.compact
-  def __call__(self, x: jax.Array, mask: jax.Array | None = None, *,
-               train: bool = False) -> jax.Array:
+  def __call__(
+      self, x: jax.Array, mask: jax.Array | None = None, *, train: bool = False
+  ) -> jax.Array:
     """x [B, T, D], mask bool [B, T] (None: no padding) → [B, T, D].
 
     Padded positions of the output are zero.
@@ -178,8 +193,9 @@ class TransformerEncoder(nn.Module):
     mask = _check_mask(mask, x.shape[0], x.shape[1], "mask")
     x = _zero_padding(x, mask)
     for i in range(self.num_layers):
-      x, _ = EncoderBlock(self.num_heads, self.mlp_ratio, self.dropout,
-                          name=f"block_{i}")(x, mask, train=train)
+      x, _ = EncoderBlock(
+          self.num_heads, self.mlp_ratio, self.dropout, name=f"block_{i}"
+      )(x, mask, train=train)
     return _zero_padding(nn.LayerNorm(name="final_norm")(x), mask)
 
 
@@ -202,10 +218,15 @@ class CrossAttentionBlock(nn.Module):
   dropout: float = 0.0
 
   @nn.compact
-  def __call__(self, x: jax.Array, context: jax.Array,
-               query_mask: jax.Array | None = None,
-               context_mask: jax.Array | None = None, *,
-               train: bool = False) -> tuple[jax.Array, jax.Array]:
+  def __call__(
+      self,
+      x: jax.Array,
+      context: jax.Array,
+      query_mask: jax.Array | None = None,
+      context_mask: jax.Array | None = None,
+      *,
+      train: bool = False,
+  ) -> tuple[jax.Array, jax.Array]:
     """Updates queries x [B, Q, D] from context [B, K, Dc].
 
     Returns:
@@ -213,23 +234,27 @@ class CrossAttentionBlock(nn.Module):
       [B, H, Q, K]).
     """
     query_mask = _check_mask(query_mask, x.shape[0], x.shape[1], "query_mask")
-    context_mask = _check_mask(context_mask, context.shape[0],
-                               context.shape[1], "context_mask")
+    context_mask = _check_mask(
+        context_mask, context.shape[0], context.shape[1], "context_mask"
+    )
     drop = nn.Dropout(self.dropout, deterministic=not train)
     if self.self_attention:
       h = nn.LayerNorm(name="self_norm")(x)
-      h, _ = MultiHeadAttention(self.num_heads, dropout=self.dropout,
-                                name="self_attention")(h, h, query_mask,
-                                                       train=train)
+      h, _ = MultiHeadAttention(
+          self.num_heads, dropout=self.dropout, name="self_attention"
+      )(h, h, query_mask, train=train)
       x = x + drop(h)
     h = nn.LayerNorm(name="cross_norm")(x)
     c = nn.LayerNorm(name="context_norm")(context)
-    h, weights = MultiHeadAttention(self.num_heads, width=x.shape[-1],
-                                    dropout=self.dropout,
-                                    name="cross_attention")(
-                                        h, c, context_mask, train=train)
+    h, weights = MultiHeadAttention(
+        self.num_heads,
+        width=x.shape[-1],
+        dropout=self.dropout,
+        name="cross_attention",
+    )(h, c, context_mask, train=train)
     x = x + drop(h)
     h = MLP(int(self.mlp_ratio * x.shape[-1]), self.dropout)(
-        nn.LayerNorm(name="mlp_norm")(x), train=train)
+        nn.LayerNorm(name="mlp_norm")(x), train=train
+    )
     x = x + drop(h)
     return _zero_padding(x, query_mask), weights

@@ -53,13 +53,15 @@ class CheckpointMismatch(ValueError):
 def state_shapes(tree: PyTree) -> dict[str, list[Any]]:
   """``{path: [shape, dtype]}`` of every array leaf of ``tree`` (for meta)."""
   leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
-  return {jax.tree_util.keystr(path): [list(leaf.shape), str(leaf.dtype)]
-          for path, leaf in leaves}
+  return {
+      jax.tree_util.keystr(path): [list(leaf.shape), str(leaf.dtype)]
+      for path, leaf in leaves
+  }
 
 
-def shape_differences(saved: dict[str, list[Any]],
-                      expected: dict[str, list[Any]],
-                      limit: int = 8) -> list[str]:
+def shape_differences(
+    saved: dict[str, list[Any]], expected: dict[str, list[Any]], limit: int = 8
+) -> list[str]:
   """Human-readable differences between two :func:`state_shapes` records."""
   diffs = []
   for key in sorted(set(saved) | set(expected)):
@@ -68,9 +70,12 @@ def shape_differences(saved: dict[str, list[Any]],
     elif key not in saved:
       diffs.append(f"{key}: in the model, not in the checkpoint")
     elif list(saved[key][0]) != list(expected[key][0]) or (
-        saved[key][1] != expected[key][1]):
-      diffs.append(f"{key}: checkpoint {saved[key][1]}{saved[key][0]}, "
-                   f"model {expected[key][1]}{expected[key][0]}")
+        saved[key][1] != expected[key][1]
+    ):
+      diffs.append(
+          f"{key}: checkpoint {saved[key][1]}{saved[key][0]}, "
+          f"model {expected[key][1]}{expected[key][0]}"
+      )
   if len(diffs) > limit:
     diffs = diffs[:limit] + [f"... and {len(diffs) - limit} more"]
   return diffs
@@ -79,9 +84,14 @@ def shape_differences(saved: dict[str, list[Any]],
 class Checkpointer:
   """Saves and restores (state tree, meta dict) pairs under ``directory``."""
 
-  def __init__(self, directory: str, max_to_keep: int = 3,
-               async_save: bool = True, read_attempts: int = 2,
-               retry_delay_s: float = 1.0):
+  def __init__(
+      self,
+      directory: str,
+      max_to_keep: int = 3,
+      async_save: bool = True,
+      read_attempts: int = 2,
+      retry_delay_s: float = 1.0,
+  ):
     self.directory = os.path.abspath(directory)
     self._read_attempts = max(1, read_attempts)
     self._retry_delay_s = retry_delay_s
@@ -90,8 +100,10 @@ class Checkpointer:
         options=ocp.CheckpointManagerOptions(
             max_to_keep=max_to_keep,
             enable_async_checkpointing=async_save,
-            create=True),
-        item_names=("state", "meta"))
+            create=True,
+        ),
+        item_names=("state", "meta"),
+    )
 
   def all_steps(self) -> list[int]:
     return sorted(self._manager.all_steps())
@@ -104,8 +116,11 @@ class Checkpointer:
     meta = dict(meta, state_shapes=state_shapes(state_tree))
     self._manager.save(
         step,
-        args=ocp.args.Composite(state=ocp.args.StandardSave(state_tree),
-                                meta=ocp.args.JsonSave(meta)))
+        args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state_tree),
+            meta=ocp.args.JsonSave(meta),
+        ),
+    )
 
   def wait_until_finished(self) -> None:
     self._manager.wait_until_finished()
@@ -131,24 +146,32 @@ class Checkpointer:
       if multihost.all_true(error is None):
         return value
       if error is None:
-        error = OSError(f"reading the {what} of checkpoint {step} failed on "
-                        "another process")
+        error = OSError(
+            f"reading the {what} of checkpoint {step} failed on "
+            "another process"
+        )
       if attempt + 1 == self._read_attempts:
         raise error
-      logging.warning("Reading the %s of checkpoint %d in %s failed (%s: "
-                      "%s); retrying.", what, step, self.directory,
-                      type(error).__name__, str(error)[:200])
+      logging.warning(
+          "Reading the %s of checkpoint %d in %s failed (%s: " "%s); retrying.",
+          what,
+          step,
+          self.directory,
+          type(error).__name__,
+          str(error)[:200],
+      )
       time.sleep(self._retry_delay_s)
       self._manager.reload()
 
   def read_meta(self, step: int) -> dict[str, Any]:
     restored = self._manager.restore(
-        step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+        step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())
+    )
     return dict(restored.meta)
 
-  def restore_latest(self, template: PyTree | TemplateFn,
-                     check: CheckFn | None = None
-                     ) -> tuple[int, PyTree, dict[str, Any]] | None:
+  def restore_latest(
+      self, template: PyTree | TemplateFn, check: CheckFn | None = None
+  ) -> tuple[int, PyTree, dict[str, Any]] | None:
     """Restores the newest readable checkpoint that fits the run.
 
     Args:
@@ -168,7 +191,8 @@ class Checkpointer:
     """
     # Process 0 lists the candidates, so every process walks the same ones.
     candidates = multihost.broadcast_ints(
-        sorted(self._manager.all_steps(), reverse=True))
+        sorted(self._manager.all_steps(), reverse=True)
+    )
     for step in candidates:
       try:
         meta = self._read(step, "meta", lambda s=step: self.read_meta(s))
@@ -187,12 +211,19 @@ class Checkpointer:
               "arrays of other shapes than the model and optimiser this "
               "config builds (" + "; ".join(diffs) + "). The config changed "
               "between runs — use a new --workdir (the checkpoints are left "
-              "untouched).")
+              "untouched)."
+          )
       try:
-        restored = self._read(step, "state", lambda s=step, t=tree: (
-            self._manager.restore(
-                s, args=ocp.args.Composite(
-                    state=ocp.args.StandardRestore(t)))))
+        restored = self._read(
+            step,
+            "state",
+            lambda s=step, t=tree: (
+                self._manager.restore(
+                    s,
+                    args=ocp.args.Composite(state=ocp.args.StandardRestore(t)),
+                )
+            ),
+        )
       except Exception as e:  # pylint: disable=broad-except
         self._damaged(step, e)
         continue
@@ -202,8 +233,12 @@ class Checkpointer:
   def _damaged(self, step: int, error: Exception) -> None:
     logging.warning(
         "Checkpoint at step %d in %s is damaged (%s: %s); moving it aside "
-        "and falling back to the previous one.", step, self.directory,
-        type(error).__name__, str(error)[:300])
+        "and falling back to the previous one.",
+        step,
+        self.directory,
+        type(error).__name__,
+        str(error)[:300],
+    )
     self._move_aside(step)
 
   def _move_aside(self, step: int) -> None:

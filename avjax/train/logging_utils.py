@@ -20,7 +20,8 @@ class _DropLibraryInfo(std_logging.Filter):
 
   def filter(self, record: std_logging.LogRecord) -> bool:
     return record.levelno >= std_logging.WARNING or not any(
-        f"/{lib}/" in record.pathname for lib in _CHATTY_LIBRARIES)
+        f"/{lib}/" in record.pathname for lib in _CHATTY_LIBRARIES
+    )
 
 
 def quiet_library_logs() -> None:
@@ -42,8 +43,9 @@ class MetricWriter:
     self.jsonl_path = os.path.join(workdir, "log.jsonl")
     if enabled:
       os.makedirs(workdir, exist_ok=True)
-      self._tb = tensorboardX.SummaryWriter(os.path.join(workdir,
-                                                         "tensorboard"))
+      self._tb = tensorboardX.SummaryWriter(
+          os.path.join(workdir, "tensorboard")
+      )
       self._jsonl = open(self.jsonl_path, "a", encoding="utf-8")
 
   def write_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
@@ -53,8 +55,9 @@ class MetricWriter:
     for k, v in clean.items():
       self._tb.add_scalar(k, v, step)
     record = {"step": int(step)}
-    record.update({k: (v if math.isfinite(v) else str(v))
-                   for k, v in clean.items()})
+    record.update(
+        {k: (v if math.isfinite(v) else str(v)) for k, v in clean.items()}
+    )
     self._jsonl.write(json.dumps(record) + "\n")
     self._jsonl.flush()
 

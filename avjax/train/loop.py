@@ -60,8 +60,12 @@ def _own_iterator_state(saved: dict[str, Any]) -> Any:
     return saved
   own = f"process_{jax.process_index()}"
   if own not in saved:
-    logging.info("Checkpoint has no iterator state for %s (saved by %d "
-                 "process(es)); using process_0's.", own, len(saved))
+    logging.info(
+        "Checkpoint has no iterator state for %s (saved by %d "
+        "process(es)); using process_0's.",
+        own,
+        len(saved),
+    )
     own = "process_0"
   return saved[own]
 
@@ -76,8 +80,8 @@ def _write_json_atomic(path: str, obj: Any) -> None:
 # Config fields that may change between a run and its resumption: where the
 # data lives and how it is read, not what it is.
 _RESUME_FREE_DATA_KEYS = frozenset(
-    {"data_dir", "manual_dir", "image_root", "skip_bad_files",
-     "cache_features"})
+    {"data_dir", "manual_dir", "image_root", "skip_bad_files", "cache_features"}
+)
 
 
 def run_fingerprint(config: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -89,11 +93,20 @@ def run_fingerprint(config: ml_collections.ConfigDict) -> dict[str, Any]:
   describes (another schedule, another data order, other shapes).
   """
   cfg = json.loads(config.to_json_best_effort())
-  data = {k: v for k, v in (cfg.get("data") or {}).items()
-          if k not in _RESUME_FREE_DATA_KEYS}
-  return {"method": cfg.get("method"), "seed": cfg.get("seed"),
-          "data": data, "model": cfg.get("model"), "loss": cfg.get("loss"),
-          "optimizer": cfg.get("optimizer"), "stages": cfg.get("stages")}
+  data = {
+      k: v
+      for k, v in (cfg.get("data") or {}).items()
+      if k not in _RESUME_FREE_DATA_KEYS
+  }
+  return {
+      "method": cfg.get("method"),
+      "seed": cfg.get("seed"),
+      "data": data,
+      "model": cfg.get("model"),
+      "loss": cfg.get("loss"),
+      "optimizer": cfg.get("optimizer"),
+      "stages": cfg.get("stages"),
+  }
 
 
 def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -110,37 +123,47 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
   return {prefix: tree}
 
 
-def fingerprint_differences(saved: dict[str, Any],
-                            current: dict[str, Any]) -> list[str]:
+def fingerprint_differences(
+    saved: dict[str, Any], current: dict[str, Any]
+) -> list[str]:
   """``key: saved → current`` for every leaf that differs (dotted keys)."""
   a, b = _flatten(saved), _flatten(current)
   missing = object()
-  return [f"{k}: {a.get(k, '<unset>')!r} → {b.get(k, '<unset>')!r}"
-          for k in sorted(set(a) | set(b))
-          if a.get(k, missing) != b.get(k, missing)]
+  return [
+      f"{k}: {a.get(k, '<unset>')!r} → {b.get(k, '<unset>')!r}"
+      for k in sorted(set(a) | set(b))
+      if a.get(k, missing) != b.get(k, missing)
+  ]
 
 
-def _resume_check(fingerprint: dict[str, Any], scheduler: StageScheduler,
-                  workdir: str) -> checkpoint_lib.CheckFn:
+def _resume_check(
+    fingerprint: dict[str, Any], scheduler: StageScheduler, workdir: str
+) -> checkpoint_lib.CheckFn:
   """Raises CheckpointMismatch when a checkpoint's run is not this one."""
 
   def check(step: int, meta: dict[str, Any]) -> None:
     saved = meta.get("config")
     if saved is None:
-      logging.warning("Checkpoint %d in %s has no config record (written by "
-                      "an older avjax); only its stage and shapes are "
-                      "checked.", step, workdir)
+      logging.warning(
+          "Checkpoint %d in %s has no config record (written by "
+          "an older avjax); only its stage and shapes are "
+          "checked.",
+          step,
+          workdir,
+      )
     else:
       diffs = fingerprint_differences(saved, fingerprint)
       if diffs:
-        shown = diffs[:10] + ([f"... and {len(diffs) - 10} more"]
-                              if len(diffs) > 10 else [])
+        shown = diffs[:10] + (
+            [f"... and {len(diffs) - 10} more"] if len(diffs) > 10 else []
+        )
         raise checkpoint_lib.CheckpointMismatch(
             f"The run in {workdir} (checkpoint at step {step}) was trained "
             "with another config: " + "; ".join(shown) + ". The config "
             "changed between runs — rerun with the original config to "
             "resume, or use a new --workdir (the checkpoints are left "
-            "untouched).")
+            "untouched)."
+        )
     expected = scheduler.stage_at(step)
     saved_stage = meta.get("stage")
     if saved_stage is not None and saved_stage != expected.index:
@@ -148,7 +171,8 @@ def _resume_check(fingerprint: dict[str, Any], scheduler: StageScheduler,
           f"Checkpoint in {workdir} at step {step} was saved in stage "
           f"{saved_stage} ({meta.get('stage_name')!r}), but config.stages "
           f"puts step {step} in stage {expected.index} ({expected.name!r}); "
-          "the config changed between runs — use a new --workdir.")
+          "the config changed between runs — use a new --workdir."
+      )
 
   return check
 
@@ -180,16 +204,21 @@ class _PendingMetrics:
       if not math.isfinite(loss):
         raise FloatingPointError(
             f"Training loss is {loss} at step {step + 1}; stopping. The last "
-            "good checkpoint is left intact.")
+            "good checkpoint is left intact."
+        )
       if not bool(m.get(_STATE_FINITE, True)):
         raise FloatingPointError(
             f"The parameters or optimiser state became non-finite at step "
             f"{step + 1} although the loss ({loss:.6g}) was finite: a "
             "non-finite gradient or update. Stopping; the last good "
             "checkpoint is left intact (try a lower learning rate or "
-            "config.optimizer.grad_clip_norm).")
-    return {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]
-            if k != _STATE_FINITE}
+            "config.optimizer.grad_clip_norm)."
+        )
+    return {
+        k: float(np.mean([m[k] for m in fetched]))
+        for k in fetched[0]
+        if k != _STATE_FINITE
+    }
 
 
 _STATE_FINITE = "state_finite"
@@ -197,8 +226,11 @@ _STATE_FINITE = "state_finite"
 
 def _all_finite(tree: Any) -> jax.Array:
   """True when every floating-point leaf of ``tree`` is finite (jittable)."""
-  checks = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
-            if jnp.issubdtype(jnp.result_type(x), jnp.inexact)]
+  checks = [
+      jnp.all(jnp.isfinite(x))
+      for x in jax.tree.leaves(tree)
+      if jnp.issubdtype(jnp.result_type(x), jnp.inexact)
+  ]
   return jnp.all(jnp.stack(checks)) if checks else jnp.array(True)
 
 
@@ -212,16 +244,17 @@ def checked_train_step(method: methods.Method, stage: Any):
 
   def step(state: TrainState, batch: Any) -> tuple[TrainState, dict]:
     new_state, metrics = method.train_step(state, batch, stage)
-    finite = _all_finite((new_state.params, new_state.opt_state,
-                          new_state.aux))
+    finite = _all_finite((new_state.params, new_state.opt_state, new_state.aux))
     return new_state, dict(metrics, **{_STATE_FINITE: finite})
 
   return step
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
-                       method: methods.Method | None = None
-                       ) -> dict[str, float]:
+def train_and_evaluate(
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    method: methods.Method | None = None,
+) -> dict[str, float]:
   """Trains ``config.method`` per ``config`` in ``workdir``, resuming there.
 
   Args:
@@ -249,8 +282,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   local_batch_size = sharding.check_batch_size(config.data.batch_size, mesh)
   fingerprint = run_fingerprint(config)
 
-  train_iter = method.train_iterator(local_batch_size, config.seed,
-                                     jax.process_index(), jax.process_count())
+  train_iter = method.train_iterator(
+      local_batch_size, config.seed, jax.process_index(), jax.process_count()
+  )
   init_rng, train_rng = jax.random.split(jax.random.PRNGKey(config.seed))
   params_rng, aux_rng = jax.random.split(init_rng)
   params = method.init_params(params_rng, _peek(train_iter))
@@ -260,37 +294,47 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     """``state`` with stage ``index``'s optimiser (fresh state if new)."""
     if state.tx is txs[index]:
       return state
-    opt_state = sharding.replicate(jax.jit(txs[index].init)(state.params),
-                                   mesh)
+    opt_state = sharding.replicate(jax.jit(txs[index].init)(state.params), mesh)
     return state.replace(tx=txs[index], opt_state=opt_state)
 
-  state = TrainState.create(params, txs[0], train_rng,
-                            aux=method.init_aux(aux_rng, params))
+  state = TrainState.create(
+      params, txs[0], train_rng, aux=method.init_aux(aux_rng, params)
+  )
   state = sharding.replicate(state, mesh)
   n_params = sum(x.size for x in jax.tree.leaves(state.params))
-  logging.info("%s: %d parameters, %d steps in %d stage(s), %d device(s).",
-               config.method, n_params, total_steps, len(scheduler),
-               jax.device_count())
+  logging.info(
+      "%s: %d parameters, %d steps in %d stage(s), %d device(s).",
+      config.method,
+      n_params,
+      total_steps,
+      len(scheduler),
+      jax.device_count(),
+  )
 
   ckpt = checkpoint_lib.Checkpointer(
       os.path.join(workdir, "checkpoints"),
-      max_to_keep=config.get("max_checkpoints_to_keep", 3))
+      max_to_keep=config.get("max_checkpoints_to_keep", 3),
+  )
   restored = ckpt.restore_latest(
       lambda step, meta: for_stage(
-          state, scheduler.stage_at(step).index).checkpoint_tree(),
-      check=_resume_check(fingerprint, scheduler, workdir))
+          state, scheduler.stage_at(step).index
+      ).checkpoint_tree(),
+      check=_resume_check(fingerprint, scheduler, workdir),
+  )
   start_step = 0
   if restored is not None:
     start_step, tree, meta = restored
     state = for_stage(state, scheduler.stage_at(start_step).index)
     state = state.from_checkpoint_tree(tree)
     train_iter.set_state(_own_iterator_state(meta["data_iterator"]))
-    logging.info("Resumed from step %d (stage %r).", start_step,
-                 scheduler.stage_at(start_step).name)
+    logging.info(
+        "Resumed from step %d (stage %r).",
+        start_step,
+        scheduler.stage_at(start_step).name,
+    )
 
   if is_host:  # The full config of the run, for people and for inference.
-    with open(os.path.join(workdir, "config.json"), "w",
-              encoding="utf-8") as f:
+    with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
       f.write(config.to_json_best_effort(indent=2, sort_keys=True))
   writer = logging_utils.MetricWriter(workdir, enabled=is_host)
   step_fns: dict[int, Any] = {}
@@ -298,39 +342,52 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   log_every = int(config.get("log_every", 50))
   ckpt_every = int(config.get("checkpoint_every", 200))
   eval_every = int(config.get("eval_every", 0))
-  bar = tqdm.tqdm(total=total_steps, initial=start_step, disable=not is_host,
-                  desc=config.method, unit="step")
+  bar = tqdm.tqdm(
+      total=total_steps,
+      initial=start_step,
+      disable=not is_host,
+      desc=config.method,
+      unit="step",
+  )
   t0 = time.time()
   try:
     for step in range(start_step, total_steps):
       stage = scheduler.stage_at(step)
       if stage.index not in step_fns:
-        step_fns[stage.index] = jax.jit(checked_train_step(method, stage),
-                                        donate_argnums=0)
+        step_fns[stage.index] = jax.jit(
+            checked_train_step(method, stage), donate_argnums=0
+        )
       batch = sharding.shard_batch(next(train_iter), mesh)
       state, metrics = step_fns[stage.index](state, batch)
       pending.add(step, metrics)
       done = step + 1
       bar.update(1)
-      at_save = (done % ckpt_every == 0 or done == total_steps
-                 or done == stage.end)
+      at_save = (
+          done % ckpt_every == 0 or done == total_steps or done == stage.end
+      )
       at_eval = eval_every and done % eval_every == 0 and done != total_steps
       if done % log_every == 0 or at_save or at_eval:
         scalars = pending.flush()  # Raises before a non-finite state is saved.
         scalars["stage"] = stage.index
-        writer.write_scalars(done, {f"train/{k}": v
-                                    for k, v in scalars.items()})
+        writer.write_scalars(
+            done, {f"train/{k}": v for k, v in scalars.items()}
+        )
         bar.set_postfix(loss=f"{scalars['loss']:.4f}", stage=stage.name)
       if done == stage.end and done < total_steps:
         # Switch optimisers before saving, so the checkpoint at a stage
         # boundary already has the next stage's structure, as its meta says.
         state = for_stage(state, stage.index + 1)
       if at_save:
-        ckpt.save(done, state.checkpoint_tree(),
-                  {"stage": scheduler.stage_at(done).index,
-                   "stage_name": scheduler.stage_at(done).name,
-                   "config": fingerprint,
-                   "data_iterator": _iterator_states(train_iter)})
+        ckpt.save(
+            done,
+            state.checkpoint_tree(),
+            {
+                "stage": scheduler.stage_at(done).index,
+                "stage_name": scheduler.stage_at(done).name,
+                "config": fingerprint,
+                "data_iterator": _iterator_states(train_iter),
+            },
+        )
       if at_eval:
         val = method.evaluate(state.params, "validation")
         writer.write_scalars(done, {f"val/{k}": v for k, v in val.items()})
@@ -344,25 +401,40 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   plot_dir = os.path.join(workdir, "plots") if is_host else None
   if plot_dir:
     os.makedirs(plot_dir, exist_ok=True)
-  final = {k: float(v) for k, v in
-           method.evaluate(state.params, "test", plot_dir=plot_dir).items()}
+  final = {
+      k: float(v)
+      for k, v in method.evaluate(
+          state.params, "test", plot_dir=plot_dir
+      ).items()
+  }
   writer.write_scalars(total_steps, {f"test/{k}": v for k, v in final.items()})
   if is_host:
     _write_json_atomic(os.path.join(workdir, "metrics.json"), final)
     _plot_curves(writer.jsonl_path, plot_dir)
   writer.close()
   ckpt.close()
-  logging.info("Trained %d steps in %.1f s; test metrics: %s",
-               total_steps - start_step, train_seconds, final)
+  logging.info(
+      "Trained %d steps in %.1f s; test metrics: %s",
+      total_steps - start_step,
+      train_seconds,
+      final,
+  )
   return final
 
 
 def _plot_curves(jsonl_path: str, plot_dir: str) -> None:
   from avjax.eval import plots  # matplotlib only when plotting.
+
   with open(jsonl_path, encoding="utf-8") as f:
-    keys = sorted({k for line in f for k in json.loads(line)
-                   if k.startswith("train/") and k != "train/stage"})
+    keys = sorted(
+        {
+            k
+            for line in f
+            for k in json.loads(line)
+            if k.startswith("train/") and k != "train/stage"
+        }
+    )
   if keys:
-    plots.plot_training_curves(jsonl_path,
-                               os.path.join(plot_dir, "training_curves.png"),
-                               keys)
+    plots.plot_training_curves(
+        jsonl_path, os.path.join(plot_dir, "training_curves.png"), keys
+    )

@@ -52,12 +52,15 @@ def gather_json(obj: Any) -> list[Any]:
   """
   if not is_multiprocess():
     return [obj]
-  data = np.frombuffer(json.dumps(obj, sort_keys=True).encode("utf-8"),
-                       np.uint8)
+  data = np.frombuffer(
+      json.dumps(obj, sort_keys=True).encode("utf-8"), np.uint8
+  )
   lengths = multihost_utils.process_allgather(np.asarray([data.size]))
   width = int(np.max(lengths))
   padded = np.zeros((width,), np.uint8)
-  padded[:data.size] = data
+  padded[: data.size] = data
   rows = multihost_utils.process_allgather(padded)
-  return [json.loads(bytes(row[:int(n)]).decode("utf-8"))
-          for row, n in zip(np.asarray(rows), np.ravel(lengths))]
+  return [
+      json.loads(bytes(row[: int(n)]).decode("utf-8"))
+      for row, n in zip(np.asarray(rows), np.ravel(lengths))
+  ]

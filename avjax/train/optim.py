@@ -9,8 +9,9 @@ _OPTIMIZERS = ("adam", "adamw", "sgd")
 _SCHEDULES = ("constant", "cosine", "warmup_cosine")
 
 
-def learning_rate_schedule(cfg: ml_collections.ConfigDict,
-                           total_steps: int) -> optax.Schedule:
+def learning_rate_schedule(
+    cfg: ml_collections.ConfigDict, total_steps: int
+) -> optax.Schedule:
   """Returns step -> learning rate.
 
   ``cfg.schedule`` is one of ``constant``, ``cosine`` (decay to
@@ -23,19 +24,26 @@ def learning_rate_schedule(cfg: ml_collections.ConfigDict,
   if name == "constant":
     return optax.constant_schedule(lr)
   if name == "cosine":
-    return optax.cosine_decay_schedule(lr, max(total_steps, 1),
-                                       alpha=end / lr if lr else 0.0)
+    return optax.cosine_decay_schedule(
+        lr, max(total_steps, 1), alpha=end / lr if lr else 0.0
+    )
   if name == "warmup_cosine":
     warmup = int(cfg.get("warmup_steps", 0))
     return optax.warmup_cosine_decay_schedule(
-        0.0, lr, warmup_steps=warmup,
-        decay_steps=max(total_steps, warmup + 1), end_value=end)
+        0.0,
+        lr,
+        warmup_steps=warmup,
+        decay_steps=max(total_steps, warmup + 1),
+        end_value=end,
+    )
   raise ValueError(
-      f"config.optimizer.schedule={name!r} is not one of {_SCHEDULES}")
+      f"config.optimizer.schedule={name!r} is not one of {_SCHEDULES}"
+  )
 
 
-def make_optimizer(cfg: ml_collections.ConfigDict,
-                   total_steps: int) -> optax.GradientTransformation:
+def make_optimizer(
+    cfg: ml_collections.ConfigDict, total_steps: int
+) -> optax.GradientTransformation:
   """Builds the optax optimiser named by ``cfg.name`` with its schedule.
 
   Gradient clipping by global norm is applied first when
@@ -46,13 +54,18 @@ def make_optimizer(cfg: ml_collections.ConfigDict,
   if name == "adam":
     opt = optax.adam(schedule, b1=cfg.get("b1", 0.9), b2=cfg.get("b2", 0.999))
   elif name == "adamw":
-    opt = optax.adamw(schedule, b1=cfg.get("b1", 0.9), b2=cfg.get("b2", 0.999),
-                      weight_decay=cfg.get("weight_decay", 1e-4))
+    opt = optax.adamw(
+        schedule,
+        b1=cfg.get("b1", 0.9),
+        b2=cfg.get("b2", 0.999),
+        weight_decay=cfg.get("weight_decay", 1e-4),
+    )
   elif name == "sgd":
     opt = optax.sgd(schedule, momentum=cfg.get("momentum", 0.9) or None)
   else:
     raise ValueError(
-        f"config.optimizer.name={name!r} is not one of {_OPTIMIZERS}")
+        f"config.optimizer.name={name!r} is not one of {_OPTIMIZERS}"
+    )
   clip = float(cfg.get("grad_clip_norm", 0.0) or 0.0)
   if clip > 0:
     opt = optax.chain(optax.clip_by_global_norm(clip), opt)

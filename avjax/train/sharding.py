@@ -35,7 +35,8 @@ def check_batch_size(global_batch_size: int, mesh: Mesh) -> int:
   if global_batch_size % n_dev:
     raise ValueError(
         f"config.data.batch_size={global_batch_size} is not divisible by the "
-        f"{n_dev} devices of the mesh.")
+        f"{n_dev} devices of the mesh."
+    )
   return global_batch_size // jax.process_count()
 
 
@@ -43,8 +44,8 @@ def shard_batch(local_batch: dict[str, np.ndarray], mesh: Mesh) -> Any:
   """Assembles per-process numpy batches into one global, sharded batch."""
   sharding = batch_sharded(mesh)
   return jax.tree.map(
-      lambda x: jax.make_array_from_process_local_data(sharding, x),
-      local_batch)
+      lambda x: jax.make_array_from_process_local_data(sharding, x), local_batch
+  )
 
 
 def replicate(tree: Any, mesh: Mesh) -> Any:

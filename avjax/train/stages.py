@@ -33,8 +33,9 @@ class Stage:
   name: str
   start: int
   steps: int
-  options: ml_collections.ConfigDict = dataclasses.field(compare=False,
-                                                         hash=False)
+  options: ml_collections.ConfigDict = dataclasses.field(
+      compare=False, hash=False
+  )
 
   @property
   def end(self) -> int:
@@ -57,16 +58,20 @@ class StageScheduler:
 
   def __init__(self, stages: Sequence[ml_collections.ConfigDict]):
     if not stages:
-      raise ValueError("config.stages is empty: give at least one stage "
-                       "with `name` and `steps`.")
+      raise ValueError(
+          "config.stages is empty: give at least one stage "
+          "with `name` and `steps`."
+      )
     built, start = [], 0
     for i, cfg in enumerate(stages):
       if not isinstance(cfg, ml_collections.ConfigDict):
         cfg = ml_collections.ConfigDict(dict(cfg))
       for key in ("name", "steps"):
         if key not in cfg:
-          raise ValueError(f"config.stages[{i}] has no `{key}` field "
-                           f"(fields: {sorted(cfg.keys())}).")
+          raise ValueError(
+              f"config.stages[{i}] has no `{key}` field "
+              f"(fields: {sorted(cfg.keys())})."
+          )
       steps = int(cfg["steps"])
       if steps <= 0:
         raise ValueError(f"config.stages[{i}].steps={steps} must be > 0.")

@@ -41,17 +41,29 @@ class TrainState:
   tx: optax.GradientTransformation = flax.struct.field(pytree_node=False)
 
   @classmethod
-  def create(cls, params: PyTree, tx: optax.GradientTransformation,
-             rng: jax.Array, aux: PyTree | None = None) -> "TrainState":
-    return cls(step=jnp.zeros((), jnp.int32), params=params,
-               opt_state=tx.init(params), rng=rng,
-               aux={} if aux is None else aux, tx=tx)
+  def create(
+      cls,
+      params: PyTree,
+      tx: optax.GradientTransformation,
+      rng: jax.Array,
+      aux: PyTree | None = None,
+  ) -> "TrainState":
+    return cls(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        opt_state=tx.init(params),
+        rng=rng,
+        aux={} if aux is None else aux,
+        tx=tx,
+    )
 
   def apply_gradients(self, grads: PyTree) -> "TrainState":
     updates, opt_state = self.tx.update(grads, self.opt_state, self.params)
-    return self.replace(step=self.step + 1,
-                        params=optax.apply_updates(self.params, updates),
-                        opt_state=opt_state)
+    return self.replace(
+        step=self.step + 1,
+        params=optax.apply_updates(self.params, updates),
+        opt_state=opt_state,
+    )
 
   def step_rng(self) -> jax.Array:
     """PRNG key for the current step (dropout, noise, sampling)."""
@@ -59,8 +71,13 @@ class TrainState:
 
   def checkpoint_tree(self) -> dict[str, PyTree]:
     """The saved part of the state (everything but the static ``tx``)."""
-    return {"step": self.step, "params": self.params,
-            "opt_state": self.opt_state, "rng": self.rng, "aux": self.aux}
+    return {
+        "step": self.step,
+        "params": self.params,
+        "opt_state": self.opt_state,
+        "rng": self.rng,
+        "aux": self.aux,
+    }
 
   def from_checkpoint_tree(self, tree: dict[str, PyTree]) -> "TrainState":
     return self.replace(**tree)

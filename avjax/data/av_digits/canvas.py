@@ -29,75 +29,80 @@ CELL = 21
 TILE_SIZE_RANGE = (14, 18)  # inclusive
 MIN_DIGITS, MAX_DIGITS = 2, 4
 PREFIXES: tuple[str, ...] = (
-    "the digits", "here are", "i see", "the numbers", "this shows")
+    "the digits",
+    "here are",
+    "i see",
+    "the numbers",
+    "this shows",
+)
 PREFIX_PROBABILITY = 0.25
 
 
 def draw_boxes(rng: np.random.Generator, num_digits: int) -> np.ndarray:
-    """Random non-overlapping digit boxes, in reading order.
+  """Random non-overlapping digit boxes, in reading order.
 
-    Args:
-      rng: random generator.
-      num_digits: number of boxes, in [MIN_DIGITS, MAX_DIGITS].
+  Args:
+    rng: random generator.
+    num_digits: number of boxes, in [MIN_DIGITS, MAX_DIGITS].
 
-    Returns:
-      int32 [num_digits, 4] boxes (top, left, bottom, right), bottom/right
-      exclusive, sorted in reading order (see module docstring).
-    """
-    if not MIN_DIGITS <= num_digits <= MAX_DIGITS:
-        raise ValueError(
-            f"num_digits must be in [{MIN_DIGITS}, {MAX_DIGITS}], got "
-            f"{num_digits}")
-    cells = np.sort(rng.choice(GRID * GRID, size=num_digits, replace=False))
-    boxes = np.zeros((num_digits, 4), np.int32)
-    for i, cell in enumerate(cells):
-        row, col = divmod(int(cell), GRID)
-        size = int(rng.integers(TILE_SIZE_RANGE[0], TILE_SIZE_RANGE[1] + 1))
-        top = row * CELL + int(rng.integers(0, CELL - size + 1))
-        left = col * CELL + int(rng.integers(0, CELL - size + 1))
-        boxes[i] = (top, left, top + size, left + size)
-    return boxes
+  Returns:
+    int32 [num_digits, 4] boxes (top, left, bottom, right), bottom/right
+    exclusive, sorted in reading order (see module docstring).
+  """
+  if not MIN_DIGITS <= num_digits <= MAX_DIGITS:
+    raise ValueError(
+        f"num_digits must be in [{MIN_DIGITS}, {MAX_DIGITS}], got "
+        f"{num_digits}"
+    )
+  cells = np.sort(rng.choice(GRID * GRID, size=num_digits, replace=False))
+  boxes = np.zeros((num_digits, 4), np.int32)
+  for i, cell in enumerate(cells):
+    row, col = divmod(int(cell), GRID)
+    size = int(rng.integers(TILE_SIZE_RANGE[0], TILE_SIZE_RANGE[1] + 1))
+    top = row * CELL + int(rng.integers(0, CELL - size + 1))
+    left = col * CELL + int(rng.integers(0, CELL - size + 1))
+    boxes[i] = (top, left, top + size, left + size)
+  return boxes
 
 
 def reading_order(boxes: np.ndarray) -> np.ndarray:
-    """Permutation that sorts boxes [K, 4] into reading order (row, left)."""
-    boxes = np.asarray(boxes)
-    rows = boxes[:, 0] // CELL
-    return np.lexsort((boxes[:, 1], rows))
+  """Permutation that sorts boxes [K, 4] into reading order (row, left)."""
+  boxes = np.asarray(boxes)
+  rows = boxes[:, 0] // CELL
+  return np.lexsort((boxes[:, 1], rows))
 
 
 def render_canvas(sources: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """Draws source digits into their boxes.
+  """Draws source digits into their boxes.
 
-    Args:
-      sources: float [K, 8, 8] source digits (levels 0..16).
-      boxes: int [K, 4] square boxes (top, left, bottom, right).
+  Args:
+    sources: float [K, 8, 8] source digits (levels 0..16).
+    boxes: int [K, 4] square boxes (top, left, bottom, right).
 
-    Returns:
-      uint8 [CANVAS_SIZE, CANVAS_SIZE], ink bright on black.
-    """
-    if len(sources) != len(boxes):
-        raise ValueError(
-            f"{len(sources)} source digits for {len(boxes)} boxes")
-    canvas = np.zeros((CANVAS_SIZE, CANVAS_SIZE), np.uint8)
-    for source, (top, left, bottom, right) in zip(sources, boxes):
-        size = bottom - top
-        if right - left != size:
-            raise ValueError(f"box {(top, left, bottom, right)} is not square")
-        canvas[top:bottom, left:right] = digits_lib.resize_digit(source, size)
-    return canvas
+  Returns:
+    uint8 [CANVAS_SIZE, CANVAS_SIZE], ink bright on black.
+  """
+  if len(sources) != len(boxes):
+    raise ValueError(f"{len(sources)} source digits for {len(boxes)} boxes")
+  canvas = np.zeros((CANVAS_SIZE, CANVAS_SIZE), np.uint8)
+  for source, (top, left, bottom, right) in zip(sources, boxes):
+    size = bottom - top
+    if right - left != size:
+      raise ValueError(f"box {(top, left, bottom, right)} is not square")
+    canvas[top:bottom, left:right] = digits_lib.resize_digit(source, size)
+  return canvas
 
 
 def caption_text(digit_labels: np.ndarray, prefix: str | None = None) -> str:
-    """Spoken caption: optional lead-in, then the digit words in order."""
-    words = [digits_lib.DIGIT_WORDS[int(d)] for d in digit_labels]
-    if prefix:
-        words = [prefix] + words
-    return " ".join(words)
+  """Spoken caption: optional lead-in, then the digit words in order."""
+  words = [digits_lib.DIGIT_WORDS[int(d)] for d in digit_labels]
+  if prefix:
+    words = [prefix] + words
+  return " ".join(words)
 
 
 def draw_prefix(rng: np.random.Generator) -> str | None:
-    """A lead-in phrase with probability PREFIX_PROBABILITY, else None."""
-    if rng.uniform() < PREFIX_PROBABILITY:
-        return PREFIXES[int(rng.integers(len(PREFIXES)))]
-    return None
+  """A lead-in phrase with probability PREFIX_PROBABILITY, else None."""
+  if rng.uniform() < PREFIX_PROBABILITY:
+    return PREFIXES[int(rng.integers(len(PREFIXES)))]
+  return None

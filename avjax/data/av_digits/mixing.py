@@ -30,71 +30,88 @@ NUM_SPLIT_RESIDUES = 3
 
 @dataclasses.dataclass(frozen=True)
 class Speaker:
-    """Concrete synthesis parameters of one recording."""
+  """Concrete synthesis parameters of one recording."""
 
-    voice_index: int  # index into speech.VOICE_SETTINGS
-    voice: str
-    rate: int
-    pitch: int
-    seed: int  # espeak-ng breath-noise seed
+  voice_index: int  # index into speech.VOICE_SETTINGS
+  voice: str
+  rate: int
+  pitch: int
+  seed: int  # espeak-ng breath-noise seed
 
 
 def draw_speaker(rng: np.random.Generator, split_index: int) -> Speaker:
-    """Draws a jittered speaker for a recording of split `split_index`."""
-    if not 0 <= split_index < NUM_SPLIT_RESIDUES:
-        raise ValueError(
-            f"split_index must be in [0, {NUM_SPLIT_RESIDUES}), got "
-            f"{split_index}")
-    voice_index = int(rng.integers(len(speech.VOICE_SETTINGS)))
-    setting = speech.VOICE_SETTINGS[voice_index]
-    rate = int(round(setting.rate * rng.uniform(*RATE_JITTER)))
-    rate += (split_index - rate) % NUM_SPLIT_RESIDUES
-    if rate > speech.MAX_RATE:
-        rate -= NUM_SPLIT_RESIDUES
-    pitch = int(np.clip(setting.pitch + rng.integers(-PITCH_JITTER,
-                                                     PITCH_JITTER + 1),
-                        speech.MIN_PITCH, speech.MAX_PITCH))
-    seed = int(rng.integers(2**31 - 1))
-    return Speaker(voice_index, setting.voice, rate, pitch, seed)
+  """Draws a jittered speaker for a recording of split `split_index`."""
+  if not 0 <= split_index < NUM_SPLIT_RESIDUES:
+    raise ValueError(
+        f"split_index must be in [0, {NUM_SPLIT_RESIDUES}), got "
+        f"{split_index}"
+    )
+  voice_index = int(rng.integers(len(speech.VOICE_SETTINGS)))
+  setting = speech.VOICE_SETTINGS[voice_index]
+  rate = int(round(setting.rate * rng.uniform(*RATE_JITTER)))
+  rate += (split_index - rate) % NUM_SPLIT_RESIDUES
+  if rate > speech.MAX_RATE:
+    rate -= NUM_SPLIT_RESIDUES
+  pitch = int(
+      np.clip(
+          setting.pitch + rng.integers(-PITCH_JITTER, PITCH_JITTER + 1),
+          speech.MIN_PITCH,
+          speech.MAX_PITCH,
+      )
+  )
+  seed = int(rng.integers(2**31 - 1))
+  return Speaker(voice_index, setting.voice, rate, pitch, seed)
 
 
 def speak(text: str, speaker: Speaker) -> np.ndarray:
-    """Speaks `text` as `speaker`: int16 [N] at 16 kHz, silence trimmed."""
-    return speech.synthesize(text, speaker.voice, speaker.rate, speaker.pitch,
-                             seed=speaker.seed, trim=True)
+  """Speaks `text` as `speaker`: int16 [N] at 16 kHz, silence trimmed."""
+  return speech.synthesize(
+      text,
+      speaker.voice,
+      speaker.rate,
+      speaker.pitch,
+      seed=speaker.seed,
+      trim=True,
+  )
 
 
-def render_clip(utterance: np.ndarray, offset: int, valid_length: int,
-                padded_length: int, rng: np.random.Generator) -> np.ndarray:
-    """Places an utterance in a noisy, gain-scaled, zero-padded clip.
+def render_clip(
+    utterance: np.ndarray,
+    offset: int,
+    valid_length: int,
+    padded_length: int,
+    rng: np.random.Generator,
+) -> np.ndarray:
+  """Places an utterance in a noisy, gain-scaled, zero-padded clip.
 
-    Args:
-      utterance: int16 [M] speech; cropped if it does not fit.
-      offset: first sample of the utterance inside the clip.
-      valid_length: samples of the clip that carry signal (speech + noise).
-      padded_length: total samples; the tail after `valid_length` is zero.
-      rng: draws the SNR, the noise and the peak level.
+  Args:
+    utterance: int16 [M] speech; cropped if it does not fit.
+    offset: first sample of the utterance inside the clip.
+    valid_length: samples of the clip that carry signal (speech + noise).
+    padded_length: total samples; the tail after `valid_length` is zero.
+    rng: draws the SNR, the noise and the peak level.
 
-    Returns:
-      int16 [padded_length].
-    """
-    if not 0 < valid_length <= padded_length:
-        raise ValueError(
-            f"need 0 < valid_length <= padded_length, got {valid_length}, "
-            f"{padded_length}")
-    if not 0 <= offset < valid_length:
-        raise ValueError(f"offset {offset} outside [0, {valid_length})")
-    speech_part = utterance[:valid_length - offset].astype(np.float64)
-    if speech_part.size == 0:
-        raise ValueError("empty utterance")
-    mixture = np.zeros((valid_length,), np.float64)
-    mixture[offset:offset + speech_part.size] = speech_part
-    snr_db = rng.uniform(*SNR_DB_RANGE)
-    speech_power = max(float(np.mean(speech_part**2)), 1.0)
-    noise_std = np.sqrt(speech_power / 10.0**(snr_db / 10.0))
-    mixture += rng.normal(0.0, noise_std, size=valid_length)
-    peak = rng.uniform(*PEAK_RANGE) * 32767.0
-    mixture *= peak / max(float(np.max(np.abs(mixture))), 1e-9)
-    clip = np.zeros((padded_length,), np.int16)
-    clip[:valid_length] = np.clip(np.round(mixture), -32768, 32767)
-    return clip
+  Returns:
+    int16 [padded_length].
+  """
+  if not 0 < valid_length <= padded_length:
+    raise ValueError(
+        f"need 0 < valid_length <= padded_length, got {valid_length}, "
+        f"{padded_length}"
+    )
+  if not 0 <= offset < valid_length:
+    raise ValueError(f"offset {offset} outside [0, {valid_length})")
+  speech_part = utterance[: valid_length - offset].astype(np.float64)
+  if speech_part.size == 0:
+    raise ValueError("empty utterance")
+  mixture = np.zeros((valid_length,), np.float64)
+  mixture[offset : offset + speech_part.size] = speech_part
+  snr_db = rng.uniform(*SNR_DB_RANGE)
+  speech_power = max(float(np.mean(speech_part**2)), 1.0)
+  noise_std = np.sqrt(speech_power / 10.0 ** (snr_db / 10.0))
+  mixture += rng.normal(0.0, noise_std, size=valid_length)
+  peak = rng.uniform(*PEAK_RANGE) * 32767.0
+  mixture *= peak / max(float(np.max(np.abs(mixture))), 1e-9)
+  clip = np.zeros((padded_length,), np.int16)
+  clip[:valid_length] = np.clip(np.round(mixture), -32768, 32767)
+  return clip

@@ -1,0 +1,496 @@
+"""MAMA: angular-margin contrastive video–text learning with meta-weights.
+
+Nguyen et al., "Meta-optimized Angular Margin Contrastive Framework for
+Video-Language Representation Learning", ECCV 2024, arXiv 2407.03788.
+
+A video encoder and a caption encoder (``avjax.models.video_text``) are
+trained with the per-sample symmetric InfoNCE loss with a subtractive
+angular margin μ on the positive pairs
+(``losses.angular_margin_info_nce``; μ = 0 is InfoNCE) and a learnable
+logit scale. Optionally (``config.meta.enabled``) each sample's loss is
+weighted by a Meta-Weight-Net MLP (``avjax.models.meta_weight``) trained by
+the bilevel step of ``avjax.train.bilevel`` on batches of a small clean meta
+set (the dataset's ``config.meta.split``), which come from their own data
+iterator: the train iterator is a ``pipeline.ZipIterator`` of the "train"
+and "meta" streams, checkpointed together.
+
+Variants (``configs/mama.py``): ``infonce`` (μ = 0, no weights),
+``margin_only``, ``meta_only`` (μ = 0 with weights) and the default (both).
+
+Decisions the paper leaves open (MAMA's training code is not public;
+config fields in ``configs/mama.py``):
+  * Margin: μ = 0.1 rad by default (the released config sets 0; the paper's
+    value was not found).
+  * Logit scale: s = exp(log_scale), initialised at 1/0.07 and capped at
+    ``loss.max_logit_scale`` = 100 (CLIP's cap; ln 100 is within the
+    paper's ln 100–200): the loss clips it and ``train_step`` projects the
+    parameter back after each update, so it can always move back.
+  * Meta-weighting: Meta-Weight-Net's defaults (MLP 1→100→1, ReLU,
+    sigmoid; Adam 1e-3 with weight decay 1e-4; plain weighted mean); the
+    virtual step is SGD at the model's current learning rate
+    (``meta.virtual_lr`` None) — see ``avjax.train.bilevel`` for why not
+    through Adam. The meta loss is the unweighted margin loss of the virtual
+    model on a meta batch, with the meta batch's own negatives.
+  * The meta set holds clean pairs only; the train pairs' ``noisy`` flags
+    are read only for metrics (mean weight of noisy vs clean pairs).
+  * The loop evaluates with ``params`` only, so after every step
+    ``params[WEIGHT_NET]`` is overwritten with a copy of the weight net's
+    parameters (which live in ``state.aux``): no loss reads it, so the model
+    optimiser never trains it (its gradient is zero and the copy is replaced
+    anyway), and the test evaluation can compute the weights and the
+    weight-vs-loss plot.
+  * Paraphrases (``data.use_paraphrases``): every stored paraphrase is one
+    more training pair of its video (the stand-in for the paper's
+    LVLM-augmented captions). A noisy pair's paraphrases are noisy too.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from avjax import losses
+from avjax.data import pipeline
+from avjax.data import sources
+from avjax.data import text as text_lib
+from avjax.eval import video_text as vt_eval
+from avjax.methods.base import Method
+from avjax.models import meta_weight
+from avjax.models import video_text as vt_models
+from avjax.train import bilevel
+from avjax.train import optim
+from avjax.train.stages import Stage
+from avjax.train.state import TrainState
+
+PyTree = Any
+WEIGHT_NET = "weight_net_copy"
+
+
+def _texts(values) -> list[str]:
+  return [
+      v.decode("utf-8") if isinstance(v, bytes) else str(v)
+      for v in np.asarray(values, dtype=object).ravel()
+  ]
+
+
+class _CaptionPairs:
+  """Random-access (video, caption) pairs of a split.
+
+  Index k < N is video k with its caption; with paraphrases, index
+  k = j·N + i (j ≥ 1) is video i with its j-th paraphrase. Records carry
+  "frames", "caption" (str), "noisy" and "video" (the video's index).
+  """
+
+  def __init__(self, source, name: str, use_paraphrases: bool = False):
+    self.source = source
+    self.name = name
+    self.num_videos = len(source)
+    self.variants = 1
+    if use_paraphrases and self.num_videos:
+      first = source[0]
+      if "paraphrases" not in first:
+        raise ValueError(
+            f"{name}: data.use_paraphrases is set but the "
+            f"records have no 'paraphrases' (keys: "
+            f"{sorted(first)})"
+        )
+      self.variants = 1 + len(_texts([first["paraphrases"]])[0].split("\n"))
+
+  def __len__(self) -> int:
+    return self.num_videos * self.variants
+
+  def __getitem__(self, index: int) -> dict[str, Any]:
+    variant, video = divmod(int(index), self.num_videos)
+    record = self.source[video]
+    for key in ("frames", "caption"):
+      if key not in record:
+        raise ValueError(
+            f"{self.name}: record {video} has no {key!r} (keys: "
+            f"{sorted(record)})"
+        )
+    caption = _texts([record["caption"]])[0]
+    if variant:  # Records may hold fewer paraphrases: cycle through them.
+      others = [
+          p for p in _texts([record["paraphrases"]])[0].split("\n") if p.strip()
+      ]
+      caption = others[(variant - 1) % len(others)] if others else caption
+    frames = np.asarray(record["frames"])
+    if frames.ndim < 3 or frames.shape[0] == 0:
+      raise ValueError(
+          f"{self.name}: video {video} has zero frames (frames "
+          f"shape {frames.shape})"
+      )
+    if not caption.strip():
+      raise ValueError(f"{self.name}: video {video} has an empty caption")
+    out = {
+        "frames": frames,
+        "caption": caption,
+        "noisy": np.int32(record.get("noisy", 0)),
+        "video": np.int32(video),
+    }
+    if "frame_mask" in record:
+      out["frame_mask"] = np.asarray(record["frame_mask"], bool)
+    return out
+
+
+class MAMA(Method):
+  """Video–text contrastive learning with angular margin + meta-weights."""
+
+  def __init__(self, config: ml_collections.ConfigDict):
+    super().__init__(config)
+    self.meta_enabled = bool(config.meta.enabled)
+    self.options = bilevel.BilevelOptions.from_config(config.meta)
+    self.weight_net = meta_weight.MetaWeightNet(
+        hidden_dims=tuple(config.meta.net.hidden_dims),
+        activation=config.meta.net.activation,
+        output_activation=config.meta.net.output_activation,
+    )
+    self.weight_tx = bilevel.make_weight_optimizer(config.meta.optimizer)
+    margin = float(config.loss.margin)
+    if not 0.0 <= margin < math.pi:
+      raise ValueError(
+          f"config.loss.margin={margin} must be in [0, pi) " "radians"
+      )
+    scale, cap = (
+        float(config.loss.logit_scale_init),
+        float(config.loss.max_logit_scale),
+    )
+    if not 0 < scale <= cap:
+      raise ValueError(
+          "config.loss needs 0 < logit_scale_init <= "
+          f"max_logit_scale, got {scale}, {cap}"
+      )
+    self._max_log_scale = math.log(cap)
+    total = sum(int(s["steps"]) for s in config.stages)
+    self._schedule = optim.learning_rate_schedule(config.optimizer, total)
+    self._model = None
+
+  # Data -------------------------------------------------------------------
+  def _load(self, split: str):
+    return sources.load_config_source(self.config.data, split)
+
+  @functools.cached_property
+  def tokenizer(self) -> text_lib.CaptionTokenizer:
+    """The tokenizer saved with the dataset (``info.metadata``)."""
+    d = self.config.data
+    builder = sources.get_builder(
+        d.name, data_dir=d.get("data_dir"), manual_dir=d.get("manual_dir")
+    )
+    metadata = builder.info.metadata or {}
+    if "tokenizer" not in metadata:
+      raise ValueError(
+          f"dataset {d.name!r} in {builder.data_dir} has no "
+          "tokenizer in its metadata (info.metadata['tokenizer'])"
+      )
+    return text_lib.CaptionTokenizer.from_json(metadata["tokenizer"])
+
+  def _pairs(self, split: str, train: bool = False) -> _CaptionPairs:
+    name = f"{self.config.data.name}:{split}"
+    return _CaptionPairs(
+        self._load(split),
+        name,
+        use_paraphrases=train and bool(self.config.data.use_paraphrases),
+    )
+
+  def transform(
+      self, batch: dict[str, Any], where: str = "batch"
+  ) -> dict[str, np.ndarray]:
+    """Stacked records → model inputs (frames, masks, token ids, flags)."""
+    frames = np.asarray(batch["frames"])
+    if frames.ndim < 4 or frames.shape[1] == 0:
+      raise ValueError(
+          f"{where}: videos must be [B, T, H, W(, C)] with T > "
+          f"0, got frames of shape {frames.shape}"
+      )
+    tokens, token_mask = self.tokenizer.encode(
+        _texts(batch["caption"]),
+        int(self.config.data.max_tokens),
+        where=f"{where} caption",
+    )
+    frame_mask = batch.get("frame_mask")
+    if frame_mask is None:
+      frame_mask = np.ones(frames.shape[:2], bool)
+    return {
+        "frames": frames,
+        "frame_mask": np.asarray(frame_mask, bool),
+        "tokens": tokens,
+        "token_mask": token_mask,
+        "noisy": np.asarray(batch["noisy"], np.int32),
+    }
+
+  def _meta_batch_size(self, process_count: int) -> int:
+    size = int(
+        self.config.meta.get("batch_size") or self.config.data.batch_size
+    )
+    devices = jax.device_count()
+    if size < 1 or size % devices:
+      raise ValueError(
+          f"config.meta.batch_size={size} is not divisible by "
+          f"the {devices} devices of the mesh"
+      )
+    return size // process_count
+
+  def _meta_source(self):
+    split = self.config.meta.split
+    try:
+      return self._pairs(split)
+    except ValueError as e:
+      if "unknown split" not in str(e):
+        raise
+      raise ValueError(
+          f"config.meta.split={split!r}: dataset {self.config.data.name!r} "
+          f"has no such split, and meta-weighting needs a clean meta set "
+          f"({e})"
+      ) from e
+
+  def train_iterator(self, batch_size, seed, process_index, process_count):
+    name = self.config.data.name
+    streams = {
+        "train": pipeline.make_train_iterator(
+            self._pairs("train", train=True),
+            batch_size=batch_size,
+            seed=seed,
+            batch_transform=lambda b: self.transform(b, f"{name}:train"),
+            process_index=process_index,
+            process_count=process_count,
+        )
+    }
+    if self.meta_enabled:
+      streams["meta"] = pipeline.make_train_iterator(
+          self._meta_source(),
+          batch_size=self._meta_batch_size(process_count),
+          seed=seed + 1,
+          batch_transform=lambda b: self.transform(
+              b, f"{name}:{self.config.meta.split}"
+          ),
+          process_index=process_index,
+          process_count=process_count,
+      )
+    return pipeline.ZipIterator(streams)
+
+  # Parameters -------------------------------------------------------------
+  @property
+  def model(self) -> vt_models.VideoTextEncoders:
+    if self._model is None:
+      m = self.config.model
+      self._model = vt_models.VideoTextEncoders(
+          video=vt_models.VideoEncoder(embed_dim=m.embed_dim, **dict(m.video)),
+          text=vt_models.TextEncoder(
+              vocab_size=self.tokenizer.vocab_size,
+              embed_dim=m.embed_dim,
+              **dict(m.text),
+          ),
+      )
+    return self._model
+
+  def init_params(self, rng, batch):
+    b = batch["train"]
+    enc = jax.jit(self.model.init)(
+        rng,
+        np.asarray(b["frames"][:2]),
+        np.asarray(b["frame_mask"][:2]),
+        np.asarray(b["tokens"][:2]),
+        np.asarray(b["token_mask"][:2]),
+    )
+    params = {
+        "encoders": enc,
+        "log_scale": jnp.asarray(
+            math.log(self.config.loss.logit_scale_init), jnp.float32
+        ),
+    }
+    if self.meta_enabled:
+      params[WEIGHT_NET] = self._init_weight_net(rng)
+    return params
+
+  def _init_weight_net(self, rng):
+    rng = jax.random.fold_in(rng, 7)
+    return self.weight_net.init(rng, jnp.zeros((1,), jnp.float32))
+
+  def init_aux(self, rng, params):
+    if not self.meta_enabled:
+      return {}
+    return {
+        bilevel.META_KEY: bilevel.init_meta_state(
+            params[WEIGHT_NET], self.weight_tx
+        )
+    }
+
+  def logit_scale(self, params) -> jax.Array:
+    """s = exp(log_scale) capped at ``loss.max_logit_scale``."""
+    if not self.config.loss.learn_scale:
+      return jnp.asarray(self.config.loss.logit_scale_init, jnp.float32)
+    return jnp.exp(jnp.minimum(params["log_scale"], self._max_log_scale))
+
+  # Model ------------------------------------------------------------------
+  def embed(self, encoder_params, batch, rng=None):
+    """(video [B, E], text [B, E]) embeddings; dropout when rng is given."""
+    train = rng is not None
+    return self.model.apply(
+        encoder_params,
+        batch.get("frames"),
+        batch.get("frame_mask"),
+        batch.get("tokens"),
+        batch.get("token_mask"),
+        train=train,
+        rngs={"dropout": rng} if train else None,
+    )
+
+  # Loss -------------------------------------------------------------------
+  def per_sample_loss(self, params, batch, rng):
+    """Per-pair margin InfoNCE [B] and metrics (``bilevel.PerSampleLoss``)."""
+    v, t = self.embed(params["encoders"], batch, rng)
+    scale = self.logit_scale(params)
+    per_sample = losses.angular_margin_info_nce(
+        v, t, float(self.config.loss.margin), 1.0 / scale
+    )
+    return per_sample, {"logit_scale": scale}
+
+  def loss_fn(self, params, batch, rng, stage: Stage, step):
+    del stage, step
+    per_sample, metrics = self.per_sample_loss(params, batch["train"], rng)
+    return jnp.mean(per_sample), metrics
+
+  def train_step(
+      self, state: TrainState, batch, stage: Stage
+  ) -> tuple[TrainState, dict]:
+    """The bilevel step (or the plain one), then log s is projected."""
+    if self.meta_enabled:
+      state, metrics, per = bilevel.bilevel_step(
+          state,
+          batch["train"],
+          batch["meta"],
+          loss_fn=self.per_sample_loss,
+          weight_fn=self.weight_net.apply,
+          weight_tx=self.weight_tx,
+          options=self.options,
+          learning_rate=self._schedule,
+      )
+      noisy = batch["train"]["noisy"].astype(jnp.float32)
+      w = per["weights"]
+      metrics["weight_noisy"] = jnp.sum(w * noisy) / jnp.maximum(
+          jnp.sum(noisy), 1.0
+      )
+      metrics["weight_clean"] = jnp.sum(w * (1 - noisy)) / jnp.maximum(
+          jnp.sum(1 - noisy), 1.0
+      )
+    else:
+      state, metrics = super().train_step(state, batch, stage)
+    params = dict(state.params)
+    params["log_scale"] = jnp.minimum(params["log_scale"], self._max_log_scale)
+    if self.meta_enabled:
+      params[WEIGHT_NET] = state.aux[bilevel.META_KEY]["params"]
+    return state.replace(params=params), metrics
+
+  # Eval -------------------------------------------------------------------
+  @functools.cached_property
+  def _embed_jit(self):
+    return jax.jit(lambda p, b: self.embed(p, b))
+
+  @functools.cached_property
+  def _loss_jit(self):
+    def run(params, batch):
+      per_sample, _ = self.per_sample_loss(params, batch, None)
+      weights = (
+          self.weight_net.apply(params[WEIGHT_NET], per_sample)
+          if WEIGHT_NET in params
+          else jnp.ones_like(per_sample)
+      )
+      return per_sample, weights
+
+    return jax.jit(run)
+
+  def _batches(self, pairs: _CaptionPairs, batch_size: int, limit: int):
+    """Transformed batches of the first ``limit`` pairs, padded to one
+    shape; yields (batch, number of real rows)."""
+    limit = min(limit, len(pairs))
+    for start in range(0, limit, batch_size):
+      rows = [pairs[i] for i in range(start, min(start + batch_size, limit))]
+      n = len(rows)
+      rows += [rows[-1]] * (batch_size - n)
+      stacked = {
+          k: np.stack([r[k] for r in rows]) for k in rows[0] if k != "caption"
+      }
+      stacked["caption"] = [r["caption"] for r in rows]
+      yield self.transform(stacked, pairs.name), stacked, n
+
+  def embed_split(self, params, split: str) -> dict[str, np.ndarray]:
+    """Video and caption embeddings of a whole split, in source order."""
+    pairs = self._pairs(split)
+    bs = int(self.config.get("eval_batch_size", 250))
+    video, text, captions = [], [], []
+    for batch, raw, n in self._batches(pairs, bs, len(pairs)):
+      v, t = self._embed_jit(params["encoders"], batch)
+      video.append(np.asarray(v)[:n])
+      text.append(np.asarray(t)[:n])
+      captions.extend(raw["caption"][:n])
+    return {
+        "video": np.concatenate(video),
+        "text": np.concatenate(text),
+        "captions": captions,
+    }
+
+  def train_weights(
+      self, params, limit: int | None = None
+  ) -> dict[str, np.ndarray]:
+    """Per-sample loss, weight and noisy flag of the first train pairs.
+
+    Losses are computed on consecutive batches of ``data.batch_size``
+    pairs in source order (in-batch negatives, as in training).
+    """
+    pairs = self._pairs("train")
+    bs = int(self.config.data.batch_size)
+    limit = limit or int(self.config.get("weight_eval_pairs", 2000))
+    limit = max(bs, (min(limit, len(pairs)) // bs) * bs)
+    out = {"losses": [], "weights": [], "noisy": []}
+    for batch, _, n in self._batches(pairs, bs, limit):
+      per_sample, weights = self._loss_jit(params, batch)
+      out["losses"].append(np.asarray(per_sample)[:n])
+      out["weights"].append(np.asarray(weights)[:n])
+      out["noisy"].append(batch["noisy"][:n])
+    return {k: np.concatenate(v) for k, v in out.items()}
+
+  def evaluate(self, params, split, plot_dir=None):
+    emb = self.embed_split(params, split)
+    result = vt_eval.retrieval_metrics(emb["video"], emb["text"])
+    choices, answers = vt_eval.make_choices(emb["captions"], 5, seed=0)
+    result["mc_accuracy"] = vt_eval.multiple_choice_accuracy(
+        emb["video"], emb["text"], choices, answers
+    )
+    result["logit_scale"] = float(self.logit_scale(params))
+    if split == "test":
+      result.update(self.weight_metrics(params, plot_dir))
+    return result
+
+  def weight_metrics(self, params, plot_dir=None) -> dict[str, float]:
+    """Mean weight / loss of noisy and clean train pairs; the plot.
+
+    Without a weight net (``infonce``, ``margin_only``) every pair's weight
+    is 1, and so are the means (the arms stay comparable in one table).
+    """
+    per = self.train_weights(params)
+    summary = vt_eval.weight_summary(
+        per["weights"], per["noisy"], per["losses"]
+    )
+    if WEIGHT_NET in params and plot_dir:
+      grid = np.linspace(
+          0.0, float(per["losses"].max()) * 1.05, 200, dtype=np.float32
+      )
+      curve = np.asarray(
+          self.weight_net.apply(params[WEIGHT_NET], jnp.asarray(grid))
+      )
+      vt_eval.plot_weight_vs_loss(
+          per["losses"],
+          per["weights"],
+          per["noisy"],
+          os.path.join(plot_dir, "weight_vs_loss.png"),
+          curve=(grid, curve),
+          title="MAMA: learned weight vs per-sample loss (train pairs)",
+      )
+    return summary

@@ -1,0 +1,147 @@
+r"""Step-time overhead of MAMA's bilevel step against the plain step.
+
+Builds the MAMA method twice from one config — as given (meta-weighting on:
+the bilevel step of ``avjax.train.bilevel``) and with ``meta.enabled =
+False`` (the plain step on the same margin loss) — initialises both from
+the same seed, jits one full training step of each (exactly as
+``avjax.train.loop`` runs it, finiteness check included) and times them
+side by side on the same batch, interleaving rounds so that load from other
+processes hits both alike. Data loading is excluded.
+
+  python launch/bench_bilevel.py --config configs/mama.py
+  python launch/bench_bilevel.py --config configs/mama.py:quick --rounds 3 \
+      --out runs/bench_bilevel.json
+
+Prints (and with --out writes as JSON) the median step time of each, their
+ratio, the compile times and the parameter counts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import numpy as np
+from absl import app
+from absl import flags
+
+_CONFIG = flags.DEFINE_string(
+    "config",
+    "configs/mama.py",
+    "Config file[:arg], e.g. configs/mama.py:quick.",
+)
+_STEPS = flags.DEFINE_integer("steps", 5, "Timed steps per round.")
+_ROUNDS = flags.DEFINE_integer("rounds", 5, "Interleaved rounds per variant.")
+_DATA_DIR = flags.DEFINE_string(
+    "data_dir", None, "tfds data dir (default: the config's)."
+)
+_OUT = flags.DEFINE_string("out", None, "Optional JSON output path.")
+
+
+def _count(tree) -> int:
+  import jax  # pylint: disable=import-outside-toplevel
+
+  return int(sum(np.size(x) for x in jax.tree.leaves(tree)))
+
+
+def _build(config, batch):
+  """(jitted step, initial state) of one variant."""
+  import jax  # pylint: disable=import-outside-toplevel
+
+  from avjax.methods import mama  # pylint: disable=import-outside-toplevel
+  from avjax.train import loop  # pylint: disable=import-outside-toplevel
+  from avjax.train.stages import StageScheduler  # pylint: disable=import-outside-toplevel
+  from avjax.train.state import TrainState  # pylint: disable=import-outside-toplevel
+
+  method = mama.MAMA(config)
+  scheduler = StageScheduler(config.stages)
+  rng = jax.random.PRNGKey(config.seed)
+  params = method.init_params(rng, batch)
+  state = TrainState.create(
+      params,
+      method.make_optimizer(scheduler[0], scheduler.total_steps),
+      jax.random.PRNGKey(config.seed + 1),
+      aux=method.init_aux(rng, params),
+  )
+  step = jax.jit(loop.checked_train_step(method, scheduler[0]))
+  return step, state
+
+
+def _time_steps(step, state, batch, n: int):
+  import jax  # pylint: disable=import-outside-toplevel
+
+  t0 = time.perf_counter()
+  for _ in range(n):
+    state, metrics = step(state, batch)
+  jax.block_until_ready((state, metrics))
+  return state, (time.perf_counter() - t0) / n
+
+
+def main(argv):
+  del argv
+  import jax  # pylint: disable=import-outside-toplevel
+
+  from avjax import config_utils  # pylint: disable=import-outside-toplevel
+  from avjax.methods import mama  # pylint: disable=import-outside-toplevel
+
+  path, _, arg = _CONFIG.value.partition(":")
+  config = config_utils.load_config_file(path, arg or None)
+  if _DATA_DIR.value:
+    config.data.data_dir = _DATA_DIR.value
+  if not config.meta.enabled:
+    raise ValueError(
+        f"--config {_CONFIG.value!r} has meta.enabled = False; "
+        "benchmark a config with meta-weighting"
+    )
+  plain_config = config.copy_and_resolve_references()
+  plain_config.meta.enabled = False
+
+  probe = mama.MAMA(config)
+  iterator = probe.train_iterator(config.data.batch_size, config.seed, 0, 1)
+  batch = jax.device_put(next(iterator))
+
+  variants = {}
+  for name, cfg in (("bilevel", config), ("plain", plain_config)):
+    step, state = _build(cfg, batch)
+    t0 = time.perf_counter()
+    state, _ = _time_steps(step, state, batch, 1)  # Compiles.
+    variants[name] = {
+        "step": step,
+        "state": state,
+        "times": [],
+        "compile_s": time.perf_counter() - t0,
+    }
+  for _ in range(_ROUNDS.value):
+    for v in variants.values():
+      v["state"], dt = _time_steps(v["step"], v["state"], batch, _STEPS.value)
+      v["times"].append(dt)
+
+  params = variants["bilevel"]["state"].params
+  result = {
+      "config": _CONFIG.value,
+      "batch_size": int(config.data.batch_size),
+      "meta_batch_size": int(config.meta.batch_size or config.data.batch_size),
+      "virtual_step": config.meta.virtual_step,
+      "meta_every": int(config.meta.meta_every),
+      "device": str(jax.devices()[0]),
+      "steps_per_round": _STEPS.value,
+      "rounds": _ROUNDS.value,
+      "encoder_params": _count(params["encoders"]),
+      "weight_net_params": _count(params[mama.WEIGHT_NET]),
+  }
+  for name, v in variants.items():
+    result[f"{name}_step_ms"] = 1e3 * float(np.median(v["times"]))
+    result[f"{name}_compile_s"] = v["compile_s"]
+  result["step_time_ratio"] = (
+      result["bilevel_step_ms"] / result["plain_step_ms"]
+  )
+  print(json.dumps(result, indent=2))
+  if _OUT.value:
+    os.makedirs(os.path.dirname(os.path.abspath(_OUT.value)), exist_ok=True)
+    with open(_OUT.value, "w", encoding="utf-8") as f:
+      json.dump(result, f, indent=2)
+
+
+if __name__ == "__main__":
+  app.run(main)

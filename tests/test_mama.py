@@ -1,0 +1,351 @@
+"""MAMA: its loss, step, data streams, bad input and video–text eval."""
+
+import math
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from avjax.config_utils import load_config_file
+from avjax.eval import video_text as vt_eval
+from avjax.methods import mama
+from avjax.models import video_text as vt_models
+from avjax.train import bilevel
+from avjax.train.stages import StageScheduler
+from avjax.train.state import TrainState
+
+_CONFIG = os.path.join(os.path.dirname(__file__), "..", "configs", "mama.py")
+_DATASET = "video_text_noise40"
+
+
+def small_config(data_dir, arg="quick,noise=40", **overrides):
+  """The quick config with tiny encoders (fast to compile)."""
+  config = load_config_file(_CONFIG, arg)
+  config.data.data_dir = data_dir
+  config.data.batch_size = 8
+  config.meta.batch_size = 8
+  config.model.embed_dim = 16
+  config.model.video.update(
+      {"patch_features": 8, "frame_dim": 16, "num_layers": 1, "num_heads": 2}
+  )
+  config.model.text.update({"width": 16, "num_layers": 1, "num_heads": 2})
+  config.meta.net.hidden_dims = (8,)
+  config.eval_batch_size = 100
+  config.weight_eval_pairs = 64
+  config.update_from_flattened_dict(overrides)
+  return config
+
+
+@pytest.fixture(scope="module")
+def data_dir(av_digits_dir):
+  return av_digits_dir.prepare(_DATASET)
+
+
+def _state(method, config, batch, seed=0):
+  scheduler = StageScheduler(config.stages)
+  rng = jax.random.PRNGKey(seed)
+  params = method.init_params(rng, batch)
+  return TrainState.create(
+      params,
+      method.make_optimizer(scheduler[0], scheduler.total_steps),
+      jax.random.PRNGKey(seed + 1),
+      aux=method.init_aux(rng, params),
+  ), (scheduler[0])
+
+
+def _numpy_info_nce(a, b, temperature):
+  a = a / np.linalg.norm(a, axis=1, keepdims=True)
+  b = b / np.linalg.norm(b, axis=1, keepdims=True)
+  logits = a @ b.T / temperature
+  out = []
+  for i in range(len(a)):
+    row = np.log(np.exp(logits[i]).sum()) - logits[i, i]
+    col = np.log(np.exp(logits[:, i]).sum()) - logits[i, i]
+    out.append(0.5 * (row + col))
+  return np.array(out)
+
+
+def test_margin_zero_loss_is_info_nce(data_dir):
+  config = small_config(data_dir, "quick,noise=40,meta_only")
+  method = mama.MAMA(config)
+  batch = next(method.train_iterator(8, 0, 0, 1))
+  state, _ = _state(method, config, batch)
+  per_sample, metrics = jax.jit(method.per_sample_loss)(
+      state.params, batch["train"], None
+  )
+  v, t = jax.jit(method.embed)(state.params["encoders"], batch["train"])
+  scale = float(metrics["logit_scale"])
+  assert scale == pytest.approx(1 / 0.07, rel=1e-5)
+  np.testing.assert_allclose(
+      per_sample,
+      _numpy_info_nce(
+          np.asarray(v, np.float64), np.asarray(t, np.float64), 1 / scale
+      ),
+      rtol=1e-4,
+  )
+  config.loss.margin = 0.5  # A margin lowers the positives' losses.
+  with_margin, _ = jax.jit(mama.MAMA(config).per_sample_loss)(
+      state.params, batch["train"], None
+  )
+  assert np.all(np.asarray(with_margin) <= np.asarray(per_sample) + 1e-6)
+  assert np.any(np.asarray(with_margin) < np.asarray(per_sample) - 1e-4)
+
+
+def test_bilevel_train_step_and_weight_net_copy(data_dir):
+  config = small_config(data_dir)
+  method = mama.MAMA(config)
+  iterator = method.train_iterator(8, 0, 0, 1)
+  batch = next(iterator)
+  assert set(batch) == {"train", "meta"}
+  assert batch["meta"]["frames"].shape == (8, 8, 32, 32)
+  assert batch["train"]["tokens"].shape == (8, 32)
+  state, stage = _state(method, config, batch)
+  params0 = state.params
+  phi0 = state.aux[bilevel.META_KEY]["params"]
+  step = jax.jit(lambda s, b: method.train_step(s, b, stage))
+  state, metrics = step(state, batch)
+  for key in (
+      "loss",
+      "meta_loss",
+      "weight_mean",
+      "weight_noisy",
+      "weight_clean",
+      "logit_scale",
+  ):
+    assert np.isfinite(float(metrics[key])), key
+  phi1 = state.aux[bilevel.META_KEY]["params"]
+  assert any(
+      not np.array_equal(a, b)
+      for a, b in zip(jax.tree.leaves(phi0), jax.tree.leaves(phi1))
+  )
+  for a, b in zip(
+      jax.tree.leaves(phi1), jax.tree.leaves(state.params[mama.WEIGHT_NET])
+  ):
+    np.testing.assert_array_equal(a, b)
+  # The logged mean weights: the updated net on the pre-step losses.
+  _, w = method._loss_jit(
+      dict(params0, **{mama.WEIGHT_NET: phi1}), batch["train"]
+  )
+  noisy = batch["train"]["noisy"].astype(bool)
+  assert noisy.any() and (~noisy).any()
+  assert float(metrics["weight_noisy"]) == pytest.approx(
+      float(np.mean(np.asarray(w)[noisy])), rel=1e-5
+  )
+  assert float(metrics["weight_clean"]) == pytest.approx(
+      float(np.mean(np.asarray(w)[~noisy])), rel=1e-5
+  )
+
+
+def test_logit_scale_is_capped(data_dir):
+  config = small_config(data_dir, "quick,noise=40,infonce")
+  method = mama.MAMA(config)
+  batch = next(method.train_iterator(8, 0, 0, 1))
+  state, stage = _state(method, config, batch)
+  params = dict(state.params, log_scale=jnp.asarray(10.0))
+  assert float(method.logit_scale(params)) == pytest.approx(100.0, rel=1e-5)
+  new, _ = jax.jit(lambda s, b: method.train_step(s, b, stage))(
+      state.replace(params=params), batch
+  )
+  assert float(new.params["log_scale"]) <= math.log(100.0) + 1e-6
+  assert mama.WEIGHT_NET not in new.params and new.aux == {}
+  weights = method.weight_metrics(state.params)  # No net: every weight 1.
+  assert weights["weight_noisy"] == weights["weight_clean"] == 1.0
+  assert weights["loss_noisy"] > 0
+
+
+def test_both_streams_resume_from_the_iterator_state(data_dir):
+  config = small_config(data_dir)
+  method = mama.MAMA(config)
+  iterator = method.train_iterator(8, 3, 0, 1)
+  for _ in range(3):
+    next(iterator)
+  saved = iterator.get_state()
+  assert set(saved) == {"train", "meta"}
+  expected = [next(iterator) for _ in range(2)]
+  fresh = method.train_iterator(8, 3, 0, 1)
+  fresh.set_state(saved)
+  for want in expected:
+    got = next(fresh)
+    for stream in ("train", "meta"):
+      for key in want[stream]:
+        np.testing.assert_array_equal(got[stream][key], want[stream][key])
+  with pytest.raises(ValueError, match="streams"):
+    fresh.set_state({"train": saved["train"]})
+
+
+def test_bad_input_is_named(data_dir, monkeypatch):
+  config = small_config(data_dir)
+  method = mama.MAMA(config)
+  good = {
+      "frames": np.zeros((2, 8, 32, 32), np.uint8),
+      "caption": np.array([b"a 3 moves left", b"a zebra flies"]),
+      "noisy": np.zeros(2, np.int32),
+  }
+  out = method.transform(good)
+  assert out["tokens"][1, 1] == 1  # "zebra": the unknown token.
+  with pytest.raises(ValueError, match="T > 0"):
+    method.transform(
+        dict(good, frames=np.zeros((2, 0, 32, 32), np.uint8)),
+        "av_digits/video_text:train",
+    )
+  with pytest.raises(ValueError, match="caption 1 of the batch is empty"):
+    method.transform(dict(good, caption=np.array([b"a 3", b""])))
+  with pytest.raises(ValueError, match="config.meta.split='meta_set'"):
+    mama.MAMA(
+        small_config(data_dir, **{"meta.split": "meta_set"})
+    ).train_iterator(8, 0, 0, 1)
+  monkeypatch.setattr(jax, "device_count", lambda: 3)
+  with pytest.raises(
+      ValueError,
+      match="config.meta.batch_size=8 is not " "divisible by the 3 devices",
+  ):
+    method.train_iterator(9, 0, 0, 1)
+
+
+def test_video_encoder_rejects_zero_frames():
+  enc = vt_models.VideoEncoder(
+      patch_size=4,
+      patch_features=4,
+      conv_features=(4,),
+      frame_dim=8,
+      num_layers=1,
+      num_heads=2,
+      embed_dim=4,
+  )
+  with pytest.raises(ValueError, match="zero frames"):
+    enc.init(jax.random.PRNGKey(0), jnp.zeros((2, 0, 8, 8), jnp.uint8))
+  x = jnp.zeros((2, 3, 8, 8, 3), jnp.uint8)
+  params = jax.jit(enc.init)(jax.random.PRNGKey(0), x)
+  apply = jax.jit(enc.apply)
+  assert apply(params, x, None).shape == (2, 4)
+  # A masked frame is never read.
+  mask = jnp.array([[True, True, False]] * 2)
+  y = x.at[:, 2].set(255)
+  np.testing.assert_allclose(
+      apply(params, x, mask), apply(params, y, mask), atol=1e-6
+  )
+  assert not np.allclose(apply(params, x, None), apply(params, y, None))
+  with pytest.raises(
+      ValueError, match="not divisible by " "config.model.video.patch_size=4"
+  ):
+    enc.init(jax.random.PRNGKey(0), jnp.zeros((2, 3, 6, 8), jnp.uint8))
+
+
+def test_evaluate_metrics_and_plot(data_dir, tmp_path):
+  config = small_config(data_dir)
+  method = mama.MAMA(config)
+  batch = next(method.train_iterator(8, 0, 0, 1))
+  state, _ = _state(method, config, batch)
+  result = method.evaluate(state.params, "test", plot_dir=str(tmp_path))
+  for key in (
+      "r1_t2v",
+      "r1_v2t",
+      "r10_t2v",
+      "medr_t2v",
+      "medr_v2t",
+      "mc_accuracy",
+      "weight_noisy",
+      "weight_clean",
+      "loss_noisy",
+  ):
+    assert np.isfinite(result[key]), key
+  assert 0.0 <= result["mc_accuracy"] <= 1.0
+  assert os.path.getsize(tmp_path / "weight_vs_loss.png") > 1000
+
+
+def _brute_force(video, text):
+  v = video / np.linalg.norm(video, axis=1, keepdims=True)
+  t = text / np.linalg.norm(text, axis=1, keepdims=True)
+  sim = t @ v.T
+  ranks_t2v = [1 + np.sum(sim[i] > sim[i, i]) for i in range(len(t))]
+  ranks_v2t = [1 + np.sum(sim[:, i] > sim[i, i]) for i in range(len(t))]
+  return np.array(ranks_t2v), np.array(ranks_v2t)
+
+
+def test_retrieval_metrics_match_brute_force():
+  rng = np.random.default_rng(0)
+  video = rng.normal(size=(60, 8))
+  text = video + 1.5 * rng.normal(size=(60, 8))
+  got = vt_eval.retrieval_metrics(video, text)
+  r_t2v, r_v2t = _brute_force(video, text)
+  for k in (1, 5, 10):
+    assert got[f"r{k}_t2v"] == pytest.approx(np.mean(r_t2v <= k))
+    assert got[f"r{k}_v2t"] == pytest.approx(np.mean(r_v2t <= k))
+  assert got["medr_t2v"] == np.median(r_t2v)
+  assert got["medr_v2t"] == np.median(r_v2t)
+
+
+def test_multiple_choice():
+  captions = [f"caption {i % 12}" for i in range(30)]
+  choices, answers = vt_eval.make_choices(captions, 5, seed=1)
+  assert choices.shape == (30, 5)
+  for i in range(30):
+    assert choices[i, answers[i]] == i
+    texts = [captions[j] for j in choices[i]]
+    assert len(set(texts)) == 5
+  rng = np.random.default_rng(0)
+  video = rng.normal(size=(30, 6))
+  text = video + 0.8 * rng.normal(size=(30, 6))
+  want = np.mean(
+      [
+          np.argmax(
+              [
+                  np.dot(video[i], text[j])
+                  / np.linalg.norm(video[i])
+                  / np.linalg.norm(text[j])
+                  for j in choices[i]
+              ]
+          )
+          == answers[i]
+          for i in range(30)
+      ]
+  )
+  assert vt_eval.multiple_choice_accuracy(
+      video, text, choices, answers
+  ) == pytest.approx(want)
+  with pytest.raises(ValueError, match="distinct captions"):
+    vt_eval.make_choices(["a", "b", "a", "c"], 5)
+
+
+def test_weight_summary():
+  s = vt_eval.weight_summary(
+      np.array([0.9, 0.8, 0.1, 0.3]),
+      np.array([0, 0, 1, 1]),
+      np.array([1.0, 2.0, 4.0, 6.0]),
+  )
+  assert s == pytest.approx(
+      {
+          "weight_clean": 0.85,
+          "weight_noisy": 0.2,
+          "loss_clean": 1.5,
+          "loss_noisy": 5.0,
+          "weight_gap": 0.65,
+      }
+  )
+  assert set(vt_eval.weight_summary(np.ones(2), np.zeros(2), np.ones(2))) == {
+      "weight_clean",
+      "loss_clean",
+  }
+
+
+def test_config_arguments():
+  base = load_config_file(_CONFIG, None)
+  assert base.meta.enabled and base.loss.margin > 0
+  assert base.data.name == "av_digits/video_text"
+  c = load_config_file(_CONFIG, "noise=20,infonce,steps=7,seed=2")
+  assert c.data.name == "av_digits/video_text_noise20"
+  assert not c.meta.enabled and c.loss.margin == 0
+  assert c.stages[0].steps == 7 and c.seed == 2
+  c = load_config_file(_CONFIG, "longtail,meta_only")
+  assert c.data.name == "av_digits/video_text_longtail"
+  assert c.meta.enabled and c.loss.margin == 0
+  c = load_config_file(_CONFIG, "margin_only")
+  assert not c.meta.enabled and c.loss.margin > 0
+  with pytest.raises(ValueError, match="noise=30"):
+    load_config_file(_CONFIG, "noise=30")
+  with pytest.raises(ValueError, match="choose one of infonce"):
+    load_config_file(_CONFIG, "infonce,meta_only")
+  with pytest.raises(ValueError, match="steps=0"):
+    load_config_file(_CONFIG, "steps=0")

@@ -1,0 +1,89 @@
+"""avjax.models.sync: segment cutting, extractors, sync transformer, log-mel."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from avjax.data import features
+from avjax.models import sync
+
+
+@pytest.mark.parametrize(
+    "total,length,stride",
+    [(64, 16, 8), (64, 16, 16), (120, 16, 8), (20, 16, 8)],
+)
+def test_segments_cover_clip_with_length_and_stride(total, length, stride):
+  x = jnp.arange(2 * total).reshape(2, total) * 10
+  seg = np.asarray(sync.segment(x, length, stride))
+  expected = []
+  start = 0
+  while start + length <= total:  # numpy loop reference
+    expected.append(np.asarray(x)[:, start : start + length])
+    start += stride
+  np.testing.assert_array_equal(seg, np.stack(expected, axis=1))
+  covered = np.zeros(total, bool)
+  covered[np.unique(seg[0] // 10)] = True
+  # Every step up to the last full window is covered; none is invented.
+  last = (len(expected) - 1) * stride + length
+  assert covered[:last].all() and not covered[last:].any()
+  if (total - length) % stride == 0:
+    assert covered.all()
+
+
+def test_segment_errors():
+  with pytest.raises(ValueError, match="shorter than one segment"):
+    sync.segment(jnp.zeros((1, 10)), 16, 8)
+  with pytest.raises(ValueError, match=">= 1"):
+    sync.num_segments(64, 16, 0)
+
+
+def test_log_mel_matches_numpy_features():
+  rng = np.random.default_rng(0)
+  wave = (rng.standard_normal((3, 8000)) * 0.1).astype(np.float32)
+  mel = features.MelSpec(n_mels=40)
+  want = features.log_mel(wave, n_mels=40)
+  got = np.asarray(jax.jit(lambda w: sync.log_mel(w, mel))(wave))
+  assert got.shape == want.shape == (3, 51, 40)
+  np.testing.assert_allclose(got, want, atol=2e-4, rtol=1e-4)
+
+
+def test_extractors_one_feature_per_segment_and_causality_of_cutting():
+  v = sync.VisualSegmentEncoder(width=16, patch=8, patch_features=8)
+  a = sync.AudioSegmentEncoder(width=16, patch=4)
+  video = jax.random.uniform(jax.random.PRNGKey(0), (2, 32, 16, 16, 1))
+  mel = jax.random.normal(jax.random.PRNGKey(1), (2, 128, 10))
+  pv = v.init(jax.random.PRNGKey(2), video, 16, 8)
+  pa = a.init(jax.random.PRNGKey(3), mel, 16, 8)
+  fv = v.apply(pv, video, 16, 8)
+  fa = a.apply(pa, mel, 16, 8)
+  assert fv.shape == (2, 3, 16) and fa.shape == (2, 3, 16)
+  # Changing frames 24..31 (only in segment 2) changes only segment 2.
+  fv2 = v.apply(pv, video.at[:, 24:].set(0.0), 16, 8)
+  np.testing.assert_allclose(fv2[:, :2], fv[:, :2], atol=1e-6)
+  assert not np.allclose(fv2[:, 2], fv[:, 2])
+  # Audio token k covers mel frames 4k..4k+3: frames 96.. sit in segment 2.
+  fa2 = a.apply(pa, mel.at[:, 96:].set(0.0), 16, 8)
+  assert not np.allclose(fa2[:, 2], fa[:, 2])
+
+
+def test_sync_transformer_heads():
+  model = sync.SyncTransformer(
+      width=16, num_layers=1, num_heads=2, num_offsets=21, dropout=0.1
+  )
+  fv = jax.random.normal(jax.random.PRNGKey(0), (3, 7, 8))
+  fa = jax.random.normal(jax.random.PRNGKey(1), (3, 7, 12))
+  params = model.init(jax.random.PRNGKey(2), fv, fa)
+  out = model.apply(params, fv, fa)
+  assert out["offset"].shape == (3, 21) and out["sync"].shape == (3, 2)
+  assert params["params"]["positions"].shape == (16, 16)  # 1 + 7 + 1 + 7
+  # Deterministic without dropout, stochastic with it.
+  again = model.apply(params, fv, fa)
+  np.testing.assert_array_equal(out["offset"], again["offset"])
+  drop = model.apply(
+      params, fv, fa, train=True, rngs={"dropout": jax.random.PRNGKey(3)}
+  )
+  assert not np.allclose(drop["offset"], out["offset"])
+  # Swapping audio segments changes the prediction (order matters).
+  swapped = model.apply(params, fv, fa[:, ::-1])
+  assert not np.allclose(swapped["offset"], out["offset"])
