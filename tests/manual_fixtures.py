@@ -217,11 +217,16 @@ def _write_clip(path: Path, seconds: float, level: int, freq: float) -> None:
 def write_vggsound_sparse_tree(manual_dir: Path, n_train: int = 5) -> None:
   """vggsound.csv, the two VGGSound-Sparse lists and video/*.mp4 of 10 s
   (VGGSound's clip length): ``n_train`` train clips, one validation clip
-  (a VGGSound test row outside the sparse subset), one sparse test clip."""
+  (a VGGSound test row outside the sparse subset), two sparse test clips
+  (so that both synchronisability classes occur in evaluation)."""
   from avjax.data import sync_videos  # pylint: disable=import-outside-toplevel
 
   clips = [(f"tr{i:03d}", 10 * i, "train") for i in range(n_train)]
-  clips += [("val000", 30, "test"), ("spa000", 5, "test")]
+  clips += [
+      ("val000", 30, "test"),
+      ("spa000", 5, "test"),
+      ("spa001", 15, "test"),
+  ]
   rows = []
   for k, (youtube_id, start, split) in enumerate(clips):
     rows.append(f"{youtube_id},{start},dog barking,{split}")
@@ -234,10 +239,13 @@ def write_vggsound_sparse_tree(manual_dir: Path, n_train: int = 5) -> None:
   (manual_dir / "vggsound_sparse_clean.csv").write_text(
       "dataset_name,video_id,start_sec,vid_is_missing,is_sync,"
       "is_sync_by_cls_obj\nvggsound_sparse,spa000,5,0,1,1\n"
+      "vggsound_sparse,spa001,15,0,1,1\n"
   )
   (manual_dir / "vggsound_sparse_clean_fixed_offsets.csv").write_text(
       "dataset_name,video_id,vstart_sec,offset_sec,is_sync\n"
       f"vggsound_sparse,{sparse},2.4,-1.2,1\n"
+      f"vggsound_sparse,{sync_videos.vggsound_clip_name('spa001', 15)},"
+      "1.6,0.8,1\n"
   )
 
 

@@ -160,6 +160,49 @@ def _fits(
   return lo <= hi
 
 
+def fit_unsync_shift(
+    spec: SyncSpec,
+    num_frames: int,
+    num_samples: int,
+    lead: int,
+    shift: float,
+    sign: int,
+    clip: str,
+) -> tuple[int, float]:
+  """(sign, seconds) of an unsynchronisable shift that fits with ``shift``.
+
+  The whole crop length on the side ``sign`` if it fits, else on the other
+  side, else as far as the clip allows on either side (whole frames),
+  provided that lies beyond every grid offset plus jitter; otherwise a
+  ClipTooShortError naming the clip.
+  """
+  for sg in (sign, -sign):
+    if _fits(
+        spec, num_frames, num_samples, lead, (shift, sg * spec.crop_seconds)
+    ):
+      return sg, spec.crop_seconds
+  lo, hi = _fitting_starts(
+      spec, num_frames, num_samples, lead, min(0.0, shift), max(0.0, shift)
+  )
+  lead_s = lead / spec.sample_rate
+  audio_end_s = (num_samples - lead) / spec.sample_rate
+  room = {
+      1: audio_end_s - spec.crop_seconds - lo / spec.fps,
+      -1: hi / spec.fps + lead_s,
+  }
+  best = max((sign, -sign), key=lambda sg: room[sg])
+  seconds = math.floor(room[best] * spec.fps) / spec.fps
+  if lo > hi or seconds <= spec.max_offset + spec.jitter:
+    raise ClipTooShortError(
+        f"clip {clip}: {num_frames / spec.fps:.2f} s of video and "
+        f"{num_samples / spec.sample_rate:.2f} s of audio leave no room for "
+        "an unsynchronisable shift beyond "
+        f"±{spec.max_offset + spec.jitter:.2f} s with a "
+        f"{spec.crop_seconds:.2f} s crop"
+    )
+  return best, seconds
+
+
 def start_range(
     spec: SyncSpec,
     num_frames: int,
@@ -243,6 +286,7 @@ def make_example(
     jitter: float,
     unsync: bool,
     unsync_sign: int,
+    unsync_seconds: float | None = None,
 ) -> Batch:
   """One sync example from a record (see the module docstring).
 
@@ -260,8 +304,9 @@ def make_example(
   shift = float(spec.offsets()[offset_class]) + jitter
   synced = audio_window(spec, audio, lead, start, 0.0)
   shifted = audio_window(spec, audio, lead, start, shift)
+  magnitude = spec.crop_seconds if unsync_seconds is None else unsync_seconds
   check = (
-      audio_window(spec, audio, lead, start, unsync_sign * spec.crop_seconds)
+      audio_window(spec, audio, lead, start, unsync_sign * magnitude)
       if unsync
       else shifted
   )
@@ -315,15 +360,16 @@ class TrainCrops(grain.transforms.RandomMap):
     unsync = bool(rng.integers(2))
     shift = float(spec.offsets()[offset_class]) + jitter
     sign = 1 if rng.integers(2) else -1
-    if unsync and not _fits(
-        spec, len(video), len(audio), lead, (shift, sign * spec.crop_seconds)
-    ):
-      sign = -sign
-    needed = (shift, sign * spec.crop_seconds) if unsync else (shift,)
+    seconds = None
+    if unsync:
+      sign, seconds = fit_unsync_shift(
+          spec, len(video), len(audio), lead, shift, sign, clip
+      )
+    needed = (shift, sign * seconds) if unsync else (shift,)
     lo, hi = start_range(spec, len(video), len(audio), lead, clip, needed)
     start = int(rng.integers(lo, hi + 1))
     return make_example(
-        element, spec, start, offset_class, jitter, unsync, sign
+        element, spec, start, offset_class, jitter, unsync, sign, seconds
     )
 
 
@@ -345,18 +391,20 @@ def eval_example(
   lo, hi = _fitting_starts(
       spec, n_frames, n_samples, lead, -spec.max_shift, spec.max_shift
   )
-  needed = None
+  needed, seconds = None, None
   if lo > hi:  # A short real clip: fit this example's windows only.
-    if unsync and not _fits(
-        spec, n_frames, n_samples, lead, (shift, sign * spec.crop_seconds)
-    ):
-      sign = -sign
-    needed = (shift, sign * spec.crop_seconds) if unsync else (shift,)
+    if unsync:
+      sign, seconds = fit_unsync_shift(
+          spec, n_frames, n_samples, lead, shift, sign, _clip_name(record)
+      )
+    needed = (shift, sign * seconds) if unsync else (shift,)
   lo, hi = start_range(
       spec, n_frames, n_samples, lead, _clip_name(record), needed
   )
   start = int(np.clip(np.asarray(record["eval_starts"])[draw], lo, hi))
-  out = make_example(record, spec, start, offset_class, 0.0, unsync, sign)
+  out = make_example(
+      record, spec, start, offset_class, 0.0, unsync, sign, seconds
+  )
   out["clip_index"] = np.int32(index)
   return out
 
