@@ -207,7 +207,13 @@ class _SyncVideoBuilder(manual.ManualDownloadBuilder, skip_registration=True):
     )
 
   def _clips(self, dl_manager) -> dict[str, list[tuple[str, Path, dict]]]:
-    raise NotImplementedError
+    """Abstract hook: ``{split: [(clip name, mp4 path, annotations)]}``.
+
+    ``VggsoundSparse`` and ``Lrs3`` read their published lists here.
+    """
+    raise NotImplementedError(
+        f"{type(self).__name__} must list its clips in _clips()"
+    )
 
   def _split_generators(self, dl_manager):
     clips = self._clips(dl_manager)
