@@ -40,18 +40,6 @@ _DATA_DIR = flags.DEFINE_string(
 _OUT = flags.DEFINE_string("out", None, "Optional JSON output path.")
 
 
-def _load_config(spec: str):
-  import importlib.util  # pylint: disable=import-outside-toplevel
-
-  path, _, arg = spec.partition(":")
-  if not os.path.isfile(path):
-    raise FileNotFoundError(f"--config {spec!r}: no file {path!r}")
-  module_spec = importlib.util.spec_from_file_location("bench_config", path)
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  return module.get_config(arg or None)
-
-
 def _build(config, batch):
   """(jitted step, initial state, method) for one variant."""
   import functools  # pylint: disable=import-outside-toplevel
@@ -89,9 +77,11 @@ def main(argv):
   del argv
   import jax  # pylint: disable=import-outside-toplevel
 
+  from avjax import config_utils  # pylint: disable=import-outside-toplevel
   from avjax.methods import cmd as cmd_lib  # pylint: disable=import-outside-toplevel
 
-  config = _load_config(_CONFIG.value)
+  path, _, arg = _CONFIG.value.partition(":")
+  config = config_utils.load_config_file(path, arg or None)
   if _BATCH.value:
     config.data.batch_size = _BATCH.value
   if _DATA_DIR.value:
