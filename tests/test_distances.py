@@ -103,3 +103,62 @@ def test_bad_inputs_raise():
     losses.pairwise_distances(x, jnp.zeros((2, 4)))
   with pytest.raises(ValueError, match=r"\[N, D\]"):
     losses.pairwise_distances(jnp.zeros(3), x)
+
+
+def _near_pair(distance, dim=64, seed=2):
+  """Two unit vectors ``distance`` apart (float32)."""
+  rng = np.random.default_rng(seed)
+  x = rng.normal(size=dim)
+  x /= np.linalg.norm(x)
+  u = rng.normal(size=dim)
+  u -= (u @ x) * x
+  y = x + distance * u / np.linalg.norm(u)
+  y /= np.linalg.norm(y)
+  return x[None].astype(np.float32), y[None].astype(np.float32)
+
+
+@pytest.mark.parametrize("distance", [1e-4, 1e-3, 2e-3])
+def test_near_collapsed_pair_keeps_a_gradient_apart(distance):
+  # Below the Gram formula's rounding (~2.8e-3 for unit 64-d vectors) the
+  # value reads 0, but the gradient must still point along y − x.
+  x, y = _near_pair(distance)
+  gy = jax.grad(lambda y: losses.pairwise_distances(x, y)[0, 0])(y)[0]
+  diff = (y - x)[0].astype(np.float64)
+  cos = float(gy @ diff) / (np.linalg.norm(gy) * np.linalg.norm(diff))
+  assert cos > 0.99
+  # Magnitude ‖y − x‖ / δ ∈ (0, 1], never above the true distance's 1.
+  assert 0.5 * distance / 2.8e-3 < np.linalg.norm(gy) <= 1.0 + 1e-3
+
+
+def test_semihard_pushes_a_near_collapsed_negative_away():
+  # An audio anchor, its image positive 0.5 away and an image of another
+  # class only 1e-3 away: the loss must move that negative away.
+  a, n = _near_pair(1e-3, seed=3)
+  _, p = _near_pair(0.5, seed=3)
+  keys = np.concatenate([p, n])
+  labels = np.array([0, 1], np.int32)
+  grad = jax.grad(
+      lambda k: losses.cross_modal_triplet(
+          a, labels[:1], k, labels, 0.2, mining="semihard"
+      )
+  )(keys)
+  away = (n - a)[0].astype(np.float64)
+  assert float(-grad[1] @ away) > 0.1 * np.linalg.norm(away)
+
+
+def test_l2_normalize_gradient_is_bounded_at_zero_and_exact_elsewhere():
+  normalize = losses.distances.safe_l2_normalize
+  w = np.random.default_rng(4).normal(size=(1, 8)).astype(np.float32)
+  grad = jax.grad(lambda x: jnp.sum(normalize(x) * w))
+  g0 = grad(np.zeros((1, 8), np.float32))
+  assert np.isfinite(g0).all()
+  assert np.linalg.norm(g0) <= 1e3 * np.linalg.norm(w) * (1 + 1e-6)
+  # Tiny (but nonzero) vectors: bounded as well.
+  g_small = grad(np.full((1, 8), 1e-9, np.float32))
+  assert np.linalg.norm(g_small) <= 1e3 * np.linalg.norm(w) * (1 + 1e-6)
+  # Ordinary vectors: the exact Jacobian (I − x̂x̂ᵀ)/‖x‖, float64 reference.
+  x = np.random.default_rng(5).normal(size=(1, 8))
+  norm = np.linalg.norm(x)
+  unit = x[0] / norm
+  want = (np.eye(8) - np.outer(unit, unit)) @ w[0].astype(np.float64) / norm
+  np.testing.assert_allclose(grad(x.astype(np.float32))[0], want, rtol=1e-5)

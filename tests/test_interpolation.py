@@ -190,3 +190,76 @@ def test_vmap_matches_per_batch_jit():
     keys, labels = _augment(q, ql, k, kl, alphas[i])
     np.testing.assert_allclose(mapped_keys[i], keys, rtol=1e-6, atol=1e-7)
     np.testing.assert_array_equal(mapped_labels[i], labels)
+
+
+def _ref_own_synthetic_loss(q, ql, k, kl, alpha, num, margin):
+  """Loop reference in jnp: each query sees only its own synthetic keys."""
+  total, count = 0.0, 0
+  for i in range(q.shape[0]):
+    pos = [j for j in range(k.shape[0]) if kl[j] == ql[i]]
+    neg = [j for j in range(k.shape[0]) if kl[j] != ql[i]]
+    if not pos or not neg:
+      continue
+    dist = lambda x, y: jnp.sqrt(jnp.sum(jnp.square(x - y)))
+    near = lambda j: np.linalg.norm(
+        np.asarray(jax.lax.stop_gradient(q[i] - k[j]), np.float64)
+    )
+    order = sorted(neg, key=near)[:num]
+    negatives = [dist(q[i], k[j]) for j in neg]
+    negatives += [dist(q[i], k[j] + alpha * (q[i] - k[j])) for j in order]
+    d_ap = max(dist(q[i], k[j]) for j in pos)
+    total = total + jnp.maximum(d_ap - min(negatives) + margin, 0.0)
+    count += 1
+  return total / max(count, 1)
+
+
+@pytest.mark.parametrize("num", [1, 3])
+@pytest.mark.parametrize("alpha", [0.0, 0.4, 0.9])
+def test_interpolated_hard_triplet_matches_own_synthetic_reference(num, alpha):
+  q, ql, k, kl = _data(seed=5, num_q=7, num_k=9, dim=5)
+  fn = jax.jit(
+      jax.value_and_grad(losses.interpolated_hard_triplet, argnums=(0, 2)),
+      static_argnames=("num_per_anchor",),
+  )
+  value, grads = fn(q, ql, k, kl, alpha, margin=0.5, num_per_anchor=num)
+  ref_fn = jax.value_and_grad(_ref_own_synthetic_loss, argnums=(0, 2))
+  ref_value, ref_grads = ref_fn(
+      jnp.asarray(q), ql, jnp.asarray(k), kl, alpha, num, 0.5
+  )
+  np.testing.assert_allclose(value, ref_value, rtol=1e-5, atol=1e-6)
+  for got, want in zip(grads, ref_grads):
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_synthetic_key_is_never_another_anchors_positive():
+  # Anchors a0 (class 0) and a1 (class 1). a0's nearest negative is n1
+  # (class 1); its synthetic key s = n1 + α(a0 − n1) lies next to a0. In a
+  # pool shared by all anchors, s would be a1's farthest "positive" and pull
+  # a1 towards class 0. Scored against its own synthetic keys only, a1's
+  # loss and gradient ignore s entirely.
+  q = np.array([[0.0, 0.0], [3.0, 0.0]], np.float32)
+  ql = np.array([0, 1], np.int32)
+  k = np.array([[0.0, 0.5], [2.0, 0.0]], np.float32)  # p0, n1 (class 1)
+  kl = np.array([0, 1], np.int32)
+  alpha = 0.9
+  grad = jax.grad(losses.interpolated_hard_triplet)
+  g = grad(q, ql, k, kl, alpha, margin=0.5)
+  # a1: positive n1 at 1.0; negatives p0 (3.04) and its own synthetic
+  # p0 + α(a1 − p0), at 0.1·3.04 = 0.30: hinge 1.0 − 0.30 + 0.5 > 0.
+  # a1's gradient: towards n1 (−x) and away from its synthetic negative,
+  # which is scaled by (1 − α) — nothing from a0's synthetic key.
+  own = losses.interpolated_hard_triplet(
+      q[1:], ql[1:], k, kl, alpha, margin=0.5
+  )
+  both = losses.interpolated_hard_triplet(q, ql, k, kl, alpha, margin=0.5)
+  only_a0 = losses.interpolated_hard_triplet(
+      q[:1], ql[:1], k, kl, alpha, margin=0.5
+  )
+  np.testing.assert_allclose(both, 0.5 * (own + only_a0), rtol=1e-6)
+  g_own = grad(q[1:], ql[1:], k, kl, alpha, margin=0.5)
+  np.testing.assert_allclose(g[1], 0.5 * g_own[0], rtol=1e-5, atol=1e-7)
+  # The shared pool (Embedding Expansion form) does mine a0's synthetic key
+  # as a1's hardest positive: its hardest positive distance jumps from 1.0.
+  keys, labels = losses.augment_with_interpolated_negatives(q, ql, k, kl, alpha)
+  d = np.linalg.norm(q[1] - np.asarray(keys)[np.asarray(labels) == 1], axis=1)
+  assert d.max() > 2.5  # a0's synthetic key, ~2.8 from a1

@@ -259,3 +259,32 @@ def test_partner_choice_is_not_differentiated():
   g = jax.grad(f)(jnp.asarray(dist))
   assert np.isfinite(np.asarray(g)).all()
   assert np.asarray(g).sum() == pytest.approx(8.0)
+
+
+def test_soft_positive_clip_is_never_also_a_negative():
+  # Batch 64, K = 8, 10 classes, some clips appearing twice (two windows of
+  # one clip): before the fix about 13 % of soft-positive anchors also drew
+  # their positive (or its clip) as a random negative.
+  rng = np.random.default_rng(7)
+  labels = rng.integers(0, 10, 64).astype(np.int32)
+  ids = rng.integers(0, 48, 64).astype(np.int32)
+  for clip in np.unique(ids):  # a clip id keeps one class
+    labels[ids == clip] = labels[ids == clip][0]
+  soft_anchors = 0
+  for seed in range(20):
+    out = sample_partners(
+        jax.random.PRNGKey(seed),
+        labels,
+        ids,
+        {"soft": 1.0},
+        {"random": 1.0},
+        num_negatives=8,
+    )
+    soft = np.asarray(out["positive_kind"]) == 1
+    soft_anchors += soft.sum()
+    pos_clip = ids[np.asarray(out["positive"])]
+    neg_clip = ids[np.asarray(out["negative"])]
+    valid = np.asarray(out["negative_valid"])
+    clash = (neg_clip == pos_clip[:, None]) & valid & soft[:, None]
+    assert not clash.any(), f"seed {seed}: {np.argwhere(clash)[:3]}"
+  assert soft_anchors > 500

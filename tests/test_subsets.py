@@ -82,3 +82,22 @@ def test_subset_of_array_source_gathers_batches():
   np.testing.assert_array_equal(batch["true_label"], [1, 3, 0])
   # Over a source without ``gather`` (a tfds source), none is offered.
   assert not hasattr(subsets.SubsetSource([{"label": 0}] * 3, [0, 1]), "gather")
+
+
+def test_fewshot_draws_avoid_the_training_subset_and_their_stream():
+  trained = subsets.subset_indices(LABELS, per_class=20, seed=0)
+  for draw in range(3):
+    shots = subsets.fewshot_indices(LABELS, 5, draw, exclude=trained)
+    assert (np.bincount(LABELS[shots]) == 5).all()
+    assert not np.intersect1d(shots, trained).size
+    # Not the first 5 per class of any seed's training subset.
+    first5 = subsets.subset_indices(LABELS, per_class=5, seed=draw)
+    assert not np.array_equal(shots, first5)
+  assert not np.array_equal(
+      subsets.fewshot_indices(LABELS, 5, 0, exclude=trained),
+      subsets.fewshot_indices(LABELS, 5, 1, exclude=trained),
+  )
+  # A class without 5 clips outside the subset draws from all of its clips.
+  small = np.repeat(np.arange(2), [6, 30])
+  shots = subsets.fewshot_indices(small, 5, 0, exclude=np.arange(4))
+  assert (np.bincount(small[shots]) == 5).all()

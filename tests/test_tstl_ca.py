@@ -71,6 +71,41 @@ def test_stage_losses_and_alpha_curriculum():
   assert all(np.isfinite(g).all() for g in jax.tree.leaves(grads))
 
 
+def _own_synthetic_hard(q, k, labels, alpha, margin):
+  """float64 loop: hardest real positive vs the hardest of the real
+  negatives and the anchor's own synthetic one (from its nearest)."""
+  q, k = np.asarray(q, np.float64), np.asarray(k, np.float64)
+  total = 0.0
+  for i in range(len(q)):
+    d = np.linalg.norm(q[i] - k, axis=1)
+    neg = labels != labels[i]
+    nearest = np.flatnonzero(neg)[np.argmin(d[neg])]
+    synthetic = k[nearest] + alpha * (q[i] - k[nearest])
+    d_an = min(d[neg].min(), np.linalg.norm(q[i] - synthetic))
+    total += max(0.0, d[~neg].max() - d_an + margin)
+  return total / len(q)
+
+
+def test_curriculum_loss_scores_each_anchor_on_its_own_synthetic_keys():
+  # 10 tight, L2-normalised clusters per modality: in a key pool shared by
+  # all anchors, other anchors' synthetic keys become hardest positives.
+  config, method = _method()
+  rng = np.random.default_rng(2)
+  labels = np.repeat(np.arange(10), 4).astype(np.int32)
+  centres = rng.normal(size=(10, 16))
+
+  def cluster():
+    x = centres[labels] + 0.3 * rng.normal(size=(40, 16))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+  a, v = cluster(), cluster()
+  margin = config.loss.margin
+  for alpha in (0.1, 0.5):
+    got = method._interpolated_hard(a, v, labels, alpha)
+    want = _own_synthetic_hard(a, v, labels, alpha, margin)
+    np.testing.assert_allclose(got, want, rtol=1e-4)
+
+
 def test_unknown_stage_loss_is_named():
   config, method = _method()
   config.unlock()

@@ -84,6 +84,38 @@ def subset_indices(
   return np.sort(np.concatenate(keep)) if keep else np.zeros((0,), np.int64)
 
 
+def fewshot_indices(
+    labels: np.ndarray,
+    per_class: int,
+    draw: int,
+    exclude: np.ndarray | None = None,
+) -> np.ndarray:
+  """Sorted indices of ``per_class`` labelled examples per class for a probe.
+
+  Draws come from their own random stream (seeded by ``draw`` only, apart
+  from ``subset_indices``' stream), and avoid the indices in ``exclude``
+  (e.g. the clips a small training subset trained on, labels included) for
+  every class that keeps at least ``per_class`` examples outside it; a class
+  without enough left draws from all its examples.
+  """
+  labels = np.asarray(labels)
+  excluded = np.zeros(len(labels), bool)
+  if exclude is not None:
+    excluded[np.asarray(exclude, np.int64)] = True
+  rng = np.random.default_rng([_FEWSHOT_STREAM, int(draw)])
+  keep = []
+  for cls in np.unique(labels):
+    members = np.flatnonzero(labels == cls)
+    outside = members[~excluded[members]]
+    pool = outside if len(outside) >= per_class else members
+    keep.append(rng.permutation(pool)[:per_class])
+  return np.sort(np.concatenate(keep)) if keep else np.zeros((0,), np.int64)
+
+
+# Stream id of the few-shot draws (any constant other than subset seeds).
+_FEWSHOT_STREAM = 0xF5
+
+
 class SubsetSource:
   """A random-access source restricted to ``indices`` of ``source``.
 

@@ -12,6 +12,7 @@ from avjax.losses.distances import METRICS
 from avjax.losses.distances import pairwise_distances
 from avjax.losses.interpolation import augment_with_interpolated_negatives
 from avjax.losses.interpolation import interpolate_negatives
+from avjax.losses.interpolation import interpolated_hard_triplet
 from avjax.losses.triplet import MINING
 from avjax.losses.triplet import cross_modal_triplet
 from avjax.losses.triplet import triplet_batch_hard
@@ -25,6 +26,7 @@ __all__ = [
     "cross_modal_triplet",
     "info_nce",
     "interpolate_negatives",
+    "interpolated_hard_triplet",
     "pairwise_distances",
     "triplet_batch_hard",
     "triplet_semihard",

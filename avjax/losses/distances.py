@@ -6,17 +6,30 @@ Decisions:
     formula cancels catastrophically and accelerators' default reduced
     precision (TF32 / bf16 passes) would swamp small distances.
   * Rounding leaves a residue of a few ulps of ``‖x‖² + ‖y‖²`` where ``x = y``.
-    Squared distances at or below ``4·√D·eps·(‖x‖² + ‖y‖²)`` are therefore set
-    to exactly 0 (measured residue: < 0.7·√D·eps for D in 2…1024), so identical
-    rows are exactly 0 apart. Such distances are below the formula's own
-    rounding error, so no information is lost.
-  * ``sqrt`` uses the double-``where`` trick: where the squared distance is 0
-    the gradient is 0 (a valid subgradient), never ``inf``/``NaN``.
-  * Cosine distance normalises with ``x / max(‖x‖, eps)``: a zero vector stays
-    zero and is at cosine distance 1 from everything.
+    Squared distances at or below δ² = ``4·√D·eps·(‖x‖² + ‖y‖²)`` therefore
+    read as exactly 0 (measured residue: < 0.7·√D·eps for D in 2…1024), so
+    identical rows are exactly 0 apart. Such values are below the formula's
+    own rounding error, so no information is lost in the value.
+  * The gradient is not snapped: below δ the Euclidean distance
+    differentiates like the smooth ``‖x − y‖² / (2δ)``, i.e. along the exact
+    direction ``x − y`` with magnitude ``‖x − y‖ / δ ≤ 1`` (and 1 at δ, where
+    it meets the gradient of ``‖x − y‖``). Near-collapsed pairs (normalised
+    64-d vectors closer than about 2.8e-3) are thus still pushed apart by a
+    loss that wants them apart; identical rows get exactly zero gradient,
+    never ``inf``/``NaN``. Squared and cosine distances keep the gradient of
+    their unsnapped formula.
+  * ``safe_l2_normalize`` bounds its gradient: the Jacobian of ``x / ‖x‖`` is
+    ``(I − x̂x̂ᵀ) / ‖x‖``, unbounded as ``x → 0`` (1e12 at a zero vector with
+    a 1e-12 floor). Its JVP divides by ``max(‖x‖, 1e-3)`` instead, so the
+    gradient norm is at most 1e3 times the upstream one; values, and
+    gradients of vectors longer than 1e-3, are exact.
+  * Cosine distance normalises that way: a zero vector stays zero and is at
+    cosine distance 1 from everything.
 """
 
 from __future__ import annotations
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -24,6 +37,8 @@ import jax.numpy as jnp
 METRICS = ("euclidean", "squared_euclidean", "cosine")
 
 _NORM_EPS = 1e-12
+# Norm below which the normalisation's gradient is damped (module docstring).
+_GRAD_NORM_FLOOR = 1e-3
 
 
 def check_metric(metric: str) -> None:
@@ -37,10 +52,26 @@ def safe_l2_normalize(
 ) -> jax.Array:
   """``x / max(‖x‖₂, eps)`` along ``axis``; zero vectors stay zero.
 
-  Gradients are finite everywhere, including at ``x = 0``.
+  The gradient is exact for ``‖x‖ ≥ 1e-3`` and bounded below it: the JVP is
+  ``(t − x̂ (x̂·t)) / max(‖x‖, 1e-3)``, so ``‖∂/∂x‖ ≤ 1e3`` per unit of
+  upstream gradient, including at ``x = 0``.
   """
+  return _normalize(x, axis, eps)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2))
+def _normalize(x: jax.Array, axis: int, eps: float) -> jax.Array:
   sq = jnp.sum(jnp.square(x), axis=axis, keepdims=True)
   return x * jax.lax.rsqrt(jnp.maximum(sq, eps * eps))
+
+
+@_normalize.defjvp
+def _normalize_jvp(axis, eps, primals, tangents):
+  (x,), (t,) = primals, tangents
+  unit = _normalize(x, axis, eps)
+  norm = jnp.sqrt(jnp.sum(jnp.square(x), axis=axis, keepdims=True))
+  radial = unit * jnp.sum(unit * t, axis=axis, keepdims=True)
+  return unit, (t - radial) / jnp.maximum(norm, _GRAD_NORM_FLOOR)
 
 
 def safe_sqrt(x: jax.Array) -> jax.Array:
@@ -115,16 +146,26 @@ def pairwise_distances(
     cos = _matmul_t(safe_l2_normalize(x), safe_l2_normalize(y))
     dist = 1.0 - cos
     # ‖x̂‖² + ‖ŷ‖² = 2 and cosine distance = ½‖x̂ − ŷ‖², hence 2·tol / 2.
-    return jnp.where(dist <= tol, 0.0, dist).astype(dtype)
+    return _zero_value_keep_gradient(dist <= tol, dist).astype(dtype)
 
   xx = jnp.sum(jnp.square(x), axis=1)
   yy = jnp.sum(jnp.square(y), axis=1)
   scale = xx[:, None] + yy[None, :]
   sq = scale - 2.0 * _matmul_t(x, y)
-  sq = jnp.where(sq <= tol * scale, 0.0, sq)
+  floor = jax.lax.stop_gradient(tol * scale)
+  near = sq <= floor
   if metric == "squared_euclidean":
-    return sq
-  return safe_sqrt(sq)
+    return _zero_value_keep_gradient(near, sq)
+  # Below δ = √floor: the gradient of ‖x − y‖² / (2δ) (module docstring).
+  delta = jnp.sqrt(jnp.maximum(floor, jnp.finfo(dtype).tiny))
+  return jnp.where(
+      near, _zero_value_keep_gradient(near, sq / (2.0 * delta)), safe_sqrt(sq)
+  )
+
+
+def _zero_value_keep_gradient(zero: jax.Array, x: jax.Array) -> jax.Array:
+  """``x`` with its value set to 0 where ``zero``, its gradient unchanged."""
+  return jnp.where(zero, x - jax.lax.stop_gradient(x), x)
 
 
 def paired_distances(

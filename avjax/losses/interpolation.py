@@ -20,9 +20,15 @@ Decisions:
   * No stop-gradient: n' is a differentiable function of both the anchor and
     the real negative, so the hinge on d(a, n') = (1 − α) d(a, n) pushes the
     real negative away from the anchor with weight (1 − α), as in HDML.
-  * The synthetic keys join the whole key set, so other anchors may mine them
-    too (as in Embedding Expansion, where synthetic points enter the shared
-    pool); for an anchor of the negative's class they are extra positives.
+  * Each anchor is scored only against its **own** synthetic negatives
+    (:func:`interpolated_hard_triplet`): a synthetic point made for anchor a
+    from a negative of class c lies between a and class c, so in a pool
+    shared by all anchors it would be a *positive* of every other anchor of
+    class c, and hard mining would often pick it as that anchor's hardest
+    positive, pulling the anchor towards a's class. That costs O(N·K)
+    extra distances instead of O(N²·K).
+    :func:`augment_with_interpolated_negatives` still builds the shared pool
+    (Embedding Expansion's form) for users who want it, with that caveat.
   * Without ``rng`` each anchor interpolates its ``num_per_anchor`` nearest
     negatives (deterministic); with ``rng`` it draws them uniformly without
     replacement among its negatives (more diverse candidates for hard
@@ -42,7 +48,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from avjax.losses import _mining
 from avjax.losses.distances import check_metric
+from avjax.losses.distances import paired_distances
 from avjax.losses.distances import pairwise_distances
 
 
@@ -127,6 +135,11 @@ def augment_with_interpolated_negatives(
   mining="hard")`` mines these harder negatives. Pairs a query with its
   nearest negatives when ``rng`` is None, else with random ones.
 
+  The pool is shared: query i's synthetic key is a *positive* of every other
+  query of its negative's label, and it lies towards query i's class. For
+  TSTL-CA's stage 2 use :func:`interpolated_hard_triplet`, which scores each
+  query only against its own synthetic negatives.
+
   Args:
     queries: ``[Nq, D]`` anchor embeddings.
     query_labels: ``[Nq]`` integer labels.
@@ -157,6 +170,20 @@ def augment_with_interpolated_negatives(
   """
   check_metric(metric)
   _check_alpha(alpha)
+  queries, query_labels, keys, key_labels, k = _check_inputs(
+      queries, query_labels, keys, key_labels, num_per_anchor
+  )
+  num_q = queries.shape[0]
+  synthetic, idx, _ = _synthetic_negatives(
+      queries, query_labels, keys, key_labels, alpha, rng, k, metric, d=None
+  )
+  aug_keys = jnp.concatenate([keys, synthetic.reshape(num_q * k, -1)], axis=0)
+  aug_labels = jnp.concatenate([key_labels, key_labels[idx].reshape(-1)])
+  return aug_keys, aug_labels
+
+
+def _check_inputs(queries, query_labels, keys, key_labels, num_per_anchor):
+  """Validated arrays and ``K``; errors name the argument and shape."""
   queries, query_labels = jnp.asarray(queries), jnp.asarray(query_labels)
   keys, key_labels = jnp.asarray(keys), jnp.asarray(key_labels)
   if queries.ndim != 2 or keys.ndim != 2 or queries.shape[1] != keys.shape[1]:
@@ -174,14 +201,26 @@ def augment_with_interpolated_negatives(
         f"key_labels must have shape {keys.shape[:1]}; got "
         f"{key_labels.shape}"
     )
-  num_q, num_k = queries.shape[0], keys.shape[0]
   k = int(num_per_anchor)
-  if not 1 <= k <= num_k:
+  if not 1 <= k <= keys.shape[0]:
     raise ValueError(
         f"num_per_anchor={num_per_anchor} must be in "
-        f"[1, {num_k}] (the number of keys)"
+        f"[1, {keys.shape[0]}] (the number of keys)"
     )
+  return queries, query_labels, keys, key_labels, k
 
+
+def _synthetic_negatives(
+    queries, query_labels, keys, key_labels, alpha, rng, k, metric, d
+):
+  """Each query's K synthetic negatives.
+
+  Returns ``(synthetic [Nq, K, D], key index [Nq, K], is_negative [Nq, K])``;
+  a slot that found no negative (fewer than K) copies an existing key with
+  α = 0 and ``is_negative`` False. ``d`` is the selection distance matrix
+  when the caller has it (any metric ordering like ``metric``).
+  """
+  num_q, num_k = queries.shape[0], keys.shape[0]
   dtype = jnp.result_type(queries, keys)
   alpha = jnp.asarray(alpha, dtype)
   if alpha.ndim > 2 or alpha.shape not in ((), (num_q,), (num_q, k)):
@@ -192,12 +231,13 @@ def augment_with_interpolated_negatives(
   alpha = jnp.broadcast_to(
       alpha[:, None] if alpha.ndim == 1 else alpha, (num_q, k)
   )
-
   is_neg = query_labels[:, None] != key_labels[None, :]  # [Nq, Nk]
   if rng is None:
-    # Squared distances order like euclidean ones and skip the square root.
-    select = "squared_euclidean" if metric == "euclidean" else metric
-    score = -jax.lax.stop_gradient(pairwise_distances(queries, keys, select))
+    if d is None:
+      # Squared distances order like euclidean ones, without a square root.
+      select = "squared_euclidean" if metric == "euclidean" else metric
+      d = pairwise_distances(queries, keys, select)
+    score = -jax.lax.stop_gradient(d)
   else:
     score = jax.random.gumbel(rng, (num_q, num_k), dtype)
   # Negatives always outrank non-negatives, which only fill spare slots.
@@ -207,6 +247,90 @@ def augment_with_interpolated_negatives(
   picked = keys[idx]  # [Nq, K, D]
   alpha = jnp.where(picked_is_neg, alpha, 0.0)
   synthetic = picked + alpha[..., None] * (queries[:, None, :] - picked)
-  aug_keys = jnp.concatenate([keys, synthetic.reshape(num_q * k, -1)], axis=0)
-  aug_labels = jnp.concatenate([key_labels, key_labels[idx].reshape(-1)])
-  return aug_keys, aug_labels
+  return synthetic, idx, picked_is_neg
+
+
+def interpolated_hard_triplet(
+    queries: jax.Array,
+    query_labels: jax.Array,
+    keys: jax.Array,
+    key_labels: jax.Array,
+    alpha,
+    margin: float = 1.0,
+    rng: jax.Array | None = None,
+    num_per_anchor: int = 1,
+    metric: str = "euclidean",
+) -> jax.Array:
+  r"""Batch-hard triplet loss with each query's own interpolated negatives.
+
+  Query :math:`a_i` picks ``K`` negative keys :math:`n_{ik}` (its nearest,
+  or random ones with ``rng``) and makes synthetic negatives
+  :math:`s_{ik} = n_{ik} + \alpha_{ik}(a_i - n_{ik})`. Its hardest positive
+  is the farthest **real** key of its label; its hardest negative is the
+  closest among the real negatives and its **own** K synthetic ones:
+
+  .. math::
+    \frac{1}{|A|}\sum_{i \in A} \max\bigl(0,
+      \max_{p} d(a_i, k_p) - \min(\min_n d(a_i, k_n),
+      \min_k d(a_i, s_{ik})) + m\bigr)
+
+  A synthetic key is never a positive, and no query sees another query's
+  synthetic keys (see the module docstring for why). For norm-induced
+  metrics :math:`d(a_i, s_{ik}) = (1 - \alpha_{ik})\, d(a_i, n_{ik})`.
+  Selection is without gradient; the selected distances are recomputed from
+  the embeddings, so gradients reach the query, the real positive and the
+  real negative (scaled by 1 − α through the synthetic point). Cost:
+  O(Nq·Nk·D) for the distance matrix plus O(Nq·K·D).
+
+  Args:
+    queries: ``[Nq, D]`` anchor embeddings.
+    query_labels: ``[Nq]`` integer labels.
+    keys: ``[Nk, D]`` key embeddings (the other modality).
+    key_labels: ``[Nk]`` integer labels.
+    alpha: coefficient in ``[0, 1)``: scalar, ``[Nq]`` or ``[Nq, K]``.
+    margin: hinge margin ``m ≥ 0``.
+    rng: optional PRNG key; picks the negatives to interpolate at random.
+    num_per_anchor: ``K``, synthetic negatives per query (``1 ≤ K ≤ Nk``).
+    metric: distance, see :func:`pairwise_distances`.
+
+  Returns:
+    Scalar loss; 0.0 with zero gradients when no query has both a positive
+    and a negative key.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from avjax import losses
+    >>> q, k = jnp.array([[0., 0.]]), jnp.array([[0., 1.], [4., 0.]])
+    >>> float(losses.interpolated_hard_triplet(
+    ...     q, jnp.array([0]), k, jnp.array([0, 1]), alpha=0.5, margin=1.0))
+    0.0
+
+  References:
+    Zeng & Ikeda, TSTL-CA, arXiv 2310.13451;
+    Zheng et al., "Hardness-Aware Deep Metric Learning", CVPR 2019.
+  """
+  check_metric(metric)
+  _check_alpha(alpha)
+  if isinstance(margin, (int, float)) and margin < 0:
+    raise ValueError(f"margin={margin} must be >= 0")
+  queries, query_labels, keys, key_labels, k = _check_inputs(
+      queries, query_labels, keys, key_labels, num_per_anchor
+  )
+  select = "squared_euclidean" if metric == "euclidean" else metric
+  d = pairwise_distances(queries, keys, select)
+  same = query_labels[:, None] == key_labels[None, :]
+  p_idx, n_idx, valid = _mining.batch_hard_indices(d, same, ~same)
+  synthetic, _, synth_valid = _synthetic_negatives(
+      queries, query_labels, keys, key_labels, alpha, rng, k, metric, d
+  )
+  d_ap = paired_distances(queries, keys[p_idx], metric)
+  d_an_real = paired_distances(queries, keys[n_idx], metric)
+  num_q, dim = queries.shape
+  d_an_synth = paired_distances(
+      jnp.repeat(queries, k, axis=0), synthetic.reshape(num_q * k, dim), metric
+  ).reshape(num_q, k)
+  d_an_synth = jnp.where(synth_valid, d_an_synth, jnp.inf)
+  d_an = jnp.minimum(d_an_real, jnp.min(d_an_synth, axis=1))
+  hinge = d_ap - d_an + margin
+  total = jnp.sum(jnp.where(valid & (hinge > 0), hinge, 0.0))
+  return total / jnp.maximum(jnp.sum(valid), 1).astype(total.dtype)

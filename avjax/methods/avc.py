@@ -394,7 +394,7 @@ class AVC(Method):
     """
     del plot_dir  # The loop plots the training curves; nothing else here.
     p = self.config.probe
-    train = self.embed_split(params, "train")
+    train = full_train = self.embed_split(params, "train")
     if p.get("fit_on", "full") == "subset":
       train = {k: x[self.train_indices] for k, x in train.items()}
     elif p.get("fit_on", "full") != "full":
@@ -424,18 +424,22 @@ class AVC(Method):
       out[f"probe_{mod}_val_acc"] = r["val_accuracy"]
     shots = int(p.get("fewshot_per_class", 0))
     if shots:
-      # The same shot subsets for every run (draw d uses seed d), so runs
-      # differ only by their encoders.
+      # Draw d has its own stream, and avoids the clips of a small training
+      # subset (their labels may have steered soft / easy / hard sampling).
+      # With the full split every clip was trained on; draws then come from
+      # all of them. Runs with different subsets thus probe different shots.
       accs = {"audio": [], "visual": []}
+      trained = self.train_indices
+      full = len(trained) == len(full_train["label"])
       for draw in range(int(p.get("fewshot_draws", 1))):
-        idx = subsets.subset_indices(
-            train["label"], per_class=shots, seed=draw, min_per_class=1
+        idx = subsets.fewshot_indices(
+            full_train["label"], shots, draw, exclude=None if full else trained
         )
         for mod in accs:
           accs[mod].append(
               probe(
-                  train[mod][idx],
-                  train["label"][idx],
+                  full_train[mod][idx],
+                  full_train["label"][idx],
                   val[mod],
                   val["label"],
                   test[mod],

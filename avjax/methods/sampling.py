@@ -228,7 +228,8 @@ def sample_partners(
   ``{"own": 0.5, "soft": 0.5}``), independently; kinds with weight 0 are
   never sampled. An anchor's negatives are distinct: each is drawn among the
   candidates not taken by its earlier negatives (so K hard negatives are the
-  K closest different-class clips).
+  K closest different-class clips), and never shares a clip id with its
+  soft positive.
 
   Fallback chain (so every anchor keeps a well-defined pair): soft → own;
   easy/hard → random; random without any candidate left → masked out
@@ -284,7 +285,11 @@ def sample_partners(
           "distances; pass distances=[B, B]"
       )
   col = jnp.arange(b)
-  taken = jnp.zeros((b, b), bool)
+  # A soft positive's clip is never also one of the anchor's negatives (the
+  # same pair labelled 1 and 0; a contrastive loss could not go below log 2).
+  clip_ids = jnp.asarray(clip_ids)
+  positive_clip = clip_ids[out["positive"]]
+  taken = use_soft[:, None] & (clip_ids[None, :] == positive_clip[:, None])
   negs = []
   for key_k in jax.random.split(k_neg, num_negatives):
     k_mix, k_rand, k_easy, k_hard = jax.random.split(key_k, 4)

@@ -16,8 +16,10 @@ Choices the paper leaves open (all config fields):
   * interpolation: n' = n + α (a − n) for each anchor a and negative key n,
     α rising linearly from ``alpha_start`` to ``alpha_end`` over stage 2
     (Embedding Expansion / HDML style) — ``config.stages[1]``;
-  * stage 2 mines the hardest positive and hardest (real or synthetic)
-    negative per anchor; ``semihard_weight`` optionally keeps stage 1's loss.
+  * stage 2 mines, per anchor, the hardest real positive and the hardest
+    negative among the real negatives and the anchor's own synthetic ones
+    (``losses.interpolated_hard_triplet``; a synthetic key is never another
+    anchor's positive); ``semihard_weight`` optionally keeps stage 1's loss.
 """
 
 from __future__ import annotations
@@ -157,16 +159,13 @@ class TSTLCA(Method):
 
   def _interpolated_hard(self, queries, keys, labels, alpha):
     cfg = self.config.loss
-    aug_keys, aug_labels = losses.augment_with_interpolated_negatives(
-        queries, labels, keys, labels, alpha
-    )
-    return losses.cross_modal_triplet(
+    return losses.interpolated_hard_triplet(
         queries,
         labels,
-        aug_keys,
-        aug_labels,
+        keys,
+        labels,
+        alpha,
         margin=cfg.margin,
-        mining="hard",
         metric=cfg.metric,
     )
 
