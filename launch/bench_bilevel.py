@@ -18,9 +18,6 @@ ratio, the compile times and the parameter counts.
 
 from __future__ import annotations
 
-import json
-import os
-import time
 
 import numpy as np
 from absl import app
@@ -68,21 +65,12 @@ def _build(config, batch):
   return step, state
 
 
-def _time_steps(step, state, batch, n: int):
-  import jax  # pylint: disable=import-outside-toplevel
-
-  t0 = time.perf_counter()
-  for _ in range(n):
-    state, metrics = step(state, batch)
-  jax.block_until_ready((state, metrics))
-  return state, (time.perf_counter() - t0) / n
-
-
 def main(argv):
   del argv
   import jax  # pylint: disable=import-outside-toplevel
 
   from avjax import config_utils  # pylint: disable=import-outside-toplevel
+  from avjax.train import timing  # pylint: disable=import-outside-toplevel
   from avjax.methods import mama  # pylint: disable=import-outside-toplevel
 
   path, _, arg = _CONFIG.value.partition(":")
@@ -101,23 +89,15 @@ def main(argv):
   iterator = probe.train_iterator(config.data.batch_size, config.seed, 0, 1)
   batch = jax.device_put(next(iterator))
 
-  variants = {}
-  for name, cfg in (("bilevel", config), ("plain", plain_config)):
-    step, state = _build(cfg, batch)
-    t0 = time.perf_counter()
-    state, _ = _time_steps(step, state, batch, 1)  # Compiles.
-    variants[name] = {
-        "step": step,
-        "state": state,
-        "times": [],
-        "compile_s": time.perf_counter() - t0,
-    }
-  for _ in range(_ROUNDS.value):
-    for v in variants.values():
-      v["state"], dt = _time_steps(v["step"], v["state"], batch, _STEPS.value)
-      v["times"].append(dt)
+  variants = {
+      "bilevel": _build(config, batch),
+      "plain": _build(plain_config, batch),
+  }
+  timed = timing.interleaved_step_times(
+      variants, batch, _ROUNDS.value, _STEPS.value
+  )
 
-  params = variants["bilevel"]["state"].params
+  params = timed["bilevel"]["state"].params
   result = {
       "config": _CONFIG.value,
       "batch_size": int(config.data.batch_size),
@@ -130,17 +110,13 @@ def main(argv):
       "encoder_params": _count(params["encoders"]),
       "weight_net_params": _count(params[mama.WEIGHT_NET]),
   }
-  for name, v in variants.items():
-    result[f"{name}_step_ms"] = 1e3 * float(np.median(v["times"]))
+  for name, v in timed.items():
+    result[f"{name}_step_ms"] = v["step_ms"]
     result[f"{name}_compile_s"] = v["compile_s"]
   result["step_time_ratio"] = (
       result["bilevel_step_ms"] / result["plain_step_ms"]
   )
-  print(json.dumps(result, indent=2))
-  if _OUT.value:
-    os.makedirs(os.path.dirname(os.path.abspath(_OUT.value)), exist_ok=True)
-    with open(_OUT.value, "w", encoding="utf-8") as f:
-      json.dump(result, f, indent=2)
+  timing.print_and_save(result, _OUT.value)
 
 
 if __name__ == "__main__":

@@ -18,11 +18,7 @@ head.
 
 from __future__ import annotations
 
-import json
-import os
-import time
 
-import numpy as np
 from absl import app
 from absl import flags
 
@@ -63,21 +59,12 @@ def _build(config, batch):
   return step, state, method
 
 
-def _time_steps(step, state, batch, n: int):
-  import jax  # pylint: disable=import-outside-toplevel
-
-  t0 = time.perf_counter()
-  for _ in range(n):
-    state, metrics = step(state, batch)
-  jax.block_until_ready((state, metrics))
-  return state, (time.perf_counter() - t0) / n
-
-
 def main(argv):
   del argv
   import jax  # pylint: disable=import-outside-toplevel
 
   from avjax import config_utils  # pylint: disable=import-outside-toplevel
+  from avjax.train import timing  # pylint: disable=import-outside-toplevel
   from avjax.methods import cmd as cmd_lib  # pylint: disable=import-outside-toplevel
 
   path, _, arg = _CONFIG.value.partition(":")
@@ -98,26 +85,18 @@ def main(argv):
   iterator = probe.train_iterator(config.data.batch_size, config.seed, 0, 1)
   batch = jax.device_put(next(iterator))
 
-  variants = {}
-  for name, cfg in (("cmd", config), ("contrastive", baseline_config)):
-    step, state, method = _build(cfg, batch)
-    t0 = time.perf_counter()
-    state, _ = _time_steps(step, state, batch, 1)  # Compiles.
-    compile_s = time.perf_counter() - t0
-    variants[name] = {
-        "step": step,
-        "state": state,
-        "times": [],
-        "compile_s": compile_s,
-        "method": method,
-    }
+  built = {
+      "cmd": _build(config, batch),
+      "contrastive": _build(baseline_config, batch),
+  }
+  timed = timing.interleaved_step_times(
+      {name: b[:2] for name, b in built.items()},
+      batch,
+      _ROUNDS.value,
+      _STEPS.value,
+  )
 
-  for _ in range(_ROUNDS.value):
-    for v in variants.values():
-      v["state"], dt = _time_steps(v["step"], v["state"], batch, _STEPS.value)
-      v["times"].append(dt)
-
-  params = variants["cmd"]["state"].params
+  params = timed["cmd"]["state"].params
   result = {
       "config": _CONFIG.value,
       "batch_size": int(config.data.batch_size),
@@ -127,17 +106,13 @@ def main(argv):
       "head_params": cmd_lib.count_params(params[cmd_lib.HEAD]),
       "encoder_params": cmd_lib.count_params(params["encoders"]),
   }
-  for name, v in variants.items():
-    result[f"{name}_step_ms"] = 1e3 * float(np.median(v["times"]))
+  for name, v in timed.items():
+    result[f"{name}_step_ms"] = v["step_ms"]
     result[f"{name}_compile_s"] = v["compile_s"]
   result["step_time_ratio"] = (
       result["cmd_step_ms"] / result["contrastive_step_ms"]
   )
-  print(json.dumps(result, indent=2))
-  if _OUT.value:
-    os.makedirs(os.path.dirname(os.path.abspath(_OUT.value)), exist_ok=True)
-    with open(_OUT.value, "w", encoding="utf-8") as f:
-      json.dump(result, f, indent=2)
+  timing.print_and_save(result, _OUT.value)
 
 
 if __name__ == "__main__":
