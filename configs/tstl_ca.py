@@ -10,6 +10,8 @@ Variants:
   (none)     AV-digits `pairs`, 1,600 steps (800 semi-hard + 800 curriculum).
   quick      AV-digits `pairs`, 120 steps; a minute or two on 2 CPU cores.
   one_stage  Same total steps, all semi-hard (the README's baseline).
+  heldout    AV-digits `pairs_heldout`: test clips spoken only by three voices
+             train never hears, 5-20 dB SNR noise (the harder setting).
   steps=N    N total steps (N/2 per stage; all semi-hard with one_stage).
   ave/vegas  Pre-extracted AVE / VEGAS features (manual download), MLPs:
              builder configs `ave/avcmr15` (the AV-CMR group's 15-class AVE
@@ -24,7 +26,7 @@ import ml_collections
 from avjax.config_utils import parse_config_arg
 from avjax.config_utils import positive_int_setting
 
-_VARIANTS = {"quick", "one_stage", "ave", "vegas"}
+_VARIANTS = {"quick", "one_stage", "heldout", "ave", "vegas"}
 
 
 def _stage(**kwargs) -> ml_collections.ConfigDict:
@@ -80,6 +82,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.eval_batch_size = 512
   config.max_checkpoints_to_keep = 3
 
+  if "heldout" in variants:
+    config.data.name = "av_digits/pairs_heldout"
   if "ave" in variants or "vegas" in variants:
     if {"ave", "vegas"} <= variants:
       raise ValueError("configs/tstl_ca.py: choose one of 'ave' or 'vegas'")

@@ -320,3 +320,47 @@ def test_bad_configs_are_explained(kwargs, message, tmp_path):
         config=config, data_dir=str(tmp_path), file_format="array_record"
     )
     builder.download_and_prepare(file_format="array_record")
+
+
+def test_heldout_pairs_speak_test_clips_only_in_voices_train_never_hears():
+  options = builder_lib.HELDOUT_PAIRS
+  held_out = set(options.test_voices)
+  every = set(range(len(speech.VOICE_SETTINGS)))
+  assert set(options.voices("train")) == every - held_out
+  assert options.voices("validation") == options.voices("train")
+  image = np.zeros((32, 32), np.uint8)
+  seen = {}
+  for split in digits_lib.SPLITS:
+    seen[split] = {
+        int(
+            builder_lib.make_pair(
+                i, split, i, i, 7, image, i % 10, options=options
+            )["voice"]
+        )
+        for i in range(24)
+    }
+  assert seen["test"] <= held_out and len(seen["test"]) > 1
+  assert not (seen["train"] | seen["validation"]) & held_out
+  # The default `pairs` options draw test voices from all settings.
+  default = {
+      int(builder_lib.make_pair(i, "test", i, i, 7, image, 0)["voice"])
+      for i in range(24)
+  }
+  assert default - held_out
+
+
+def test_noise_level_follows_the_snr_range():
+  utterance = (3000 * np.sin(np.arange(8000) / 5.0)).astype(np.int16)
+  residual = {}
+  for name, snr in (("quiet", (40.0, 40.0)), ("loud", (5.0, 5.0))):
+    clip = mixing.render_clip(
+        utterance, 0, 8000, 8000, np.random.default_rng(1), snr_db_range=snr
+    ).astype(np.float64)
+    speech_wave = utterance.astype(np.float64)
+    scale = np.dot(clip, speech_wave) / np.dot(speech_wave, speech_wave)
+    noise = clip - scale * speech_wave
+    residual[name] = 10 * np.log10(
+        np.mean((scale * speech_wave) ** 2) / np.mean(noise**2)
+    )
+  assert abs(residual["quiet"] - 40.0) < 1.0
+  assert abs(residual["loud"] - 5.0) < 1.0

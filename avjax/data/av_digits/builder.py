@@ -3,6 +3,9 @@
 Configs:
 - `pairs` (TSTL-CA, AVC): one example per source digit; a 32x32 image and a
   1 s recording of its digit word. 1,258 / 269 / 270 examples.
+- `pairs_heldout` (TSTL-CA, AVC, harder): `pairs` whose test split is
+  spoken only by three voices that train and validation never hear (see
+  `HELDOUT_PAIRS`), with 5-20 dB instead of 20-40 dB SNR noise.
 - `captions` (CMD): a 64x64 canvas of 2-4 digits and the spoken sequence of
   its digits in reading order (see `canvas` for the precise order).
   20,000 / 500 / 500 examples (`AvDigitsConfig.caption_split_sizes`).
@@ -74,6 +77,38 @@ _CONFIG_IDS = {
 }
 
 
+@dataclasses.dataclass(frozen=True)
+class PairsOptions:
+  """Recording conditions of a `pairs` config.
+
+  Attributes:
+    test_voices: indices of `speech.VOICE_SETTINGS` spoken **only** in the
+      test split (train and validation use the others); empty: every split
+      uses all voices.
+    snr_db_range: signal-to-noise ratio range of the added noise, in dB.
+  """
+
+  test_voices: tuple[int, ...] = ()
+  snr_db_range: tuple[float, float] = mixing.SNR_DB_RANGE
+
+  def voices(self, split: str) -> tuple[int, ...] | None:
+    """The voice indices `split` draws from (None: all)."""
+    if not self.test_voices:
+      return None
+    if split == "test":
+      return self.test_voices
+    held_out = set(self.test_voices)
+    return tuple(
+        v for v in range(len(speech.VOICE_SETTINGS)) if v not in held_out
+    )
+
+
+# `pairs_heldout`: three voices unlike the rest (a female variant, the
+# Caribbean accent and espeak-ng's Klatt synthesiser) only in test, and
+# noise 5-20 dB SNR instead of 20-40 dB.
+HELDOUT_PAIRS = PairsOptions(test_voices=(4, 6, 11), snr_db_range=(5.0, 20.0))
+
+
 @dataclasses.dataclass(eq=False)
 class AvDigitsConfig(tfds.core.BuilderConfig):
   """Config of `av_digits`.
@@ -90,6 +125,8 @@ class AvDigitsConfig(tfds.core.BuilderConfig):
   caption_split_sizes: dict[str, int] = dataclasses.field(
       default_factory=lambda: dict(CAPTION_SPLIT_SIZES)
   )
+  # `pairs` only: held-out test voices, noise level.
+  pairs_options: PairsOptions = dataclasses.field(default_factory=PairsOptions)
   # `video_text` only: noisy pairs, long tail, split sizes.
   video_text_options: video_text.VideoTextOptions = dataclasses.field(
       default_factory=video_text.VideoTextOptions
@@ -124,15 +161,23 @@ def make_pair(
     seed: int,
     image: np.ndarray,
     label: int,
+    options: PairsOptions = PairsOptions(),
 ) -> dict[str, np.ndarray | int]:
   """One `pairs` example (see `AvDigits._info` for the keys)."""
   rng = example_rng(seed, "pairs", split, index)
-  speaker = mixing.draw_speaker(rng, digits_lib.SPLITS.index(split))
+  speaker = mixing.draw_speaker(
+      rng, digits_lib.SPLITS.index(split), options.voices(split)
+  )
   utterance = mixing.speak(digits_lib.DIGIT_WORDS[label], speaker)
   utterance = utterance[:PAIRS_AUDIO_SAMPLES]
   offset = int(rng.integers(0, PAIRS_AUDIO_SAMPLES - utterance.size + 1))
   audio = mixing.render_clip(
-      utterance, offset, PAIRS_AUDIO_SAMPLES, PAIRS_AUDIO_SAMPLES, rng
+      utterance,
+      offset,
+      PAIRS_AUDIO_SAMPLES,
+      PAIRS_AUDIO_SAMPLES,
+      rng,
+      snr_db_range=options.snr_db_range,
   )
   return {
       "image": image,
@@ -295,6 +340,16 @@ class AvDigits(tfds.core.GeneratorBasedBuilder):
           ),
       ),
       AvDigitsConfig(
+          name="pairs_heldout",
+          kind="pairs",
+          pairs_options=HELDOUT_PAIRS,
+          description=(
+              "`pairs` with three voices heard only in test (female "
+              "variant, Caribbean accent, Klatt synthesiser) and "
+              "5-20 dB SNR noise."
+          ),
+      ),
+      AvDigitsConfig(
           name="captions",
           description=(
               "A 64x64 canvas of 2-4 digits and the spoken "
@@ -432,6 +487,7 @@ class AvDigits(tfds.core.GeneratorBasedBuilder):
             config.seed,
             upsampled[i],
             int(labels[source]),
+            config.pairs_options,
         )
 
       count = len(sources)

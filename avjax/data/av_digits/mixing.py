@@ -16,6 +16,7 @@ Decisions (not given by any paper; they define this synthetic set):
 from __future__ import annotations
 
 import dataclasses
+from typing import Sequence
 
 import numpy as np
 
@@ -39,14 +40,32 @@ class Speaker:
   seed: int  # espeak-ng breath-noise seed
 
 
-def draw_speaker(rng: np.random.Generator, split_index: int) -> Speaker:
-  """Draws a jittered speaker for a recording of split `split_index`."""
+def draw_speaker(
+    rng: np.random.Generator,
+    split_index: int,
+    voices: Sequence[int] | None = None,
+) -> Speaker:
+  """Draws a jittered speaker for a recording of split `split_index`.
+
+  `voices` restricts the draw to those indices of `speech.VOICE_SETTINGS`
+  (default: all of them, uniformly).
+  """
   if not 0 <= split_index < NUM_SPLIT_RESIDUES:
     raise ValueError(
         f"split_index must be in [0, {NUM_SPLIT_RESIDUES}), got "
         f"{split_index}"
     )
-  voice_index = int(rng.integers(len(speech.VOICE_SETTINGS)))
+  if voices is None:
+    voice_index = int(rng.integers(len(speech.VOICE_SETTINGS)))
+  else:
+    bad = [v for v in voices if not 0 <= v < len(speech.VOICE_SETTINGS)]
+    if not voices or bad:
+      raise ValueError(
+          f"voices must be a non-empty list of indices into "
+          f"speech.VOICE_SETTINGS (0-{len(speech.VOICE_SETTINGS) - 1}); "
+          f"got {list(voices)}"
+      )
+    voice_index = int(voices[int(rng.integers(len(voices)))])
   setting = speech.VOICE_SETTINGS[voice_index]
   rate = int(round(setting.rate * rng.uniform(*RATE_JITTER)))
   rate += (split_index - rate) % NUM_SPLIT_RESIDUES
@@ -81,6 +100,7 @@ def render_clip(
     valid_length: int,
     padded_length: int,
     rng: np.random.Generator,
+    snr_db_range: tuple[float, float] = SNR_DB_RANGE,
 ) -> np.ndarray:
   """Places an utterance in a noisy, gain-scaled, zero-padded clip.
 
@@ -90,6 +110,7 @@ def render_clip(
     valid_length: samples of the clip that carry signal (speech + noise).
     padded_length: total samples; the tail after `valid_length` is zero.
     rng: draws the SNR, the noise and the peak level.
+    snr_db_range: (low, high) of the uniform signal-to-noise ratio in dB.
 
   Returns:
     int16 [padded_length].
@@ -106,7 +127,7 @@ def render_clip(
     raise ValueError("empty utterance")
   mixture = np.zeros((valid_length,), np.float64)
   mixture[offset : offset + speech_part.size] = speech_part
-  snr_db = rng.uniform(*SNR_DB_RANGE)
+  snr_db = rng.uniform(*snr_db_range)
   speech_power = max(float(np.mean(speech_part**2)), 1.0)
   noise_std = np.sqrt(speech_power / 10.0 ** (snr_db / 10.0))
   mixture += rng.normal(0.0, noise_std, size=valid_length)
