@@ -51,6 +51,21 @@ def test_single_process_embed_equals_plain_loop():
   np.testing.assert_allclose(out["visual"], want_b, rtol=1e-5, atol=1e-6)
 
 
+def test_sharded_map_keeps_real_rows_of_padded_batches():
+  data = np.arange(23, dtype=np.float32)[:, None]
+
+  def make_batch(i, j):  # padded to 5 rows, as methods with fixed shapes do
+    rows = data[i:j]
+    return np.concatenate([rows, np.repeat(rows[-1:], 5 - len(rows), 0)]), j - i
+
+  out = sharded.sharded_map(
+      lambda p, b: {"double": b * p, "sum": b.sum(1)}, 2.0, 23, make_batch, 5
+  )
+  np.testing.assert_array_equal(out["double"], 2 * data)
+  np.testing.assert_array_equal(out["sum"], data[:, 0])
+  assert sharded.gather_strings(["a", "b"], 2) == ["a", "b"]
+
+
 _TWO_PROCESS_SCRIPT = """
 import json, sys
 import jax
@@ -72,8 +87,10 @@ def embed(p, a, b):
   seen.append(len(a))
   return np.tanh(a @ np.asarray(p["w"])), np.tanh(b @ np.asarray(p["w"])) * 2
 out = sharded.sharded_embed(embed, params, data, 5)
+lo, hi = sharded.process_block(23)
+text = sharded.gather_strings(["row %d " % i + "é" * i for i in range(lo, hi)], 23)
 print(json.dumps({"rows": sum(seen), "audio": out["audio"].tolist(),
-                  "visual": out["visual"].tolist()}))
+                  "visual": out["visual"].tolist(), "text": text}))
 """
 
 
@@ -115,3 +132,4 @@ def test_two_processes_embed_half_each_and_gather_all(tmp_path):
   for r in results:  # every process holds every row, in split order
     np.testing.assert_allclose(r["audio"], np.tanh(audio @ w), rtol=1e-6)
     np.testing.assert_allclose(r["visual"], np.tanh(visual @ w) * 2, rtol=1e-6)
+    assert r["text"] == ["row %d " % i + "é" * i for i in range(23)]

@@ -96,6 +96,65 @@ def gather_rows(tree: PyTree, n: int) -> PyTree:
   return jax.tree.map(gather, tree)
 
 
+def gather_strings(strings: Sequence[str], n: int) -> list[str]:
+  """All processes' row blocks of a list of strings, in row order.
+
+  Like :func:`gather_rows` for text (e.g. captions): the strings travel as
+  zero-padded UTF-8 bytes.
+  """
+  if jax.process_count() == 1:
+    return list(strings)
+  encoded = [s.encode("utf-8") for s in strings]
+  longest = max([len(b) for b in encoded] + [0])
+  width = int(np.max(multihost_utils.process_allgather(np.int64(longest))))
+  table = np.zeros((len(encoded), max(width, 1)), np.uint8)
+  lengths = np.zeros((len(encoded),), np.int64)
+  for row, b in enumerate(encoded):
+    table[row, : len(b)] = np.frombuffer(b, np.uint8)
+    lengths[row] = len(b)
+  rows = gather_rows({"bytes": table, "length": lengths}, n)
+  return [
+      bytes(row[:length]).decode("utf-8")
+      for row, length in zip(rows["bytes"], rows["length"])
+  ]
+
+
+def sharded_map(
+    fn,
+    params: PyTree,
+    num_rows: int,
+    make_batch,
+    batch_size: int,
+) -> dict[str, np.ndarray]:
+  """Per-row outputs of ``fn`` over a whole split, sharded by process.
+
+  Args:
+    fn: ``(params, batch) -> {name: [b, ...]}`` (jitted by the caller).
+    params: the model parameters (global or local arrays).
+    num_rows: the split's number of rows N.
+    make_batch: ``(lo, hi) -> (batch, real)``: the inputs of rows
+      ``[lo, hi)``, possibly padded to a fixed shape; the first ``real``
+      output rows are kept.
+    batch_size: rows per call.
+
+  Returns:
+    ``{name: [N, ...]}`` in row order, on every process.
+  """
+  lo, hi = process_block(num_rows)
+  params = local_replica(params)
+  # An empty block computes row 0 and keeps none of it, so that every
+  # process knows the output shapes for the gather.
+  spans = [(i, min(i + batch_size, hi)) for i in range(lo, hi, batch_size)]
+  outs: dict[str, list[np.ndarray]] = {}
+  for i, j in spans or [(0, 1)]:
+    batch, real = make_batch(i, j)
+    for name, value in fn(params, batch).items():
+      outs.setdefault(name, []).append(
+          np.asarray(value)[: real if spans else 0]
+      )
+  return gather_rows({k: np.concatenate(v) for k, v in outs.items()}, num_rows)
+
+
 def sharded_embed(
     embed_fn,
     params: PyTree,
@@ -116,15 +175,15 @@ def sharded_embed(
   Returns:
     ``{keys[0]: [N, E] float32, keys[1]: [N, E] float32}`` on every process.
   """
-  n = len(data[keys[0]])
-  lo, hi = process_block(n)
-  params = local_replica(params)
-  # An empty block embeds row 0 and keeps none of it, so that every process
-  # knows the embedding shape for the gather.
-  spans = [(i, min(i + batch_size, hi)) for i in range(lo, hi, batch_size)]
-  outs = {key: [] for key in keys}
-  for i, j in spans or [(0, 1)]:
-    embedded = embed_fn(params, data[keys[0]][i:j], data[keys[1]][i:j])
-    for key, e in zip(keys, embedded):
-      outs[key].append(np.asarray(e, np.float32)[: j - i if spans else 0])
-  return gather_rows({key: np.concatenate(v) for key, v in outs.items()}, n)
+
+  def fn(p, batch):
+    embedded = embed_fn(p, batch[keys[0]], batch[keys[1]])
+    return {k: np.asarray(e, np.float32) for k, e in zip(keys, embedded)}
+
+  return sharded_map(
+      fn,
+      params,
+      len(data[keys[0]]),
+      lambda i, j: ({k: data[k][i:j] for k in keys}, j - i),
+      batch_size,
+  )

@@ -60,6 +60,7 @@ from avjax import losses
 from avjax.data import pipeline
 from avjax.data import sources
 from avjax.data import text as text_lib
+from avjax.eval import sharded
 from avjax.eval import video_text as vt_eval
 from avjax.methods.base import Method
 from avjax.models import meta_weight
@@ -406,35 +407,45 @@ class MAMA(Method):
 
     return jax.jit(run)
 
+  def _rows(self, pairs: _CaptionPairs, lo: int, hi: int, batch_size: int):
+    """(transformed batch, raw batch) of pairs ``[lo, hi)``, padded to
+    ``batch_size`` rows by repeating the last (one shape for every call)."""
+    rows = [pairs[i] for i in range(lo, hi)]
+    rows += [rows[-1]] * (batch_size - len(rows))
+    stacked = {
+        k: np.stack([r[k] for r in rows]) for k in rows[0] if k != "caption"
+    }
+    stacked["caption"] = [r["caption"] for r in rows]
+    return self.transform(stacked, pairs.name), stacked
+
   def _batches(self, pairs: _CaptionPairs, batch_size: int, limit: int):
     """Transformed batches of the first ``limit`` pairs, padded to one
-    shape; yields (batch, number of real rows)."""
+    shape; yields (batch, raw batch, number of real rows)."""
     limit = min(limit, len(pairs))
     for start in range(0, limit, batch_size):
-      rows = [pairs[i] for i in range(start, min(start + batch_size, limit))]
-      n = len(rows)
-      rows += [rows[-1]] * (batch_size - n)
-      stacked = {
-          k: np.stack([r[k] for r in rows]) for k in rows[0] if k != "caption"
-      }
-      stacked["caption"] = [r["caption"] for r in rows]
-      yield self.transform(stacked, pairs.name), stacked, n
+      end = min(start + batch_size, limit)
+      yield *self._rows(pairs, start, end, batch_size), end - start
 
   def embed_split(self, params, split: str) -> dict[str, np.ndarray]:
-    """Video and caption embeddings of a whole split, in source order."""
+    """Video and caption embeddings of a whole split, in source order.
+
+    Each process embeds its block of rows; every process gets all rows.
+    """
     pairs = self._pairs(split)
     bs = int(self.config.get("eval_batch_size", 250))
-    video, text, captions = [], [], []
-    for batch, raw, n in self._batches(pairs, bs, len(pairs)):
-      v, t = self._embed_jit(params["encoders"], batch)
-      video.append(np.asarray(v)[:n])
-      text.append(np.asarray(t)[:n])
-      captions.extend(raw["caption"][:n])
-    return {
-        "video": np.concatenate(video),
-        "text": np.concatenate(text),
-        "captions": captions,
-    }
+    lo, hi = sharded.process_block(len(pairs))
+    captions = [pairs[i]["caption"] for i in range(lo, hi)]
+
+    def make_batch(i, j):
+      return self._rows(pairs, i, j, bs)[0], j - i
+
+    def embed(p, batch):
+      v, t = self._embed_jit(p["encoders"], batch)
+      return {"video": v, "text": t}
+
+    out = sharded.sharded_map(embed, params, len(pairs), make_batch, bs)
+    out["captions"] = sharded.gather_strings(captions, len(pairs))
+    return out
 
   def train_weights(
       self, params, limit: int | None = None

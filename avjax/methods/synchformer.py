@@ -55,6 +55,7 @@ from avjax import losses
 from avjax.data import features as features_lib
 from avjax.data import sources
 from avjax.data import sync_pipeline
+from avjax.eval import sharded
 from avjax.eval import sync as sync_eval
 from avjax.methods.base import Method
 from avjax.models import sync as sync_models
@@ -351,15 +352,16 @@ class Synchformer(Method):
     return self._eval_cache[split]
 
   def predict_split(self, params, split: str) -> dict[str, np.ndarray]:
+    """Per-clip predictions; each process predicts its block of clips."""
     data = self.eval_data(split)
-    bs = int(self.config.eval.batch_size)
     keys = ("video", "audio_shifted", "audio_check")
-    outs: dict[str, list[np.ndarray]] = {}
-    for i in range(0, len(data["offset_label"]), bs):
-      out = self._predict(params, {k: data[k][i : i + bs] for k in keys})
-      for k, v in out.items():
-        outs.setdefault(k, []).append(np.asarray(v))
-    return {k: np.concatenate(v) for k, v in outs.items()}
+    return sharded.sharded_map(
+        self._predict,
+        params,
+        len(data["offset_label"]),
+        lambda i, j: ({k: data[k][i:j] for k in keys}, j - i),
+        int(self.config.eval.batch_size),
+    )
 
   def segment_spans(self) -> np.ndarray:
     spec = self.spec

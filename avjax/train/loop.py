@@ -24,6 +24,7 @@ import numpy as np
 import tqdm
 from absl import logging
 
+import avjax
 from avjax import methods
 from avjax.train import checkpoint as checkpoint_lib
 from avjax.train import logging_utils
@@ -386,6 +387,8 @@ def train_and_evaluate(
                 "stage_name": scheduler.stage_at(done).name,
                 "config": fingerprint,
                 "data_iterator": _iterator_states(train_iter),
+                # Read by avjax.inference.load to refuse other versions.
+                "avjax_version": avjax.__version__,
             },
         )
       if at_eval:

@@ -96,9 +96,28 @@ def resize_digit(image: np.ndarray, size: int) -> np.ndarray:
   """
   if image.ndim != 2:
     raise ValueError(f"expected one [H, W] image, got shape {image.shape}")
+  return resize_grey(image.astype(np.float32) * np.float32(255.0 / 16.0), size)
+
+
+def resize_grey(image: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
+  """Bicubic resize of one grey image (levels 0..255) to uint8 [H, W].
+
+  The resize the builders apply to digits, shared with inference
+  (``avjax.inference``) so that a user's picture of any size goes through
+  the same step. Overshoot of the cubic kernel is clipped.
+
+  Args:
+    image: [h, w] grey levels 0..255 (any real dtype).
+    size: H = W, or (H, W), in pixels.
+  """
+  if image.ndim != 2:
+    raise ValueError(f"expected one [H, W] image, got shape {image.shape}")
+  height, width = (size, size) if isinstance(size, int) else size
   # A float32 array becomes a mode "F" (32-bit float) image.
-  scaled = Image.fromarray(image.astype(np.float32) * np.float32(255.0 / 16.0))
-  resized = np.asarray(scaled.resize((size, size), Image.Resampling.BICUBIC))
+  scaled = Image.fromarray(np.asarray(image, np.float32))
+  resized = np.asarray(
+      scaled.resize((int(width), int(height)), Image.Resampling.BICUBIC)
+  )
   return np.clip(np.round(resized), 0, 255).astype(np.uint8)
 
 

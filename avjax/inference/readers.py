@@ -1,0 +1,123 @@
+"""Reading a user's files: audio, images and videos, with errors naming them.
+
+Every reader returns the file's content as found (its own sample rate,
+channels, size and colour mode); turning it into what a model was trained
+on is ``avjax.inference.records``' job. Audio is read with soundfile
+(libsndfile: WAV, FLAC, OGG, ...) and, for anything it does not know
+(mp3, m4a, the audio track of a video), with PyAV; images with Pillow;
+videos with ``avjax.data.video``.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from avjax.data import video as video_lib
+
+
+class UnreadableFileError(ValueError):
+  """An input file is missing, empty, corrupt or holds no usable content.
+
+  Attributes:
+    path: the file at fault.
+    reason: short description.
+  """
+
+  def __init__(self, path: os.PathLike | str, reason: str):
+    self.path = os.fspath(path)
+    self.reason = reason
+    super().__init__(f"{reason}: {self.path}")
+
+
+def _check_file(path: str, what: str) -> None:
+  if not os.path.isfile(path):
+    raise UnreadableFileError(path, f"missing {what} file")
+  if os.path.getsize(path) == 0:
+    raise UnreadableFileError(path, f"empty {what} file (0 bytes)")
+
+
+def _read_audio_av(path: str) -> tuple[np.ndarray, int]:
+  """First audio stream with PyAV: float32 [N, C] and its rate."""
+  av = video_lib._import_av()  # pylint: disable=protected-access
+  try:
+    with av.open(path, mode="r") as container:
+      if not container.streams.audio:
+        raise UnreadableFileError(path, "no audio stream")
+      stream = container.streams.audio[0]
+      rate = int(stream.rate)
+      resampler = av.AudioResampler(format="flt", layout=None, rate=rate)
+      parts = []
+      for frame in container.decode(stream):
+        for out in resampler.resample(frame):
+          parts.append(out.to_ndarray().reshape(-1, len(out.layout.channels)))
+  except UnreadableFileError:
+    raise
+  except (av.FFmpegError, OSError, ValueError, EOFError) as e:
+    raise UnreadableFileError(path, f"not a readable audio file ({e})") from e
+  if not parts:
+    raise UnreadableFileError(path, "audio stream holds no samples")
+  return np.concatenate(parts).astype(np.float32), rate
+
+
+def read_audio(path: os.PathLike | str) -> tuple[np.ndarray, int]:
+  """Decodes an audio file (or a video's audio track).
+
+  Args:
+    path: any format libsndfile or FFmpeg reads.
+
+  Returns:
+    (samples float32 [N, C] in [-1, 1], sample rate in Hz), N >= 1.
+
+  Raises:
+    UnreadableFileError: naming the file when it is missing, empty, not
+      audio, or holds zero samples.
+  """
+  import soundfile  # pylint: disable=import-outside-toplevel
+
+  path = os.fspath(path)
+  _check_file(path, "audio")
+  try:
+    samples, rate = soundfile.read(path, dtype="float32", always_2d=True)
+  except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError):
+    samples, rate = _read_audio_av(path)
+  if samples.shape[0] == 0:
+    raise UnreadableFileError(path, "audio file holds zero samples")
+  if not np.all(np.isfinite(samples)):
+    raise UnreadableFileError(path, "audio file holds non-finite samples")
+  return samples, int(rate)
+
+
+def read_image(path: os.PathLike | str) -> np.ndarray:
+  """Decodes an image file to uint8 RGB [H, W, 3] (grey images too).
+
+  Raises:
+    UnreadableFileError: naming the file when it is missing, empty or not
+      an image Pillow reads.
+  """
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+
+  path = os.fspath(path)
+  _check_file(path, "image")
+  try:
+    with Image.open(path) as image:
+      image.load()
+      if image.mode in ("I;16", "I", "F"):  # High bit depth: scale to 8 bit.
+        values = np.asarray(image, np.float64)
+        top = max(float(values.max()), 1.0)
+        image = Image.fromarray(
+            np.clip(values / top * 255.0, 0, 255).astype(np.uint8)
+        )
+      rgb = np.asarray(image.convert("RGB"))
+  except (OSError, ValueError, Image.DecompressionBombError) as e:
+    raise UnreadableFileError(path, f"not a readable image ({e})") from e
+  return rgb
+
+
+def read_video(path: os.PathLike | str, **kwargs) -> video_lib.Video:
+  """``avjax.data.video.read_video`` with its errors as UnreadableFileError."""
+  try:
+    return video_lib.read_video(path, **kwargs)
+  except video_lib.VideoDecodeError as e:
+    raise UnreadableFileError(e.path, e.reason) from e
