@@ -76,6 +76,7 @@ def _init_only_workdir(config, workdir: str, step: int = 1, batch=None) -> str:
   ckpt.close()
   with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
     f.write(config.to_json_best_effort(indent=2))
+  method.save_artifacts(workdir)
   return workdir
 
 
@@ -519,7 +520,7 @@ def test_records_pass_the_training_format_through_unchanged():
 
 @pytest.mark.slow
 def test_mama_embed_equals_evaluation_and_takes_video_files(
-    av_digits_dir, tmp_path
+    av_digits_dir, tmp_path, monkeypatch
 ):
   from avjax.eval import video_text  # pylint: disable=import-outside-toplevel
 
@@ -534,6 +535,22 @@ def test_mama_embed_equals_evaluation_and_takes_video_files(
   ref = model.method.embed_split(model.params, "test")
   np.testing.assert_allclose(video, ref["video"], atol=1e-6, rtol=0)
   np.testing.assert_allclose(text, ref["text"], atol=1e-6, rtol=0)
+  # Text needs only the workdir: its tokenizer.json, not the dataset (which
+  # would otherwise be prepared to read the tokenizer from its metadata).
+  real_get_builder = sources.get_builder
+
+  def no_prepared_data(*args, **kwargs):
+    if kwargs.get("prepare", True):
+      raise AssertionError("inference read the prepared dataset")
+    return real_get_builder(*args, **kwargs)
+
+  monkeypatch.setattr(sources, "get_builder", no_prepared_data)
+  alone = inference.load(str(tmp_path / "mama"))
+  np.testing.assert_allclose(  # another batch size: float rounding only
+      alone.embed("text", [r["caption"].decode() for r in recs[:5]]),
+      text[:5],
+      atol=1e-5,
+  )
   want = video_text.retrieval_metrics(ref["video"], ref["text"])
   top = model.search(text, video, k=1).indices[:, 0]
   assert np.mean(top == np.arange(len(recs))) == pytest.approx(want["r1_t2v"])

@@ -303,7 +303,8 @@ def load(
     step: checkpoint step (default: the newest).
     allow_other_version: use a checkpoint from another avjax version.
     data_dir: tfds data dir overriding the run's (read only for the
-      dataset's record shapes and, for MAMA, its tokenizer).
+      dataset's record shapes, and for MAMA's tokenizer when the workdir
+      has no ``tokenizer.json``, i.e. a run from before it was saved).
 
   Returns:
     A ``Model`` on JAX's default backend.
@@ -321,6 +322,7 @@ def load(
   workdir_lib.check_version(workdir, step, meta, allow_other_version)
   params = workdir_lib.restore_params(workdir, step)
   method = methods.get_method(config)
+  method.load_artifacts(workdir)
   logging.info(
       "Loaded %s from %s (step %d) on %s.",
       config.method,

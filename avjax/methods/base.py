@@ -58,6 +58,18 @@ class Method(abc.ABC):
       )
     return self._shared_optimizer
 
+  def save_artifacts(self, workdir: str) -> None:
+    """Writes what inference needs besides params and config (default none).
+
+    Called once per run by the host process, e.g. MAMA's tokenizer, so that
+    ``avjax.inference.load`` works without the training dataset.
+    """
+    del workdir
+
+  def load_artifacts(self, workdir: str) -> None:
+    """Reads what ``save_artifacts`` wrote, where present (default none)."""
+    del workdir
+
   def init_aux(self, rng: jax.Array, params: PyTree) -> PyTree:
     """Auxiliary learned state saved with the train state (default none)."""
     del rng, params

@@ -81,6 +81,10 @@ def _texts(values) -> list[str]:
   ]
 
 
+# The run's tokenizer, saved in the workdir for inference.
+TOKENIZER_FILE = "tokenizer.json"
+
+
 class _CaptionPairs:
   """Random-access (video, caption) pairs of a split.
 
@@ -191,6 +195,22 @@ class MAMA(Method):
           "tokenizer in its metadata (info.metadata['tokenizer'])"
       )
     return text_lib.CaptionTokenizer.from_json(metadata["tokenizer"])
+
+  def save_artifacts(self, workdir: str) -> None:
+    """Writes ``tokenizer.json`` (the dataset's tokenizer) into the workdir."""
+    path = os.path.join(workdir, TOKENIZER_FILE)
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+      f.write(self.tokenizer.to_json())
+    os.replace(path + ".tmp", path)
+
+  def load_artifacts(self, workdir: str) -> None:
+    """Uses the workdir's ``tokenizer.json`` when there is one."""
+    path = os.path.join(workdir, TOKENIZER_FILE)
+    if os.path.exists(path):
+      with open(path, encoding="utf-8") as f:
+        self.__dict__["tokenizer"] = text_lib.CaptionTokenizer.from_json(
+            f.read()
+        )
 
   def _pairs(self, split: str, train: bool = False) -> _CaptionPairs:
     name = f"{self.config.data.name}:{split}"

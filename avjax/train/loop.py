@@ -337,6 +337,7 @@ def train_and_evaluate(
   if is_host:  # The full config of the run, for people and for inference.
     with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
       f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+    method.save_artifacts(workdir)
   writer = logging_utils.MetricWriter(workdir, enabled=is_host)
   step_fns: dict[int, Any] = {}
   pending = _PendingMetrics()
