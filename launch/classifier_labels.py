@@ -64,6 +64,15 @@ def predicted_labels(
   return train["id"], pred, float(np.mean(pred == train["true_label"]))
 
 
+def write_labels(path: str, ids: np.ndarray, labels: np.ndarray) -> None:
+  """Writes ``clip_id,label`` rows (the format of ``labels_file``)."""
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  with open(path, "w", newline="", encoding="utf-8") as f:
+    writer = csv.writer(f)
+    writer.writerow(["clip_id", "label"])
+    writer.writerows(zip(ids.tolist(), labels.tolist()))
+
+
 def main(argv):
   del argv
   path, _, arg = _CONFIG.value.partition(":")
@@ -71,11 +80,7 @@ def main(argv):
   ids, pred, accuracy = predicted_labels(
       AVC(config), _FIT_SPLIT.value, _L2.value
   )
-  os.makedirs(os.path.dirname(os.path.abspath(_OUT.value)), exist_ok=True)
-  with open(_OUT.value, "w", newline="", encoding="utf-8") as f:
-    writer = csv.writer(f)
-    writer.writerow(["clip_id", "label"])
-    writer.writerows(zip(ids.tolist(), pred.tolist()))
+  write_labels(_OUT.value, ids, pred)
   print(
       f"wrote {len(ids)} predicted labels to {_OUT.value}; accuracy against "
       f"the annotation: {accuracy:.3f}"
