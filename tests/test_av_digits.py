@@ -364,3 +364,13 @@ def test_noise_level_follows_the_snr_range():
     )
   assert abs(residual["quiet"] - 40.0) < 1.0
   assert abs(residual["loud"] - 5.0) < 1.0
+
+
+def test_resize_grey_takes_numpy_sizes_and_pairs():
+  image = np.arange(64, dtype=np.float32).reshape(8, 8) * 4
+  square = digits_lib.resize_grey(image, 16)
+  assert square.shape == (16, 16) and square.dtype == np.uint8
+  np.testing.assert_array_equal(
+      digits_lib.resize_grey(image, np.int32(16)), square
+  )
+  assert digits_lib.resize_grey(image, (12, 20)).shape == (12, 20)

@@ -112,7 +112,7 @@ def resize_grey(image: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
   """
   if image.ndim != 2:
     raise ValueError(f"expected one [H, W] image, got shape {image.shape}")
-  height, width = (size, size) if isinstance(size, int) else size
+  height, width = (size, size) if isinstance(size, (int, np.integer)) else size
   # A float32 array becomes a mode "F" (32-bit float) image.
   scaled = Image.fromarray(np.asarray(image, np.float32))
   resized = np.asarray(
