@@ -182,7 +182,7 @@ def test_loss_is_finite_and_independent_of_padding_contents(tiny):
       "contrastive",
       "temperature",
       "cmd_speech_from_image",
-      "gap_speech_from_image",
+      "corrupt_dist_speech_from_image",
   } <= set(m)
   np.testing.assert_allclose(loss_big, loss, rtol=1e-5)
   for key in m:
@@ -190,7 +190,7 @@ def test_loss_is_finite_and_independent_of_padding_contents(tiny):
         m_big[key], m[key], rtol=1e-4, atol=1e-6, err_msg=key
     )
   # The configured corruption leaves a gap for the head to close.
-  assert float(m["gap_speech_from_image"]) > 0.1
+  assert float(m["corrupt_dist_speech_from_image"]) > 0.1
 
 
 def test_zero_noise_gives_zero_target_gap(tiny):
@@ -204,7 +204,7 @@ def test_zero_noise_gives_zero_target_gap(tiny):
   )(tiny.params["cmd_head"], tiny.speech, tiny.image)
   # Uncorrupted input: no gap to close, and the identity-initialised head
   # reconstructs it exactly.
-  assert float(m["gap_speech_from_image"]) < 1e-6
+  assert float(m["corrupt_dist_speech_from_image"]) < 1e-6
   assert float(loss) < 1e-6
 
 
@@ -241,7 +241,7 @@ def test_head_training_on_a_fixed_batch_reduces_reconstruction_error(tiny):
     history.append(
         (
             float(metrics["cmd_speech_from_image"]),
-            float(metrics["gap_speech_from_image"]),
+            float(metrics["corrupt_dist_speech_from_image"]),
         )
     )
   first, last = history[0], np.mean(history[-10:], axis=0)
@@ -250,6 +250,157 @@ def test_head_training_on_a_fixed_batch_reduces_reconstruction_error(tiny):
   np.testing.assert_allclose(first[0], first[1], rtol=1e-5)
   assert last[0] < 0.5 * last[1], (first, last)
   assert last[0] < 0.5 * first[0], (first, last)
+
+
+def _encoder_output(features, mask=None):
+  features = jnp.asarray(features, jnp.float32)
+  if mask is None:
+    mask = np.ones(features.shape[:2], bool)
+  return cmd_lib.speech_image.EncoderOutput(
+      features, jnp.asarray(mask), jnp.mean(features, axis=1)
+  )
+
+
+def test_head_distances_on_a_hand_computed_case():
+  """Every valid frame masked by a zero token, a head whose output is its
+  input + (1, 2), plain MSE: the three distances by hand."""
+  config = _tiny_config(normalize=False)
+  config.cmd.speech_corruption.update(
+      noise_std=0.0, mask_fraction=1.0, swap_fraction=0.0
+  )
+  method = cmd_lib.CMD(config)
+  speech = _encoder_output(
+      [[[1.0, 2.0], [3.0, 4.0]], [[5.0, 5.0], [9.0, 9.0]]],
+      [[True, True], [True, False]],
+  )
+  image = _encoder_output(np.ones((2, 3, 2)))
+  head = method._init_head(  # pylint: disable=protected-access
+      jax.random.PRNGKey(0), jax.random.PRNGKey(1), speech, image
+  )
+  head["speech_mask_token"] = jnp.zeros(2)
+  out = head["speech_from_image"]["params"]["out_proj"]
+  out["bias"] = jnp.array([1.0, 2.0])  # The kernel is zero-initialised.
+  sums = jax.device_get(
+      method._head_eval_jit(head, speech, image)  # pylint: disable=protected-access
+  )
+  sums = {k: float(np.sum(v)) for k, v in sums.items() if k != "maps"}
+  # Reconstruction (1, 2) on the 3 valid frames: 0, (2² + 2²) / 2 = 4 and
+  # (4² + 3²) / 2 = 12.5; corrupted input (0, 0): 2.5, 12.5 and 25.
+  assert sums["cmd_frames"] == 3.0
+  got = cmd_lib.head_distance_metrics(sums)
+  assert got["cmd_recon_dist"] == pytest.approx(16.5 / 3)
+  assert got["cmd_recon_dist_shuffled"] == pytest.approx(16.5 / 3)
+  assert got["cmd_corrupt_dist"] == pytest.approx(40.0 / 3)
+  assert got["cmd_recon_ratio"] == pytest.approx(16.5 / 40.0)
+
+
+def test_stop_gradient_input_cuts_the_speech_encoder_off(tiny):
+  """With the default config the same CMD-only loss reaches the speech
+  encoder (`test_cmd_gradients_reach_both_encoders`); stopping the gradient
+  on the head's input (the target is already stopped) leaves it none."""
+  method = cmd_lib.CMD(_tiny_config("quick,stop_gradient_input"))
+  batch = tiny.batch
+
+  def cmd_only(p):
+    s, i = method.encode(
+        p["encoders"], batch["audio"], batch["audio_mask"], batch["image"]
+    )
+    loss, _ = method._denoising_loss(  # pylint: disable=protected-access
+        p["cmd_head"],
+        s,
+        i,
+        "speech_from_image",
+        method.config.cmd.speech_corruption,
+        jax.random.PRNGKey(2),
+    )
+    return loss
+
+  p = dict(tiny.params)
+  p["cmd_head"] = jax.tree.map(
+      lambda x: x + 0.05 * jax.random.normal(jax.random.PRNGKey(3), x.shape),
+      p["cmd_head"],
+  )
+  grads = jax.jit(jax.grad(cmd_only))(p)["encoders"]["params"]
+  assert float(optax.global_norm(grads["image"])) > 0
+  assert float(optax.global_norm(grads["speech"])) == 0.0
+
+
+def test_shuffle_context_rolls_the_batch():
+  x = _encoder_output(np.arange(12.0).reshape(3, 2, 2))
+  rolled = cmd_lib.shuffle_context(x)
+  np.testing.assert_array_equal(rolled.features[0], x.features[2])
+  np.testing.assert_array_equal(rolled.features[1], x.features[0])
+  np.testing.assert_array_equal(rolled.embedding[2], x.embedding[1])
+
+
+def _synthetic_pair(key, batch=32, frames=6, patches=4, dim=16):
+  """Frozen random features in which only the image tells a masked frame:
+  frame t = z + position_t, image patches = z + noise, z ~ N(0, I) per
+  example (the head has no self-attention, so a masked frame cannot read
+  the caption's other frames)."""
+  k_z, k_noise = jax.random.split(key)
+  positions = jax.random.normal(jax.random.PRNGKey(99), (frames, dim))
+  z = jax.random.normal(k_z, (batch, 1, dim))
+  speech = z + positions[None]
+  image = z + 0.3 * jax.random.normal(k_noise, (batch, patches, dim))
+  return _encoder_output(speech), _encoder_output(image)
+
+
+@pytest.mark.parametrize("context", ["matched", "shuffled"])
+def test_trained_head_reconstructs_better_from_the_matched_image(context):
+  """Trained with its pair's image, the head's reconstruction of masked
+  frames is far better from the matched image than from another example's;
+  trained with shuffled images (the ablation) it has learned no use for the
+  image, and the two are alike."""
+  config = _tiny_config(
+      context=context, loss_on="corrupted", distance="mse", normalize=True
+  )
+  config.cmd.speech_corruption.update(
+      noise_std=0.0, mask_fraction=0.5, swap_fraction=0.0
+  )
+  method = cmd_lib.CMD(config)
+  speech, image = _synthetic_pair(jax.random.PRNGKey(0))
+  head = method._init_head(  # pylint: disable=protected-access
+      jax.random.PRNGKey(1), jax.random.PRNGKey(2), speech, image
+  )
+  tx = optax.adam(3e-3)
+
+  def loss(head, k):
+    s, i = _synthetic_pair(jax.random.fold_in(jax.random.PRNGKey(3), k))
+    out, _ = method._denoising_loss(  # pylint: disable=protected-access
+        head,
+        s,
+        i,
+        "speech_from_image",
+        config.cmd.speech_corruption,
+        jax.random.fold_in(jax.random.PRNGKey(4), k),
+    )
+    return out
+
+  @jax.jit
+  def step(head, opt, k):
+    grads = jax.grad(loss)(head, k)
+    updates, opt = tx.update(grads, opt)
+    return optax.apply_updates(head, updates), opt
+
+  opt = tx.init(head)
+  for k in range(150):
+    head, opt = step(head, opt, k)
+  s, i = _synthetic_pair(jax.random.PRNGKey(1000), batch=64)
+  got = cmd_lib.head_distance_metrics(
+      {
+          k: float(np.sum(v))
+          for k, v in jax.device_get(
+              method._head_eval_jit(head, s, i)  # pylint: disable=protected-access
+          ).items()
+          if k != "maps"
+      }
+  )
+  ratio = got["cmd_recon_dist"] / got["cmd_recon_dist_shuffled"]
+  if context == "matched":
+    assert ratio < 0.5, got
+  else:
+    assert 0.8 < ratio < 1.25, got
 
 
 class _PushTemperatureUp(cmd_lib.CMD):
@@ -309,11 +460,20 @@ def test_config_variants_and_bad_settings():
       "flickr8k_audio",
       "spokencoco",
       "quick,seed=3",
+      "shuffled_context",
+      "stop_gradient_input",
+      "no_stop_target",
   ):
     config = _load_config(arg)
     assert config.method == "cmd"
     assert isinstance(config, ml_collections.ConfigDict)
   assert _load_config("no_cmd").cmd.weight == 0.0
+  default = _load_config(None).cmd
+  assert default.context == "matched" and not default.stop_gradient_input
+  assert default.stop_gradient_target
+  assert _load_config("shuffled_context").cmd.context == "shuffled"
+  assert _load_config("stop_gradient_input").cmd.stop_gradient_input
+  assert not _load_config("no_stop_target").cmd.stop_gradient_target
   assert _load_config("quick,seed=3").seed == 3
   assert _load_config("no_cmd,steps=2000").stages[0].steps == 2000
   assert _load_config(None).stages[0].steps == 4000
@@ -342,6 +502,8 @@ def test_config_variants_and_bad_settings():
     )
   with pytest.raises(ValueError, match="loss_on"):
     cmd_lib.CMD(_tiny_config(loss_on="some"))
+  with pytest.raises(ValueError, match="config.cmd.context='other'"):
+    cmd_lib.CMD(_tiny_config(context="other"))
 
 
 @pytest.fixture(scope="module")
@@ -380,10 +542,68 @@ def test_evaluate_same_retrieval_without_head(
   for key in retrieval_keys:
     assert with_head[key] == without[key], key
   assert with_head["head_params"] > 0 and without["head_params"] == 0
-  assert with_head["cmd_gap"] > 0
+  assert with_head["cmd_corrupt_dist"] > 0
+  assert with_head["cmd_recon_ratio"] == pytest.approx(
+      with_head["cmd_recon_dist"] / with_head["cmd_corrupt_dist"]
+  )
   plots = set(os.listdir(tmp_path))
   assert "retrieval_examples.png" in plots
   assert "cmd_attention_0.png" in plots
+
+
+def test_relevance_groups_code_the_digit_sequence():
+  batch = {
+      "digits": np.array(
+          [[3, 1, -1, -1], [1, 3, -1, -1], [3, 1, -1, -1], [3, 1, 0, -1]]
+      ),
+      "image_id": np.array([5, 6, 7, 8]),
+  }
+  groups = cmd_lib.relevance_groups(batch)
+  # Equal sequences share a group; order and length matter.
+  assert groups[0] == groups[2] == 4 + 2 * 11
+  assert len(set(groups.tolist())) == 3
+  np.testing.assert_array_equal(
+      cmd_lib.relevance_groups({"image_id": np.array([5, 6, 5])}), [5, 6, 5]
+  )
+  with pytest.raises(ValueError, match="batch 'digits' must be int"):
+    cmd_lib.relevance_groups({"digits": np.array([[10, -1]]), "image_id": [0]})
+
+
+def test_sequence_relevance_lifts_the_test_ceiling_to_one(
+    av_digits_captions_dir,
+):
+  """Oracle embeddings (one-hot of the digit sequence, which is all a
+  caption says) on the AV-digits test split: R@1 and MAP are 1 with
+  sequence relevance, below 1 with exact image ids (canvases that share a
+  sequence tie)."""
+  from avjax.data import sources  # pylint: disable=import-outside-toplevel
+  from avjax.eval import retrieval  # pylint: disable=import-outside-toplevel
+
+  config = _load_config()
+  config.data.data_dir = av_digits_captions_dir
+  source = sources.load_config_source(config.data, "test")
+  records = [source[k] for k in range(len(source))]
+  batch = {
+      "digits": np.stack([r["digits"] for r in records]),
+      "image_id": np.array([r["image_id"] for r in records]),
+  }
+  groups = cmd_lib.relevance_groups(batch)
+  codes, inverse = np.unique(groups, return_inverse=True)
+  oracle = np.eye(codes.size)[inverse]
+  ids = batch["image_id"]
+  assert np.unique(ids).size == len(records) == 500
+  assert codes.size < len(records)  # Some canvases share a sequence.
+  kw = {"names": ("s", "i"), "ks": (1, 10)}
+  grouped = retrieval.cross_modal_retrieval_metrics(
+      oracle, oracle, ids, ids, audio_groups=groups, visual_groups=groups, **kw
+  )
+  exact = retrieval.cross_modal_retrieval_metrics(
+      oracle, oracle, ids, ids, **kw
+  )
+  assert grouped["r1_mean"] == 1.0 and grouped["map_mean"] == 1.0
+  # Ties go to the lowest index: one hit per distinct sequence.
+  assert exact["r1_mean"] == pytest.approx(codes.size / len(records))
+  assert exact["r1_mean"] < 0.9
 
 
 def test_fixed_length_audio_view_crops_and_pads():

@@ -297,6 +297,82 @@ def test_cross_modal_metrics_caption_ids():
   assert "map_a2v" not in out and "map_mean" in out
 
 
+def test_cross_modal_metrics_with_relevance_groups_match_numpy_loop():
+  rng = np.random.default_rng(8)
+  caption_ids = rng.integers(0, 12, 30)  # 30 captions of 12 images
+  image_ids = np.arange(12)
+  image_groups = image_ids // 3  # 4 groups of 3 images
+  speech = rng.normal(size=(30, 5))
+  images = rng.normal(size=(12, 5))
+  out = retrieval.cross_modal_retrieval_metrics(
+      speech,
+      images,
+      caption_ids,
+      image_ids,
+      ks=(1, 3),
+      names=("s", "i"),
+      audio_groups=caption_ids // 3,
+      visual_groups=image_groups,
+  )
+  s = _np_cosine(speech, images)
+  rel = (caption_ids[:, None] // 3) == image_groups[None]
+  assert out["map_s2i"] == pytest.approx(
+      np.mean([ref_ap(a, b) for a, b in zip(s, rel)]), rel=1e-6
+  )
+  assert out["map_i2s"] == pytest.approx(
+      np.nanmean([ref_ap(a, b) for a, b in zip(s.T, rel.T)]), rel=1e-6
+  )
+  for k in (1, 3):
+    assert out[f"r{k}_s2i"] == pytest.approx(ref_recall(s, rel, k))
+    assert out[f"r{k}_i2s"] == pytest.approx(ref_recall(s.T, rel.T, k))
+  # Exact-id relevance gives other numbers here; groups equal to the ids
+  # give exactly the exact-id numbers.
+  exact = retrieval.cross_modal_retrieval_metrics(
+      speech, images, caption_ids, image_ids, ks=(1, 3), names=("s", "i")
+  )
+  assert exact["map_s2i"] < out["map_s2i"]
+  assert (
+      retrieval.cross_modal_retrieval_metrics(
+          speech,
+          images,
+          caption_ids,
+          image_ids,
+          ks=(1, 3),
+          names=("s", "i"),
+          audio_groups=caption_ids,
+          visual_groups=image_ids,
+      )
+      == exact
+  )
+
+
+def test_relevance_group_errors():
+  emb = np.eye(3)
+  with pytest.raises(ValueError, match="give both audio_groups"):
+    retrieval.cross_modal_retrieval_metrics(
+        emb, emb, [0, 1, 2], [0, 1, 2], audio_groups=[0, 0, 1]
+    )
+  with pytest.raises(ValueError, match=r"visual_groups has shape \(2,\)"):
+    retrieval.cross_modal_retrieval_metrics(
+        emb,
+        emb,
+        [0, 1, 2],
+        [0, 1, 2],
+        audio_groups=[0, 0, 1],
+        visual_groups=[0, 0],
+    )
+  # Caption of image 1 in group 0 but image 1 in group 1: not coarser.
+  with pytest.raises(ValueError, match="id 1 appears with 2 different group"):
+    retrieval.cross_modal_retrieval_metrics(
+        emb,
+        emb,
+        [0, 1, 2],
+        [0, 1, 2],
+        audio_groups=[0, 0, 1],
+        visual_groups=[0, 1, 1],
+    )
+
+
 # ----------------------------------------------------------------------------
 # Errors
 # ----------------------------------------------------------------------------

@@ -32,7 +32,12 @@ Decisions the papers leave open:
 * **Relevance.** Given by equality of ids: class labels for TSTL-CA (a
   retrieved item is relevant when it has the query's class), image ids for CMD
   (a spoken caption is relevant to its image; for image->speech any caption of
-  the image counts as a hit).
+  the image counts as a hit). `cross_modal_retrieval_metrics` also takes
+  optional relevance groups, one group id per item, coarser than the ids:
+  items with equal group ids are relevant to each other. AV-digits captions
+  group canvases by their digit sequence, since a caption says only the
+  sequence and cannot tell apart two canvases that share it; for Flickr8k
+  Audio and SpokenCOCO the group is the image id, i.e. plain id relevance.
 * **Precision.** Scores are float32 (matmuls at `Precision.HIGHEST`), so two
   keys whose similarities differ by less than float32 resolution tie.
 * **Means.** `map_mean` is the mean of the two directions' MAP; `r_mean` is
@@ -150,6 +155,33 @@ def _ids_to_codes(
   )
   codes = codes.astype(np.int32)
   return codes[:num_queries], codes[num_queries:]
+
+
+def _check_groups(
+    ids: np.ndarray, groups: Any, ids_name: str, groups_name: str
+) -> np.ndarray:
+  """Checks that groups [N] are coarser than ids [N] (equal ids share one)."""
+  groups = np.asarray(groups)
+  if groups.shape != ids.shape:
+    raise ValueError(
+        f"{groups_name} has shape {groups.shape}, expected {ids.shape} to "
+        f"match {ids_name}"
+    )
+  return groups
+
+
+def _check_groups_refine_ids(ids: np.ndarray, groups: np.ndarray) -> None:
+  """Raises if two items with the same id have different group ids."""
+  _, id_codes = np.unique(ids, return_inverse=True)
+  _, group_codes = np.unique(groups, return_inverse=True)
+  pairs = np.unique(np.stack([id_codes, group_codes], axis=1), axis=0)
+  if pairs.shape[0] != np.unique(id_codes).size:
+    counts = np.bincount(pairs[:, 0])
+    bad = np.unique(ids)[np.argmax(counts)]
+    raise ValueError(
+        f"relevance groups must be coarser than the ids: id {bad} appears "
+        f"with {counts.max()} different group ids"
+    )
 
 
 def _warn_no_relevant(ranking: "_Ranking", what: str) -> None:
@@ -555,13 +587,18 @@ def cross_modal_retrieval_metrics(
     metric: str = "cosine",
     names: tuple[str, str] = ("a", "v"),
     prefix: str = "",
+    audio_groups: Any = None,
+    visual_groups: Any = None,
 ) -> dict[str, float]:
   """MAP and Recall@K in both directions between two modalities.
 
   Relevance is id equality: pass class labels for class-level retrieval
   (TSTL-CA, AVE/VEGAS) or image ids for caption retrieval (CMD: several
   spoken captions share one image id, so image->speech scores a hit when any
-  caption of the image is retrieved).
+  caption of the image is retrieved). With relevance groups, a key is
+  relevant to a query when their group ids are equal (for MAP and Recall@K,
+  both directions); groups must be coarser than the ids (items with equal
+  ids have equal group ids), so groups equal to the ids change nothing.
 
   Args:
     audio_emb: [Na, D] embeddings of the first modality (audio / speech).
@@ -573,6 +610,10 @@ def cross_modal_retrieval_metrics(
     names: short names of the two modalities used in the keys, e.g.
       ("a", "v") for TSTL-CA or ("s", "i") for speech/image.
     prefix: prepended to every key (e.g. "test/").
+    audio_groups: optional [Na] relevance group ids of the first modality
+      (e.g. AV-digits: the digit sequence of the caption's canvas); give
+      both or neither.
+    visual_groups: optional [Nv] relevance group ids of the second modality.
 
   Returns:
     Flat dict of Python floats with keys (for names ("a", "v")):
@@ -590,6 +631,25 @@ def cross_modal_retrieval_metrics(
         f"names must be two distinct non-empty strings; got {names!r}"
     )
   first, second = names
+  if (audio_groups is None) != (visual_groups is None):
+    raise ValueError(
+        "give both audio_groups and visual_groups or neither; got only "
+        + ("audio_groups" if visual_groups is None else "visual_groups")
+    )
+  if audio_groups is not None:
+    audio_ids, visual_ids = np.asarray(audio_ids), np.asarray(visual_ids)
+    audio_groups = _check_groups(
+        audio_ids, audio_groups, "audio_ids", "audio_groups"
+    )
+    visual_groups = _check_groups(
+        visual_ids, visual_groups, "visual_ids", "visual_groups"
+    )
+    _check_groups_refine_ids(
+        np.concatenate([audio_ids, visual_ids]),
+        np.concatenate([audio_groups, visual_groups]),
+    )
+    # Only equality matters from here on: the groups stand in for the ids.
+    audio_ids, visual_ids = audio_groups, visual_groups
   directions = {
       f"{first}2{second}": (
           audio_emb,

@@ -80,6 +80,13 @@ HEAD = "cmd_head"
 _TRAIN_KEYS = ("audio", "audio_mask", "image", "image_id")
 _DISTANCES = ("mse", "cosine", "smooth_l1")
 _LOSS_ON = ("all", "corrupted")
+_CONTEXTS = ("matched", "shuffled")
+_HEAD_SUMS = (
+    "cmd_recon_dist",
+    "cmd_recon_dist_shuffled",
+    "cmd_corrupt_dist",
+    "cmd_frames",
+)
 
 
 def count_params(tree: PyTree) -> int:
@@ -125,6 +132,38 @@ def frame_distance(
   return jnp.mean(
       jnp.where(abs_diff < 1.0, 0.5 * diff**2, abs_diff - 0.5), axis=-1
   )
+
+
+def shuffle_context(
+    context: speech_image.EncoderOutput,
+) -> speech_image.EncoderOutput:
+  """Gives example b the tokens of example b − 1 (a roll over the batch)."""
+  return context._replace(
+      features=jnp.roll(context.features, 1, axis=0),
+      mask=jnp.roll(context.mask, 1, axis=0),
+      embedding=jnp.roll(context.embedding, 1, axis=0),
+  )
+
+
+def relevance_groups(batch: dict[str, np.ndarray]) -> np.ndarray:
+  """Retrieval relevance group of each example of a batch: int64 [B].
+
+  AV-digits captions (records with "digits", int [B, MAX_DIGITS] padded
+  with -1): the digit sequence, coded as sum_k (d_k + 1) * 11**k, since the
+  spoken caption says only the sequence, so canvases that share it cannot
+  be told apart by it. Other datasets (Flickr8k Audio, SpokenCOCO): the
+  image id.
+  """
+  if "digits" not in batch:
+    return np.asarray(batch["image_id"]).astype(np.int64)
+  digits = np.asarray(batch["digits"]).astype(np.int64)
+  if digits.ndim != 2 or digits.min(initial=0) < -1 or digits.max() > 9:
+    raise ValueError(
+        "batch 'digits' must be int [B, max_digits] of digit classes 0-9 "
+        f"padded with -1; got shape {digits.shape}, values "
+        f"{digits.min()}..{digits.max()}"
+    )
+  return np.sum((digits + 1) * 11 ** np.arange(digits.shape[1]), axis=1)
 
 
 def _masked_average(values: jax.Array, weights: jax.Array) -> jax.Array:
@@ -190,6 +229,11 @@ class CMD(Method):
       raise ValueError(
           f"config.cmd.loss_on={cmd.loss_on!r} is not one of "
           f"{list(_LOSS_ON)}"
+      )
+    if cmd.get("context", "matched") not in _CONTEXTS:
+      raise ValueError(
+          f"config.cmd.context={cmd.context!r} is not one of "
+          f"{list(_CONTEXTS)}"
       )
     for name in ("speech_corruption", "image_corruption"):
       c = cmd[name]
@@ -352,17 +396,30 @@ class CMD(Method):
     """Corrupts ``queries`` tokens, rebuilds them from ``context`` tokens.
 
     Returns (loss, metrics) with the reconstruction distance and the
-    distance of the corrupted input itself (the gap the head must close).
+    distance of the corrupted input itself (what the head starts from).
+
+    Ablations (``configs/cmd.py``): ``cmd.context="shuffled"`` gives each
+    example the previous example's context tokens (a roll over the batch), so
+    the head cannot use the paired modality; ``cmd.stop_gradient_input``
+    stops the gradient on the features before they are corrupted, so the
+    encoder of the query modality gets no CMD gradient through the noisy
+    queries (only ``stop_gradient_target=False`` still lets it through the
+    target).
     """
     cfg = self.config.cmd
     rng_corrupt, rng_drop = jax.random.split(rng)
     target = queries.features
     if cfg.stop_gradient_target:
       target = jax.lax.stop_gradient(target)
+    if cfg.get("context", "matched") == "shuffled":
+      context = shuffle_context(context)
+    inputs = queries.features
+    if cfg.get("stop_gradient_input", False):
+      inputs = jax.lax.stop_gradient(inputs)
     token = head_params[direction.split("_")[0] + "_mask_token"]
     corr = corruption.corrupt(
         rng_corrupt,
-        queries.features,
+        inputs,
         queries.mask,
         noise_std=corr_cfg.noise_std,
         mask_fraction=corr_cfg.mask_fraction,
@@ -387,8 +444,11 @@ class CMD(Method):
         frame_distance, distance=cfg.distance, normalize=cfg.normalize
     )
     loss = _masked_average(dist(recon, target), weights)
-    gap = _masked_average(dist(corr.features, target), weights)
-    return loss, {f"cmd_{direction}": loss, f"gap_{direction}": gap}
+    corrupt_dist = _masked_average(dist(corr.features, target), weights)
+    return loss, {
+        f"cmd_{direction}": loss,
+        f"corrupt_dist_{direction}": corrupt_dist,
+    }
 
   def augment(self, batch, rng):
     """Training-time input augmentation (``config.augment``): SpecAugment
@@ -455,10 +515,14 @@ class CMD(Method):
 
   @functools.cached_property
   def _head_eval_jit(self):
-    """(head params, speech out, image out) → per-example sums over frames of
-    the reconstruction distance and of the corrupted input's distance, the
-    frame counts [B] (speech direction, fixed corruption key), and the last
-    decoder layer's head-averaged cross-attention [B, Q, P] on clean frames.
+    """(head params, speech out, image out) → a dict of per-example sums
+    over frames [B] (speech direction, fixed corruption key):
+    "cmd_recon_dist" (reconstruction from the pair's image vs the clean
+    frames), "cmd_recon_dist_shuffled" (the same from another example's
+    image, see `shuffle_context`), "cmd_corrupt_dist" (the corrupted input
+    vs the clean frames) and "cmd_frames" (valid frames); and "maps", the
+    last decoder layer's head-averaged cross-attention [B, Q, P] on clean
+    frames.
     """
     cfg = self.config.cmd
 
@@ -475,6 +539,10 @@ class CMD(Method):
       recon, _ = self.denoise(
           head_params, corr.features, i.features, s.mask, i.mask
       )
+      other = shuffle_context(i)
+      recon_shuffled, _ = self.denoise(
+          head_params, corr.features, other.features, s.mask, other.mask
+      )
       _, maps = self.denoise(
           head_params, s.features, i.features, s.mask, i.mask
       )
@@ -482,12 +550,13 @@ class CMD(Method):
           frame_distance, distance=cfg.distance, normalize=cfg.normalize
       )
       per_row = lambda d: jnp.sum(d * s.mask, axis=1)
-      return (
-          per_row(dist(recon, s.features)),
-          per_row(dist(corr.features, s.features)),
-          jnp.sum(s.mask, axis=1),
-          jnp.mean(maps[-1], axis=1),
-      )
+      return {
+          "cmd_recon_dist": per_row(dist(recon, s.features)),
+          "cmd_recon_dist_shuffled": per_row(dist(recon_shuffled, s.features)),
+          "cmd_corrupt_dist": per_row(dist(corr.features, s.features)),
+          "cmd_frames": jnp.sum(s.mask, axis=1),
+          "maps": jnp.mean(maps[-1], axis=1),
+      }
 
     return jax.jit(run)
 
@@ -495,14 +564,16 @@ class CMD(Method):
     """Embeds a split batch by batch (padded to one jit shape).
 
     Returns a dict with "speech" [N, E], "image" [N, E], "image_id" [N],
+    "group" [N] (retrieval relevance groups, see `relevance_groups`),
     "source" (the split's source), "first_batch" (the first transformed
-    batch, for plots) and, when the head is in ``params``, "cmd_recon",
-    "cmd_gap" (reconstruction distance and corrupted-input distance of the
-    speech head under the configured corruption, summed over valid frames),
-    "cmd_frames" (their number) and "first_maps" (the head's last-layer
-    cross-attention [B, Q, P] on the first batch's clean frames). Each
-    process embeds its block of rows (its own first batch for the plots);
-    the rows and sums cover the whole split on every process.
+    batch, for plots) and, when the head is in ``params``, the sums over
+    valid frames of the speech head's distances under the configured
+    corruption (see `_head_eval_jit`: "cmd_recon_dist",
+    "cmd_recon_dist_shuffled", "cmd_corrupt_dist"), "cmd_frames" (their
+    number) and "first_maps" (the head's last-layer cross-attention
+    [B, Q, P] on the first batch's clean frames). Each process embeds its
+    block of rows (its own first batch for the plots); the rows and sums
+    cover the whole split on every process.
     """
     source = self._source(split)
     bs = int(self.config.get("eval_batch_size", 256))
@@ -537,13 +608,12 @@ class CMD(Method):
           "speech": np.asarray(s.embedding)[:n],
           "image": np.asarray(i.embedding)[:n],
           "image_id": np.asarray(batch["image_id"]),
+          "group": relevance_groups(batch),
       }
       if has_head:
-        rec, gap, frames, maps = jax.device_get(
-            self._head_eval_jit(params[HEAD], s, i)
-        )
-        got.update(cmd_recon=rec[:n], cmd_gap=gap[:n], cmd_frames=frames[:n])
-        out.setdefault("first_maps", maps[:n])
+        head = jax.device_get(self._head_eval_jit(params[HEAD], s, i))
+        out.setdefault("first_maps", head.pop("maps")[:n])
+        got.update({k: v[:n] for k, v in head.items()})
       for key, value in got.items():
         rows.setdefault(key, []).append(value)
       out.setdefault("first_batch", batch)
@@ -554,35 +624,48 @@ class CMD(Method):
         speech=gathered["speech"],
         image=gathered["image"],
         image_id=gathered["image_id"],
+        group=gathered["group"],
         source=source,
     )
     if has_head:
       out.update(
-          {
-              k: float(np.sum(gathered[k], dtype=np.float64))
-              for k in ("cmd_recon", "cmd_gap", "cmd_frames")
-          }
+          {k: float(np.sum(gathered[k], dtype=np.float64)) for k in _HEAD_SUMS}
       )
     return out
 
   def evaluate(self, params, split, plot_dir=None):
+    """Retrieval metrics (relevance by `relevance_groups`; "exact_*": by
+    image id), temperature, parameter counts and, with the head, its mean
+    per-frame distances to the clean frames: "cmd_recon_dist" (the head's
+    reconstruction from the pair's image), "cmd_recon_dist_shuffled" (from
+    another example's image), "cmd_corrupt_dist" (the corrupted input) and
+    "cmd_recon_ratio" = cmd_recon_dist / cmd_corrupt_dist (< 1: the head
+    brings the frames closer to the clean ones than its input was)."""
     emb = self.embed_split(params, split)
     # The gallery holds each image once (several captions may share it).
     _, first = np.unique(emb["image_id"], return_index=True)
     gallery = np.sort(first)
-    result = retrieval.cross_modal_retrieval_metrics(
+    args = (
         emb["speech"],
         emb["image"][gallery],
         emb["image_id"],
         emb["image_id"][gallery],
+    )
+    result = retrieval.cross_modal_retrieval_metrics(
+        *args,
         names=("s", "i"),
         metric="cosine",
+        audio_groups=emb["group"],
+        visual_groups=emb["group"][gallery],
+    )
+    result.update(
+        retrieval.cross_modal_retrieval_metrics(
+            *args, names=("s", "i"), metric="cosine", prefix="exact_"
+        )
     )
     result["temperature"] = float(self.temperature(params))
     if HEAD in params:
-      frames = max(emb["cmd_frames"], 1.0)
-      result["cmd_recon"] = float(emb["cmd_recon"] / frames)
-      result["cmd_gap"] = float(emb["cmd_gap"] / frames)
+      result.update(head_distance_metrics(emb))
       result["head_params"] = float(count_params(params[HEAD]))
     else:
       result["head_params"] = 0.0
@@ -653,6 +736,29 @@ class CMD(Method):
           os.path.join(plot_dir, f"cmd_attention_{k}.png"),
           title=f"denoiser attention, speech frames {lo}–{hi - 1} " f"({word})",
       )
+
+
+def head_distance_metrics(sums: dict[str, float]) -> dict[str, float]:
+  """Mean per-frame head distances from their sums over frames.
+
+  Args:
+    sums: "cmd_recon_dist", "cmd_recon_dist_shuffled", "cmd_corrupt_dist"
+      (distances summed over valid frames) and "cmd_frames" (their number).
+
+  Returns:
+    The three means and "cmd_recon_ratio" = recon / corrupt (NaN when the
+    corrupted input already equals the clean frames).
+  """
+  frames = max(float(sums["cmd_frames"]), 1.0)
+  out = {
+      k: float(sums[k]) / frames
+      for k in ("cmd_recon_dist", "cmd_recon_dist_shuffled", "cmd_corrupt_dist")
+  }
+  corrupt = out["cmd_corrupt_dist"]
+  out["cmd_recon_ratio"] = (
+      out["cmd_recon_dist"] / corrupt if corrupt > 0 else float("nan")
+  )
+  return out
 
 
 def _attention_example(batch) -> tuple[int, Sequence[str]]:
