@@ -186,7 +186,7 @@ def test_parser_finds_the_documented_variants():
       ("tstl_ca", "ave"),
       ("tstl_ca", "vegas"),
       ("tstl_ca", "steps=4"),
-      ("tstl_ca", "one_stage,steps=300"),
+      ("tstl_ca", "heldout,one_stage"),
       ("cmd", "spokencoco"),
       ("cmd", "flickr8k_audio"),
       ("cmd", "noise=swap"),

@@ -50,7 +50,7 @@ def test_default_data_dir_without_env(monkeypatch):
         (
             "av_digits",
             "needs a config; choose one of: av_digits/pairs, "
-            "av_digits/captions",
+            "av_digits/pairs_heldout, av_digits/captions",
         ),
         ("av_digits/sync2", "unknown config 'sync2' .* av_digits/pairs"),
         ("a/b/c", "must be 'name' or 'name/config'"),
