@@ -34,22 +34,19 @@ import os
 
 import numpy as np
 
+from avjax.data import errors
+
 # Frames per encoded AAC packet; audio is fed to the encoder in such chunks.
 _AAC_FRAME_SIZE = 1024
 
 
-class VideoDecodeError(ValueError):
+class VideoDecodeError(errors.FileError):
   """A video file is missing, corrupt, truncated or lacks a needed stream.
 
   Attributes:
     path: the file at fault.
     reason: short description.
   """
-
-  def __init__(self, path: os.PathLike | str, reason: str):
-    self.path = os.fspath(path)
-    self.reason = reason
-    super().__init__(f"{reason}: {self.path}")
 
 
 @dataclasses.dataclass

@@ -14,21 +14,17 @@ import os
 
 import numpy as np
 
+from avjax.data import errors
 from avjax.data import video as video_lib
 
 
-class UnreadableFileError(ValueError):
+class UnreadableFileError(errors.FileError):
   """An input file is missing, empty, corrupt or holds no usable content.
 
   Attributes:
     path: the file at fault.
     reason: short description.
   """
-
-  def __init__(self, path: os.PathLike | str, reason: str):
-    self.path = os.fspath(path)
-    self.reason = reason
-    super().__init__(f"{reason}: {self.path}")
 
 
 def _check_file(path: str, what: str) -> None:
