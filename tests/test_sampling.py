@@ -271,15 +271,16 @@ def test_soft_positive_clip_is_never_also_a_negative():
   for clip in np.unique(ids):  # a clip id keeps one class
     labels[ids == clip] = labels[ids == clip][0]
   soft_anchors = 0
+  draw = jax.jit(  # compiled once for all keys
+      functools.partial(
+          sampling.sample_partners,
+          positives={"soft": 1.0},
+          negatives={"random": 1.0},
+          num_negatives=8,
+      )
+  )
   for seed in range(20):
-    out = sample_partners(
-        jax.random.PRNGKey(seed),
-        labels,
-        ids,
-        {"soft": 1.0},
-        {"random": 1.0},
-        num_negatives=8,
-    )
+    out = draw(jax.random.PRNGKey(seed), labels, ids)
     soft = np.asarray(out["positive_kind"]) == 1
     soft_anchors += soft.sum()
     pos_clip = ids[np.asarray(out["positive"])]
