@@ -13,6 +13,7 @@ evaluations do, so each modality compiles once.
 
 from __future__ import annotations
 
+import abc
 from typing import Any, Sequence
 
 import numpy as np
@@ -33,7 +34,7 @@ def pad_rows(x: np.ndarray, size: int) -> np.ndarray:
   return np.concatenate([x, np.repeat(x[-1:], size - n, axis=0)])
 
 
-class Embedder:
+class Embedder(abc.ABC):
   """Base: which modalities a method embeds and with which similarity.
 
   Attributes:
@@ -54,11 +55,11 @@ class Embedder:
     a, b = list(self.modalities)
     return {a: b, b: a}
 
+  @abc.abstractmethod
   def embed_records(
       self, params: PyTree, modality: str, records: Sequence[Any], size: int
   ) -> np.ndarray:
     """float32 [len(records), E] embeddings of one padded batch."""
-    raise NotImplementedError
 
 
 class PairsEmbedder(Embedder):
