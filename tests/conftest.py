@@ -12,10 +12,53 @@ from __future__ import annotations
 
 import os
 import pathlib
+import shutil
+import sys
+import tempfile
 
 import pytest
 
 from avjax.data import sources
+
+# One persistent XLA compilation cache for the whole run: the pytest-xdist
+# workers, the launcher subprocesses and the notebook kernels inherit it
+# through the environment, so the many runs of one quick config (end-to-end,
+# resume, notebook, inference, benchmark tests) compile each step once.
+_XLA_CACHE_ENV = {
+    "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0.5",
+    "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
+}
+_OWNED_CACHE: list[str] = []
+
+
+def pytest_configure(config):
+  del config
+  if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    # The controller (or a plain run) creates it; xdist workers inherit it.
+    path = tempfile.mkdtemp(prefix="avjax_test_xla_cache_")
+    _OWNED_CACHE.append(path)
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = path
+  for key, value in _XLA_CACHE_ENV.items():
+    os.environ.setdefault(key, value)
+  if "jax" in sys.modules:  # Read from the environment only at import.
+    jax = sys.modules["jax"]
+    jax.config.update(
+        "jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"]
+    )
+    jax.config.update(
+        "jax_persistent_cache_min_compile_time_secs",
+        float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]),
+    )
+    jax.config.update(
+        "jax_persistent_cache_min_entry_size_bytes",
+        int(os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"]),
+    )
+
+
+def pytest_unconfigure(config):
+  del config
+  for path in _OWNED_CACHE:
+    shutil.rmtree(path, ignore_errors=True)
 
 
 class AvDigitsData:

@@ -87,3 +87,28 @@ def test_sync_transformer_heads():
   # Swapping audio segments changes the prediction (order matters).
   swapped = model.apply(params, fv, fa[:, ::-1])
   assert not np.allclose(swapped["offset"], out["offset"])
+
+
+def test_white_noise_is_standard_normal_and_keyed():
+  from scipy import stats  # An independent reference for N(0, 1).
+
+  key = jax.random.PRNGKey(0)
+  x = np.asarray(sync.white_noise(key, (8, 25_001)))  # odd N
+  assert x.shape == (8, 25_001) and x.dtype == np.float32
+  flat = x.ravel()
+  assert abs(flat.mean()) < 0.005 and abs(flat.std() - 1.0) < 0.005
+  assert stats.kstest(flat, "norm").statistic < 0.003
+  assert abs(stats.kurtosis(flat)) < 0.02  # Gaussian tails, not uniform's
+  # Neighbouring samples (the two halves of one Box–Muller pair sit
+  # N/2 apart) are uncorrelated.
+  half = (x.shape[1] + 1) // 2
+  assert (
+      abs(np.corrcoef(x[:, : half - 1].ravel(), x[:, half:].ravel())[0, 1])
+      < 0.01
+  )
+  assert abs(np.corrcoef(flat[:-1], flat[1:])[0, 1]) < 0.01
+  np.testing.assert_array_equal(
+      x, np.asarray(sync.white_noise(key, (8, 25_001)))
+  )
+  other = np.asarray(sync.white_noise(jax.random.PRNGKey(1), (8, 25_001)))
+  assert abs(np.corrcoef(flat, other.ravel())[0, 1]) < 0.01

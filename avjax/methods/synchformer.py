@@ -31,7 +31,7 @@ Choices the paper leaves open (config fields):
     ``config.optimizer``; each stage's schedule spans its own steps and its
     optimiser state starts fresh);
   * training audio gets Gaussian noise of std U(0, ``data.audio_noise``) of
-    full scale, on device;
+    full scale, on device (``avjax.models.sync.white_noise``);
   * evidence attribution (``evaluate``): gradient × input at the sync
     module's inputs, one score per segment and modality (see
     ``_attribution``).
@@ -187,7 +187,7 @@ class Synchformer(Method):
     if rng is not None and noise > 0:
       k1, k2 = jax.random.split(rng)
       std = jax.random.uniform(k1, (audio.shape[0], 1), maxval=noise)
-      audio = audio + std * jax.random.normal(k2, audio.shape)
+      audio = audio + std * sync_models.white_noise(k2, audio.shape)
     mel = sync_models.log_mel(audio, self.spec.mel)[:, : self.spec.mel_frames]
     return video, mel
 
