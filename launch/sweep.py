@@ -72,13 +72,33 @@ def format_table(
     metrics: list[str],
     times: dict[str, list[float]],
 ) -> str:
-  """Markdown table: one row per variant, mean ± std over its seeds."""
+  """Markdown table: one row per variant, mean ± std over its seeds.
+
+  A metric that no run of a variant reports (e.g. the evidence rates of a
+  dataset without event times) reads "—" in that variant's row.
+
+  Raises:
+    KeyError: a metric some but not all seeds of a variant report, or one
+      that no run of any variant reports (a misspelt name).
+  """
+  for m in metrics:
+    if not any(m in r for runs in rows.values() for r in runs):
+      raise KeyError(f"no run reports metric {m!r}")
   head = "| variant | " + " | ".join(metrics) + " | seeds | min/run |"
   lines = [head, "|" + "---|" * (len(metrics) + 3)]
   for variant, runs in rows.items():
     cells = []
     for m in metrics:
-      vals = np.array([r[m] for r in runs], np.float64)
+      present = [r[m] for r in runs if m in r]
+      if not present:
+        cells.append("—")
+        continue
+      if len(present) != len(runs):
+        raise KeyError(
+            f"variant {variant!r}: metric {m!r} is reported by "
+            f"{len(present)} of its {len(runs)} runs"
+        )
+      vals = np.array(present, np.float64)
       cells.append(f"{vals.mean():.3f} ± {vals.std():.3f}")
     minutes = np.mean(times[variant]) / 60 if times[variant] else float("nan")
     lines.append(
@@ -135,7 +155,7 @@ def main(argv):
       if seconds is not None:
         times[label].append(seconds)
       missing = [m for m in _METRICS.value if m not in metrics]
-      if missing:
+      if missing and not record:  # The sweep's first run: a misspelt name?
         raise KeyError(
             f"{metrics_path} has no metric(s) {missing}; it has "
             f"{sorted(metrics)}"
@@ -150,7 +170,10 @@ def main(argv):
           }
       )
       logging.info(
-          "%s seed %s: %s", label, seed, {m: metrics[m] for m in _METRICS.value}
+          "%s seed %s: %s",
+          label,
+          seed,
+          {m: metrics.get(m) for m in _METRICS.value},
       )
   table = format_table(rows, _METRICS.value, times)
   os.makedirs(_WORKDIR.value, exist_ok=True)
