@@ -14,11 +14,13 @@ Commands (arguments after ':' are comma-separated, e.g. ':quick,dense'):
       --workdir runs/sync_lrs3 --config.data.manual_dir=/path/to/lrs3
 
 The README table (sparse, dense, and stage 2 on random frozen extractors;
-3 seeds each):
+3 seeds each, at the quick budget; drop `quick` for the default's):
   python launch/sweep.py --config configs/synchformer.py \
-      --variants ';dense;random_extractors' --seeds 0,1,2 \
+      --variants 'quick;quick,dense;quick,random_extractors' \
+      --seeds 0,1,2 --set eval_every=150 \
       --workdir runs/tables/synchformer \
-      --metrics offset_top1,offset_top1_tol1,sync_acc,sync_auc
+      --metrics offset_top1,offset_top1_tol1,sync_acc,sync_auc,\
+evidence_hit_rate,evidence_random_rate
 
 Arguments:
   (none)             AV-digits `sync` (sparse flashes + spoken digits),
