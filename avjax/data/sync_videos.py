@@ -48,6 +48,7 @@ sign convention was not checked against a decoded clip.
 
 from __future__ import annotations
 
+import abc
 import csv
 import zlib
 from pathlib import Path
@@ -206,14 +207,12 @@ class _SyncVideoBuilder(manual.ManualDownloadBuilder, skip_registration=True):
         features=_features(), disable_shuffling=True
     )
 
+  @abc.abstractmethod
   def _clips(self, dl_manager) -> dict[str, list[tuple[str, Path, dict]]]:
-    """Abstract hook: ``{split: [(clip name, mp4 path, annotations)]}``.
+    """``{split: [(clip name, mp4 path, annotations)]}``.
 
     ``VggsoundSparse`` and ``Lrs3`` read their published lists here.
     """
-    raise NotImplementedError(
-        f"{type(self).__name__} must list its clips in _clips()"
-    )
 
   def _split_generators(self, dl_manager):
     clips = self._clips(dl_manager)
