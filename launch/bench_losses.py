@@ -25,10 +25,10 @@ negative per positive pair), pml keeps every triplet with
 0 < d_an − d_ap ≤ margin; both are the libraries' semi-hard recipes. pml's
 miner enumerates all B³ triplets, so its semi-hard column is skipped above
 ``--torch_max_cubic_batch`` (B = 4096 would need ~70 GB for the mask alone).
-Measured on 2 shared CPU cores (load ≈ 15): avjax at B = 1024 is ~19× (batch-
-hard) and 67-84× (semi-hard) faster than pml; semi-hard takes 2.6-3.6× the
-time of batch-hard with 128 classes and ~9× with 10 (S ≈ B/10 passes, or the
-row sort at B = 4096).
+Measured on 2 idle CPU cores: semi-hard takes 3.1-4.3× the time of
+batch-hard at B = 256-4096 with 10 and 128 classes; at B = 1024 avjax is
+65-159× (semi-hard) and ~3× (batch-hard) faster than pml. Under heavy load
+pml's times inflate far more than avjax's: compare ratios within one run.
 """
 
 from __future__ import annotations

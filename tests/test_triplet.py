@@ -332,7 +332,8 @@ def test_bad_inputs_raise():
 
 
 # --------------------------------------------------------------------------
-# Both semi-hard algorithms (per-positive passes and row sort) on their own.
+# The three semi-hard algorithms (per-positive passes, buckets, row sort) on
+# their own.
 # --------------------------------------------------------------------------
 def _mined_semihard(path, same_set):
   def loss(queries, query_labels, keys, key_labels, margin):
@@ -347,13 +348,16 @@ def _mined_semihard(path, same_set):
 
 _PATHS = {
     (path, same): _mined_semihard(path, same)
-    for path in ("slots", "sort", "auto")
+    for path in ("slots", "buckets", "sort", "auto")
     for same in (True, False)
 }
 
 
+_ALGORITHMS = ["slots", "buckets", "sort"]
+
+
 @pytest.mark.parametrize("case", CASES)
-@pytest.mark.parametrize("path", ["slots", "sort"])
+@pytest.mark.parametrize("path", _ALGORITHMS)
 def test_semihard_paths_match_loop_reference(case, path):
   emb, labels = _case(case, seed=7)
   pos, neg = _same_set_masks(labels)
@@ -365,12 +369,12 @@ def test_semihard_paths_match_loop_reference(case, path):
   expected = _ref_semihard(_ref_dist(emb, emb), pos, neg, 0.5)
   got, grads = _PATHS[path, True](emb, labels, emb, labels, 0.5)
   np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
-  # Same value and the same gradient (ties shared alike) from both paths.
-  other = "sort" if path == "slots" else "slots"
-  want, want_grads = _PATHS[other, True](emb, labels, emb, labels, 0.5)
-  np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
-  for g, w in zip(grads, want_grads):
-    np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
+  # Same value and the same gradient (ties shared alike) from every path.
+  for other in _ALGORITHMS:
+    want, want_grads = _PATHS[other, True](emb, labels, emb, labels, 0.5)
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+    for g, w in zip(grads, want_grads):
+      np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
 
   queries, query_labels = _case(case, seed=8, batch=12)
   pos, neg = _cross_masks(query_labels, labels)
@@ -379,7 +383,7 @@ def test_semihard_paths_match_loop_reference(case, path):
   np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("path", ["slots", "sort"])
+@pytest.mark.parametrize("path", _ALGORITHMS)
 def test_semihard_paths_share_tied_negatives_gradient(path):
   # As test_tied_negatives_share_the_gradient, plus a second positive that
   # has no farther negative (falls back to the tied farthest pair).
@@ -396,9 +400,9 @@ def test_semihard_paths_share_tied_negatives_gradient(path):
 
 
 def test_semihard_auto_path_on_a_large_label_group():
-  # Two classes of ~100 in B = 200: the largest group exceeds the slot limit
-  # for M = 200, so "auto" takes the row sort; both must match the loop.
-  assert _mining._slot_limit(200) < 100
+  # Two classes of ~100 in B = 200: the largest group exceeds the slot limit,
+  # so "auto" takes the buckets (cap 128); both must match the loop.
+  assert _mining._SLOTS_UP_TO < 100
   rng = np.random.default_rng(9)
   emb = rng.normal(size=(200, 4)).astype(np.float32)
   labels = (np.arange(200) % 2).astype(np.int32)
@@ -409,6 +413,25 @@ def test_semihard_auto_path_on_a_large_label_group():
   np.testing.assert_allclose(auto, expected, rtol=1e-5)
   np.testing.assert_allclose(slots, expected, rtol=1e-5)
   np.testing.assert_allclose(auto_grads[0], slot_grads[0], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("path", _ALGORITHMS)
+def test_semihard_path_gradients_match_dense_formulation(path):
+  # Large groups (two classes in 40) and small ones (12 classes), so that
+  # the buckets see many empty and many full buckets; no distance ties.
+  rng = np.random.default_rng(11)
+  emb = rng.normal(size=(40, 5)).astype(np.float32)
+  for labels in (np.arange(40) % 2, rng.integers(0, 12, 40)):
+    labels = labels.astype(np.int32)
+    pos, neg = _same_set_masks(labels)
+    want = jax.grad(
+        lambda e: _dense_semihard(
+            losses.pairwise_distances(e, e), pos, neg, 0.7
+        )
+    )(emb)
+    # Queries and keys are the same rows: their gradients add up.
+    _, (by_query, by_key) = _PATHS[path, True](emb, labels, emb, labels, 0.7)
+    np.testing.assert_allclose(by_query + by_key, want, rtol=1e-4, atol=1e-6)
 
 
 def test_semihard_unknown_path_raises():

@@ -12,25 +12,37 @@ so single- and cross-modal losses share one implementation;
 
 Semi-hard mining needs, for each positive pair (a, p), only the closest
 negative farther than d_ap (else the farthest negative): one masked minimum
-over the row. Two algorithms give it exactly; ``semihard`` picks the cheaper
-one at run time from S, the largest label group among the anchors:
+over the row. Three algorithms give it exactly; ``semihard`` picks one of
+the first two at run time from S, the largest label group among the
+anchors:
 
-* **Per-positive passes**, O(S·N·M) time, O(N·M) memory. The candidates are
-  ordered by label once (a stable argsort of M labels), so the positives of
-  anchor a are the run ``order[start_a:end_a]``. Pass j handles, in every
-  row at once, the j-th positive of the run: gather d_ap, then one masked
-  row minimum of ``where(negative and d > d_ap, d, ∞)`` (∞ → the row's
-  farthest negative), one row count of the negatives tied at that d_an, and
-  an element-wise update of a dense weight matrix (−1/ties on each tied
-  negative of an active pair). Each pass writes its values of d_an into row
-  j of an ``[M, rows]`` table, which one gather maps back onto the positive
-  pairs after the loop. Rows go through in blocks of about 2¹⁴ distances
-  that stay in cache over all passes, and each block runs only as many
-  passes as its own largest run. That is S passes of three streaming
-  operations over N·M values and no N·M sort or scatter: at B = 1024 with
-  128 classes (S ≈ 17) about 4× faster than ranking every row.
-* **Row sort**, O(N·M log M), when S > 12·log₂M (few large classes). Each
-  anchor's row is sorted once by a single unsigned-integer key
+* **Per-positive passes**, O(S·N·M) time, O(N·M) memory, when S ≤ 32 (many
+  small classes). The candidates are ordered by label once (a stable
+  argsort of M labels), so the positives of anchor a are the run
+  ``order[start_a:end_a]``. Pass j handles, in every row at once, the j-th
+  positive of the run: gather d_ap, then one masked row minimum of
+  ``where(negative and d > d_ap, d, ∞)`` (∞ → the row's farthest negative),
+  one row count of the negatives tied at that d_an, and an element-wise
+  update of a dense weight matrix (−1/ties on each tied negative of an
+  active pair). Each pass writes its values of d_an into row j of an
+  ``[M, rows]`` table, which one gather maps back onto the positive pairs
+  after the loop. Rows go through in blocks of about 2¹⁴ distances that
+  stay in cache over all passes, and each block runs only as many passes as
+  its own largest run.
+* **Buckets**, O(N·M·log S) time, O(N·M) memory, for larger groups. Each
+  row's positive distances are sorted (``[N, cap]``, cap the next power of
+  two ≥ S, one branch per cap), and every candidate gets its bucket b =
+  #{positives strictly closer}: the negatives of bucket b lie in
+  (p_{b−1}, p_b], so the buckets are ordered by distance and a positive's
+  bucket is its own sorted position. One scatter-minimum per row gives
+  each bucket's closest negative, and positive j's semi-hard negative is
+  the minimum over the buckets after j (a reverse cumulative minimum), else
+  the farthest negative. The gradient weights follow from counts per bucket:
+  bucket b's minimum is chosen by the positives between the previous
+  non-empty bucket and b, and shared by the negatives tied at it.
+* **Row sort**, O(N·M log M) (``path="sort"`` only: the bucket path is
+  faster at every size measured). Each anchor's row is sorted once by a
+  single unsigned-integer key
 
       key = (bit pattern of d) · 2 + (1 if positive else 0), ignored → max,
 
@@ -38,15 +50,14 @@ one at run time from S, the largest label group among the anchors:
   their bit patterns) and, at equal distance, puts negatives before
   positives. Then "the closest negative strictly farther than d_ap" is the
   first negative after the positive's own position (a reverse cumulative
-  minimum). Sorting one integer array is several times faster on CPU than
-  the multi-operand sort that ``argsort`` needs.
+  minimum).
 
-Both return the hinge sum and a dense, stop-gradient weight per distance
+All return the hinge sum and a dense, stop-gradient weight per distance
 (+1 on an active pair's d_ap, −1/ties on each negative tied at its d_an), so
 the gradient reaches ``d`` by one element-wise product: no scatter in the
 backward pass, and the ``while_loop`` (not reverse-differentiable) sees no
-tangents. Under ``vmap`` the run-time choice becomes a select, so both
-algorithms run.
+tangents. Under ``vmap`` the run-time choices become selects, so every
+branch runs.
 
 Batch-all mining counts, in the same sorted row, how many negatives are
 closer than d_ap + margin (a binary search plus a prefix count). Batch-hard
@@ -55,6 +66,8 @@ plain reductions, several times faster on CPU than a variadic argmin.
 """
 
 from __future__ import annotations
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -76,10 +89,53 @@ def _decode(keys: jax.Array, dtype) -> jax.Array:
 
 
 def _row_searchsorted(sorted_rows: jax.Array, queries: jax.Array) -> jax.Array:
-  """Per row, the leftmost insertion index of each query (int32 [N, Q])."""
-  return jax.vmap(lambda row, q: jnp.searchsorted(row, q, side="left"))(
-      sorted_rows, queries
-  ).astype(jnp.int32)
+  """Per row, the leftmost insertion index of each query (int32 [N, Q]).
+
+  Two levels, both cheap on CPU: the query is compared with the last value
+  of each of at most ``_SPLITTERS`` equal blocks of its row (broadcast
+  compares, vectorised and fused), which names its block; a branchless
+  binary search inside that block then takes ⌈log₂ block⌉ + 1 gathers from
+  the flattened rows. ``jnp.searchsorted`` under ``vmap`` (a gather per
+  level of the whole row, 2-D gathers) was about 5× slower at 128 × 1024.
+  """
+  n, width = sorted_rows.shape
+  stride = -(-width // _SPLITTERS)
+  blocks = -(-width // stride)
+  pad = blocks * stride - width
+  if pad:
+    top = (
+        jnp.inf
+        if jnp.issubdtype(sorted_rows.dtype, jnp.floating)
+        else np.iinfo(sorted_rows.dtype).max
+    )
+    sorted_rows = jnp.pad(sorted_rows, ((0, 0), (0, pad)), constant_values=top)
+  below = sum(
+      (sorted_rows[:, (k + 1) * stride - 1, None] < queries).astype(jnp.int32)
+      for k in range(blocks)
+  )
+  flat = sorted_rows.reshape(-1)
+  lo = jnp.minimum(below, blocks - 1) * stride
+  start = jnp.arange(n, dtype=jnp.int32)[:, None] * (blocks * stride) + lo
+  remaining = stride
+  while remaining > 1:
+    half = remaining // 2
+    lo = jnp.where(flat[start + half] < queries, lo + half, lo)
+    start = jnp.where(flat[start + half] < queries, start + half, start)
+    remaining -= half
+  return lo + (flat[start] < queries).astype(jnp.int32)
+
+
+# Block count of the first level of ``_row_searchsorted``: up to about this
+# many broadcast compares cost less than one gather (measured on CPU).
+_SPLITTERS = 32
+
+
+def _row_gather(table: jax.Array, index: jax.Array) -> jax.Array:
+  """``table[a, index[a, k]]`` by one 1-D gather (``take_along_axis`` on
+  axis 1, several times faster on CPU)."""
+  n, width = table.shape
+  base = jnp.arange(n, dtype=jnp.int32)[:, None] * width
+  return table.reshape(-1)[base + index]
 
 
 def _sorted_keys(d: jax.Array, pos: jax.Array, neg: jax.Array):
@@ -231,6 +287,120 @@ def _semihard_slots(
   return jnp.sum(values), weights.reshape(blocks * block, m)[:n]
 
 
+def _semihard_buckets(
+    ds, query_labels, key_labels, order, start, end, margin, same_set, cap
+):
+  """(value, d-weights) of semi-hard mining by bucketing each row.
+
+  ``cap`` (static) bounds every anchor's number of positives. Per row the
+  positives' distances are sorted (``[N, cap]``, one unsigned-integer sort);
+  each candidate falls in bucket b = #{positives strictly closer}, so bucket
+  b holds the negatives in (p_{b−1}, p_b], the buckets are ordered by
+  distance, and a positive's bucket is its sorted position. One
+  scatter-minimum gives each bucket's closest negative; positive j's
+  semi-hard negative is the minimum over buckets > j (a reverse cumulative
+  minimum), or the farthest negative when those are all empty.
+  """
+  n, m = ds.shape
+  rows = jnp.arange(n, dtype=jnp.int32)
+  slot = jnp.arange(cap, dtype=jnp.int32)
+  k = start[:, None] + slot[None, :]
+  valid = k < end[:, None]
+  col = order[jnp.minimum(k, m - 1)]
+  if same_set:
+    valid = valid & (col != rows[:, None])
+  inf = jnp.array(jnp.inf, ds.dtype)
+  d_ap = jnp.where(valid, _row_gather(ds, col), inf)
+  d_ap = jax.lax.bitcast_convert_type(jnp.sort(_bits(d_ap), axis=1), ds.dtype)
+  valid = slot[None, :] < jnp.sum(valid, axis=1, keepdims=True)
+
+  same = query_labels[:, None] == key_labels[None, :]
+  neg = ~same
+  pos = same & (rows[:, None] != jnp.arange(m)[None, :]) if same_set else same
+  has_neg = jnp.any(neg, axis=1)
+  dneg = jnp.where(neg, ds, inf)
+  farthest = jnp.max(jnp.where(neg, ds, -inf), axis=1)
+  bucket = _row_searchsorted(d_ap, ds)
+  flat = (rows[:, None] * (cap + 1) + bucket).reshape(-1)
+  closest = (
+      jnp.full((n * (cap + 1),), inf)
+      .at[flat]
+      .min(dneg.reshape(-1))
+      .reshape(n, cap + 1)
+  )
+  after = _scan(jnp.minimum, closest, reverse=True)[:, 1:]
+  d_an = jnp.where(after < inf, after, farthest[:, None])
+  hinge = d_ap - d_an + margin
+  active = valid & has_neg[:, None] & (hinge > 0)
+  value = jnp.sum(jnp.where(active, hinge, 0.0))
+
+  # Bucket b's closest negatives are chosen by positives j in [L_b, b − 1],
+  # L_b the last non-empty bucket before b (0 if none); positives at or
+  # after the last non-empty bucket fall back to the farthest negatives.
+  ones = active.astype(ds.dtype)
+  chosen_before = jnp.concatenate(
+      [jnp.zeros((n, 1), ds.dtype), _scan(jnp.add, ones)], axis=1
+  )
+  buckets = jnp.arange(cap + 1, dtype=jnp.int32)
+  nonempty = closest < inf
+  last_upto = _scan(jnp.maximum, jnp.where(nonempty, buckets, 0))
+  last_before = jnp.concatenate(
+      [jnp.zeros((n, 1), jnp.int32), last_upto[:, :-1]], axis=1
+  )
+  by_bucket = chosen_before - _row_gather(chosen_before, last_before)
+  by_bucket = jnp.where(nonempty, by_bucket, 0.0)
+  by_farthest = (
+      chosen_before[:, cap]
+      - _row_gather(chosen_before, last_upto[:, cap:])[:, 0]
+  )
+  # Tied negatives share a choice equally.
+  at_min = neg & (dneg == _row_gather(closest, bucket))
+  ties = (
+      jnp.zeros((n * (cap + 1),), ds.dtype)
+      .at[flat]
+      .add(at_min.reshape(-1).astype(ds.dtype))
+      .reshape(n, cap + 1)
+  )
+  at_far = neg & (ds == farthest[:, None])
+  far_share = by_farthest / jnp.maximum(jnp.sum(at_far, axis=1), 1)
+  share, positive_weight, far_share = _materialised(
+      (by_bucket / jnp.maximum(ties, 1.0), ones, far_share), ties
+  )
+  weight = (
+      jnp.where(
+          pos, _row_gather(positive_weight, jnp.minimum(bucket, cap - 1)), 0.0
+      )
+      - jnp.where(at_min, _row_gather(share, bucket), 0.0)
+      - jnp.where(at_far, far_share[:, None], 0.0)
+  )
+  return value, weight
+
+
+def _scan(op, x: jax.Array, reverse: bool = False) -> jax.Array:
+  """Cumulative ``op`` along axis 1 by a log-depth associative scan (the
+  reduce-window that ``jnp.cumsum`` and ``lax.cummin`` lower to on CPU took
+  several ms for [1024, 129])."""
+  return jax.lax.associative_scan(op, x, reverse=reverse, axis=1)
+
+
+def _materialised(tables, counts):
+  """``tables``, computed once in memory before their [N, M] consumers.
+
+  XLA on CPU fuses cheap producers of small tables into the gathers that
+  read them, recomputing a table entry (cumulative sums and all) for each of
+  the N·M candidates: several times slower, measured at B = 1024, and
+  ``optimization_barrier`` does not stop it on CPU. A conditional does; its
+  predicate (``counts``, non-negative, sum ≥ 0) is always true but
+  data-dependent, so it is not folded away.
+  """
+  return jax.lax.cond(
+      jnp.sum(counts) >= 0,
+      lambda t: t,
+      lambda t: jax.tree_util.tree_map(jnp.zeros_like, t),
+      tables,
+  )
+
+
 # Rows per block of the per-positive passes: about this many distances, so
 # a block's distances and weights (2 × 64 KiB) stay in the core's cache
 # (measured at B = 1024: 2¹⁴ about 2× faster than unblocked).
@@ -253,11 +423,12 @@ def semihard(
   negative is the closest one with d_an > d_ap, or else the farthest
   negative; the term is max(0, d_ap − d_an + margin). ``count`` = number of
   such pairs. Chooses the per-positive passes when the largest label group
-  is small against log M, else the row sort (see module docstring);
-  ``path`` = ``"slots"`` or ``"sort"`` forces one (for tests and benchmarks).
+  has at most ``_SLOTS_UP_TO`` members, else the buckets (see module
+  docstring); ``path`` = ``"slots"``, ``"buckets"`` or ``"sort"`` forces
+  one (for tests and benchmarks).
   """
-  if path not in ("auto", "slots", "sort"):
-    raise ValueError(f"path={path!r} is not one of auto, slots, sort")
+  if path not in _PATHS:
+    raise ValueError(f"path={path!r} is not one of {', '.join(_PATHS)}")
   n, m = d.shape
   ds = jax.lax.stop_gradient(d)
   order = jnp.argsort(key_labels, stable=True).astype(jnp.int32)
@@ -270,35 +441,49 @@ def semihard(
   )
   has_neg = end - start < m
   count = jnp.sum(jnp.where(has_neg, end - start - int(same_set), 0))
+  args = (ds, query_labels, key_labels, order, start, end, margin, same_set)
 
   def by_sort():
     same = query_labels[:, None] == key_labels[None, :]
     pos = same & ~jnp.eye(n, m, dtype=bool) if same_set else same
     return _semihard_sorted(ds, pos, ~same, margin)
 
+  def by_slots():
+    return _semihard_slots(*args)
+
+  # Bucket widths: powers of two from _MIN_CAP to the first one holding M.
+  caps = [_MIN_CAP]
+  while caps[-1] < m:
+    caps.append(2 * caps[-1])
+  by_buckets = [
+      functools.partial(_semihard_buckets, *args, cap) for cap in caps
+  ]
+
   num_slots = jnp.max(jnp.where(has_neg, end - start, 0))
-  limit = {"auto": _slot_limit(m), "slots": m, "sort": -1}[path]
-  value, weight = jax.lax.cond(
-      num_slots <= limit,
-      lambda: _semihard_slots(
-          ds, query_labels, key_labels, order, start, end, margin, same_set
-      ),
-      by_sort,
-  )
+  width = jnp.searchsorted(jnp.array(caps), num_slots).astype(jnp.int32)
+  if path == "slots":
+    value, weight = by_slots()
+  elif path == "sort":
+    value, weight = by_sort()
+  elif path == "buckets":
+    value, weight = jax.lax.switch(width, by_buckets)
+  else:
+    value, weight = jax.lax.cond(
+        num_slots <= _SLOTS_UP_TO,
+        by_slots,
+        lambda: jax.lax.switch(width, by_buckets),
+    )
   weight = jax.lax.stop_gradient(weight)
   # The second sum is exactly 0 in value; it carries the gradient.
   return value + jnp.sum(weight * (d - ds)), count
 
 
-def _slot_limit(m: int) -> int:
-  """Largest label group for which per-positive passes beat the sort."""
-  return int(_SLOTS_PER_LOG2 * max(np.log2(m), 1.0))
-
-
-# Conservative: on CPU the passes were still 1.4-1.7× faster than the sort
-# at B = 1024, S = 115 (limit 120), and 1.15× at B = 4096, S = 194 (limit
-# 144), so the limit could rise to about 16·log₂M.
-_SLOTS_PER_LOG2 = 12.0
+_PATHS = ("auto", "slots", "buckets", "sort")
+# Largest label group for which "auto" takes the per-positive passes (each
+# pass is about 1/40 of the bucket path's fixed cost, measured at B = 1024);
+# the bucket widths start just above it.
+_SLOTS_UP_TO = 32
+_MIN_CAP = 64
 
 
 def batch_all(
