@@ -114,15 +114,14 @@ def _row_searchsorted(sorted_rows: jax.Array, queries: jax.Array) -> jax.Array:
       for k in range(blocks)
   )
   flat = sorted_rows.reshape(-1)
-  lo = jnp.minimum(below, blocks - 1) * stride
-  start = jnp.arange(n, dtype=jnp.int32)[:, None] * (blocks * stride) + lo
+  row_start = jnp.arange(n, dtype=jnp.int32)[:, None] * (blocks * stride)
+  at = row_start + jnp.minimum(below, blocks - 1) * stride
   remaining = stride
   while remaining > 1:
     half = remaining // 2
-    lo = jnp.where(flat[start + half] < queries, lo + half, lo)
-    start = jnp.where(flat[start + half] < queries, start + half, start)
+    at = jnp.where(flat[at + half] < queries, at + half, at)
     remaining -= half
-  return lo + (flat[start] < queries).astype(jnp.int32)
+  return at - row_start + (flat[at] < queries).astype(jnp.int32)
 
 
 # Block count of the first level of ``_row_searchsorted``: up to about this
@@ -153,7 +152,7 @@ def _sorted_keys(d: jax.Array, pos: jax.Array, neg: jax.Array):
 
 def _exclusive_cumsum(x: jax.Array) -> jax.Array:
   """``[N, M] → [N, M + 1]`` with ``out[:, k] = sum(x[:, :k])``."""
-  c = jnp.cumsum(x, axis=1)
+  c = _scan(jnp.add, x)
   return jnp.concatenate([jnp.zeros_like(c[:, :1]), c], axis=1)
 
 
@@ -314,9 +313,7 @@ def _semihard_buckets(
   d_ap = jax.lax.bitcast_convert_type(jnp.sort(_bits(d_ap), axis=1), ds.dtype)
   valid = slot[None, :] < jnp.sum(valid, axis=1, keepdims=True)
 
-  same = query_labels[:, None] == key_labels[None, :]
-  neg = ~same
-  pos = same & (rows[:, None] != jnp.arange(m)[None, :]) if same_set else same
+  pos, neg = _label_masks(query_labels, key_labels, same_set)
   has_neg = jnp.any(neg, axis=1)
   dneg = jnp.where(neg, ds, inf)
   farthest = jnp.max(jnp.where(neg, ds, -inf), axis=1)
@@ -338,9 +335,7 @@ def _semihard_buckets(
   # L_b the last non-empty bucket before b (0 if none); positives at or
   # after the last non-empty bucket fall back to the farthest negatives.
   ones = active.astype(ds.dtype)
-  chosen_before = jnp.concatenate(
-      [jnp.zeros((n, 1), ds.dtype), _scan(jnp.add, ones)], axis=1
-  )
+  chosen_before = _exclusive_cumsum(ones)
   buckets = jnp.arange(cap + 1, dtype=jnp.int32)
   nonempty = closest < inf
   last_upto = _scan(jnp.maximum, jnp.where(nonempty, buckets, 0))
@@ -374,6 +369,14 @@ def _semihard_buckets(
       - jnp.where(at_far, far_share[:, None], 0.0)
   )
   return value, weight
+
+
+def _label_masks(query_labels, key_labels, same_set: bool):
+  """(positive, negative) masks ``[N, M]``; with ``same_set`` an anchor is
+  not its own positive."""
+  same = query_labels[:, None] == key_labels[None, :]
+  pos = same & ~jnp.eye(*same.shape, dtype=bool) if same_set else same
+  return pos, ~same
 
 
 def _scan(op, x: jax.Array, reverse: bool = False) -> jax.Array:
@@ -429,7 +432,7 @@ def semihard(
   """
   if path not in _PATHS:
     raise ValueError(f"path={path!r} is not one of {', '.join(_PATHS)}")
-  n, m = d.shape
+  m = d.shape[1]
   ds = jax.lax.stop_gradient(d)
   order = jnp.argsort(key_labels, stable=True).astype(jnp.int32)
   sorted_labels = key_labels[order]
@@ -444,9 +447,9 @@ def semihard(
   args = (ds, query_labels, key_labels, order, start, end, margin, same_set)
 
   def by_sort():
-    same = query_labels[:, None] == key_labels[None, :]
-    pos = same & ~jnp.eye(n, m, dtype=bool) if same_set else same
-    return _semihard_sorted(ds, pos, ~same, margin)
+    return _semihard_sorted(
+        ds, *_label_masks(query_labels, key_labels, same_set), margin
+    )
 
   def by_slots():
     return _semihard_slots(*args)
