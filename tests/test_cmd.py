@@ -476,7 +476,7 @@ def test_config_variants_and_bad_settings():
   assert not _load_config("no_stop_target").cmd.stop_gradient_target
   assert _load_config("quick,seed=3").seed == 3
   assert _load_config("no_cmd,steps=2000").stages[0].steps == 2000
-  assert _load_config(None).stages[0].steps == 4000
+  assert _load_config(None).stages[0].steps == 1500
   with pytest.raises(ValueError, match="steps=0 is not a positive integer"):
     _load_config("steps=0")
   with pytest.raises(ValueError, match="steps='many'"):

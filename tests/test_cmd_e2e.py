@@ -36,17 +36,22 @@ def test_quick_run_writes_metrics_and_plots(tmp_path, av_digits_captions_dir):
       assert 0.0 <= metrics[f"r{k}_{direction}"] <= 1.0
   assert metrics["r10_mean"] >= metrics["r1_mean"]
   assert metrics["head_params"] > 0
-  # Measured for this quick config on the 2-core CPU machine, relevance by
-  # digit sequence: R@10 mean 0.070 (chance 0.032; R@1 0.007, chance
-  # 0.0033; by exact image id R@1 0.005, chance 0.002), reconstruction
-  # distance 0.127 against the corrupted input's 0.620 (ratio 0.205). The
-  # floors sit a margin from those values.
-  assert metrics["r10_mean"] > 0.05
+  # Issue 15 item 10: the quick config must learn more than the digit
+  # count, i.e. reach well above 3× chance. Chance on the 500 test canvases:
+  # R@1 0.0033 with relevance by digit sequence, 0.002 by exact image id;
+  # ranking by digit count alone scores 3.0× chance (README). Measured for
+  # this config on the 2-core CPU machine (seed 0): R@1 mean 0.029 (8.8×),
+  # exact 0.019 (9.5×), R@10 mean 0.195 (chance 0.032); reconstruction
+  # distance 0.229 against the corrupted input's 0.670 (ratio 0.34). The
+  # floors sit a margin from those values, above the count-only level.
+  assert metrics["r1_mean"] >= 5 * 0.0033
+  assert metrics["exact_r1_mean"] >= 5 * 0.002
+  assert metrics["r10_mean"] > 0.12
   assert metrics["exact_r10_mean"] <= metrics["r10_mean"]
   assert metrics["cmd_recon_ratio"] == pytest.approx(
       metrics["cmd_recon_dist"] / metrics["cmd_corrupt_dist"]
   )
-  assert metrics["cmd_recon_ratio"] < 0.3
+  assert metrics["cmd_recon_ratio"] < 0.5
   assert 0.01 <= metrics["temperature"] <= 0.5
   plots = set(os.listdir(tmp_path / "plots"))
   assert {

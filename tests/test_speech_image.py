@@ -1,5 +1,6 @@
 """Speech and image encoders: shapes, frame masks, padding invariance."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -116,6 +117,93 @@ def test_hybrid_image_encoder_with_conv_stem():
   assert out.embedding.shape == (2, 8)
 
 
+def _conv_image_encoder(stem_downsample="max_pool"):
+  return speech_image.ImageEncoder(
+      patch_size=1,
+      stem_features=(4, 8, 8),
+      stem_downsample=stem_downsample,
+      stem_norm=False,
+      width=8,
+      num_layers=0,
+      embed_dim=6,
+      pooling="max",
+  )
+
+
+@pytest.mark.parametrize("stem_downsample", ["max_pool", "stride"])
+def test_convolutional_image_encoder_is_translation_invariant(stem_downsample):
+  """num_layers=0: the embedding max-pools the stem's tokens before any
+  position embedding, so a blob moved by the stem's total stride (8 px)
+  on a blank canvas keeps its embedding exactly, while the tokens the CMD
+  head attends to (with their positions) change."""
+  canvas = np.zeros((2, 48, 48, 1), np.float32)
+  blob = jax.random.uniform(jax.random.PRNGKey(0), (10, 10))
+  canvas[0, 12:22, 12:22, 0] = blob
+  canvas[1, 20:30, 28:38, 0] = blob  # shifted by (8, 16) pixels
+  enc = _conv_image_encoder(stem_downsample)
+  params = enc.init(jax.random.PRNGKey(1), canvas)
+  out = jax.jit(enc.apply)(params, canvas)
+  assert out.features.shape == (2, 36, 8)  # 48 / 2**3 = 6 → 6x6 tokens
+  np.testing.assert_allclose(
+      out.embedding[0], out.embedding[1], rtol=1e-5, atol=1e-6
+  )
+  assert not np.allclose(
+      np.sort(out.features[0], axis=0), np.sort(out.features[1], axis=0)
+  )
+  transformer = enc.clone(num_layers=1, num_heads=2)
+  params = transformer.init(jax.random.PRNGKey(1), canvas)
+  out = transformer.apply(params, canvas)
+  assert not np.allclose(out.embedding[0], out.embedding[1], atol=1e-4)
+
+
+def test_max_pool_stem_pools_after_each_convolution():
+  images = jax.random.uniform(jax.random.PRNGKey(0), (1, 16, 16, 1))
+  enc = speech_image.ImageEncoder(
+      patch_size=1,
+      stem_features=(3,),
+      stem_downsample="max_pool",
+      stem_norm=False,
+      width=4,
+      num_layers=0,
+      embed_dim=2,
+  )
+  params = enc.init(jax.random.PRNGKey(1), images)
+  conv = params["params"]["stem_conv_0"]
+  # Independent reference: 3x3 "same" convolution, GELU, 2x2 max pool.
+  padded = np.pad(np.asarray(images[0, :, :, 0]), 1)
+  kernel = np.asarray(conv["kernel"])[:, :, 0, :]
+  fmap = np.stack(
+      [
+          [
+              (padded[r : r + 3, c : c + 3, None] * kernel).sum((0, 1))
+              for c in range(16)
+          ]
+          for r in range(16)
+      ]
+  ) + np.asarray(conv["bias"])
+  fmap = np.asarray(jax.nn.gelu(fmap))
+  pooled = fmap.reshape(8, 2, 8, 2, 3).max((1, 3))
+  patch = params["params"]["patch_embed"]
+  tokens = pooled.reshape(64, 3) @ np.asarray(patch["kernel"])[0, 0]
+  tokens += np.asarray(patch["bias"])
+  out = enc.apply(params, images)
+  pos = np.asarray(params["params"]["position_embedding"])
+  np.testing.assert_allclose(out.features[0], tokens + pos, atol=1e-5)
+
+
+@pytest.mark.parametrize("size", [(8, 8), (7, 9)])
+def test_max_pool_2x2_matches_flax_max_pool(size):
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, *size, 3))
+  want = nn.max_pool(x, (2, 2), strides=(2, 2), padding="SAME")
+  np.testing.assert_array_equal(speech_image.max_pool_2x2(x), want)
+  # Without ties the gradient reaches exactly each window's maximum.
+  grad = jax.grad(lambda x: jnp.sum(speech_image.max_pool_2x2(x)))(x)
+  want_grad = jax.grad(
+      lambda x: jnp.sum(nn.max_pool(x, (2, 2), strides=(2, 2), padding="SAME"))
+  )(x)
+  np.testing.assert_array_equal(grad, want_grad)
+
+
 def test_two_encoders_skip_a_modality():
   x, mask = _batch([37, 10])
   images = jax.random.uniform(jax.random.PRNGKey(0), (2, 16, 16, 3))
@@ -142,6 +230,10 @@ def test_bad_inputs_raise():
     enc.init(jax.random.PRNGKey(0), x[0])
   with pytest.raises(ValueError, match="conv_kernel must be odd"):
     _speech(conv_kernel=4).init(jax.random.PRNGKey(0), x, mask)
+  with pytest.raises(ValueError, match="stem_downsample must be"):
+    speech_image.ImageEncoder(stem_features=(4,), stem_downsample="avg").init(
+        jax.random.PRNGKey(0), jnp.zeros((1, 16, 16, 1))
+    )
   with pytest.raises(ValueError, match="not divisible by patch_size"):
     speech_image.ImageEncoder(patch_size=8).init(
         jax.random.PRNGKey(0), jnp.zeros((1, 20, 20, 1))
