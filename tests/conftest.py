@@ -10,6 +10,8 @@ keep the datasets between sessions.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import pathlib
 import shutil
@@ -114,3 +116,38 @@ def av_digits_data_dir(av_digits_dir: AvDigitsData) -> str:
   """tfds data dir with av_digits/pairs and av_digits/captions prepared."""
   av_digits_dir.prepare("pairs")
   return av_digits_dir.prepare("captions")
+
+
+class _Lowerings(logging.Handler):
+  """Counts the XLA programs JAX lowers while attached (``count``)."""
+
+  def __init__(self):
+    super().__init__(logging.DEBUG)
+    self.count = 0
+
+  def emit(self, record: logging.LogRecord) -> None:
+    if record.getMessage().startswith("Finished jaxpr to MLIR module"):
+      self.count += 1
+
+
+@pytest.fixture
+def count_lowerings():
+  """``with count_lowerings() as n: ...`` then ``n.count``: XLA programs
+  built inside the block (every jitted function and every op run outside
+  ``jit`` lowers one program; JAX's in-memory caches are cleared first, so
+  a program built by an earlier test counts again)."""
+  import jax  # pylint: disable=import-outside-toplevel
+
+  @contextlib.contextmanager
+  def counting():
+    jax.clear_caches()
+    counter = _Lowerings()
+    logger = logging.getLogger("jax")
+    logger.addHandler(counter)
+    try:
+      with jax.log_compiles(True):
+        yield counter
+    finally:
+      logger.removeHandler(counter)
+
+  return counting

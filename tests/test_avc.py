@@ -307,3 +307,17 @@ def test_head_accuracy_uses_a_derangement():
   # Identical pairs: positives and negatives get the same logit, so exactly
   # one of the two halves is right.
   assert method._head_accuracy(params, emb) == 0.5
+
+
+@pytest.mark.parametrize("arg", ["", "binary", "strategy=supervised"])
+def test_init_params_is_one_program_equal_to_op_by_op(arg, count_lowerings):
+  method = SyntheticAVC(_config(arg))
+  batch = _first_batch(method)
+  rng = jax.random.PRNGKey(0)
+  with count_lowerings() as lowered:
+    params = method.init_params(rng, batch)
+  assert lowered.count <= 2, lowered.count
+  op_by_op = method._init_params(rng, batch["audio"][:2], batch["visual"][:2])
+  assert jax.tree.structure(params) == jax.tree.structure(op_by_op)
+  for got, want in zip(jax.tree.leaves(params), jax.tree.leaves(op_by_op)):
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(want))

@@ -1,5 +1,6 @@
 """avjax.models.sync: segment cutting, extractors, sync transformer, log-mel."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -112,3 +113,13 @@ def test_white_noise_is_standard_normal_and_keyed():
   )
   other = np.asarray(sync.white_noise(jax.random.PRNGKey(1), (8, 25_001)))
   assert abs(np.corrcoef(flat, other.ravel())[0, 1]) < 0.01
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 64), (17, 64)])
+def test_token_init_jitted_equals_flax_normal_op_by_op(shape):
+  # The Synchformer parameters of the README table came from op-by-op
+  # initialisation; the jitted init must reproduce them bit for bit.
+  key = jax.random.PRNGKey(5)
+  op_by_op = nn.initializers.normal(0.02)(key, shape)
+  jitted = jax.jit(sync.token_init(), static_argnums=1)(key, shape)
+  np.testing.assert_array_equal(np.asarray(jitted), np.asarray(op_by_op))

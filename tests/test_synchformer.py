@@ -337,3 +337,20 @@ def test_offset_accuracy_and_auc_against_references():
   assert sync_eval.roc_auc(scores, y) == pytest.approx(np.mean(pairs))
   cm = sync_eval.confusion_matrix(labels, np.argmax(logits, 1), 21)
   assert cm.sum() == 4 and cm[6, 5] == 1 and cm[20, 20] == 1
+
+
+def _assert_bit_identical(got, want):
+  assert jax.tree.structure(got) == jax.tree.structure(want)
+  for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_init_params_is_one_program_equal_to_op_by_op(records, count_lowerings):
+  method = InMemorySynchformer(tiny_config(), records)
+  batch = next(method.train_iterator(4, 0, 0, 1))
+  rng = jax.random.PRNGKey(0)
+  with count_lowerings() as lowered:
+    params = method.init_params(rng, batch)
+  assert lowered.count <= 2, lowered.count  # op by op it was ~230
+  op_by_op = method._init_params(rng, jax.tree.map(lambda x: x[:2], batch))
+  _assert_bit_identical(params, op_by_op)

@@ -147,3 +147,19 @@ def test_trains_on_vegas_features(tmp_path):
   # map_mean 1.000 on the 2-core CPU machine; the floor sits just below.
   assert metrics["map_mean"] > 0.95
   assert os.path.exists(tmp_path / "run" / "plots" / "precision_recall.png")
+
+
+def test_init_params_is_one_program_equal_to_op_by_op(count_lowerings):
+  _, method = _method("quick")
+  batch = {
+      "audio": np.zeros((4, 101, 40), np.float32),
+      "visual": np.zeros((4, 32, 32, 1), np.float32),
+  }
+  rng = jax.random.PRNGKey(0)
+  with count_lowerings() as lowered:
+    params = method.init_params(rng, batch)
+  assert lowered.count <= 2, lowered.count
+  op_by_op = method.model.init(rng, batch["audio"][:2], batch["visual"][:2])
+  assert jax.tree.structure(params) == jax.tree.structure(op_by_op)
+  for got, want in zip(jax.tree.leaves(params), jax.tree.leaves(op_by_op)):
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(want))

@@ -198,8 +198,15 @@ class Synchformer(Method):
     return int(self.config.model.segment_stride)
 
   def init_params(self, rng, batch):
+    # One compiled program instead of ~230 op-by-op compilations (about 10 s
+    # of start-up on 2 CPU cores); bit-identical values (`token_init`).
+    return jax.jit(self._init_params)(
+        rng, {k: np.asarray(v[:2]) for k, v in batch.items()}
+    )
+
+  def _init_params(self, rng, batch):
     kv, ka, ks = jax.random.split(rng, 3)
-    video, mel = self._inputs(jax.tree.map(lambda x: x[:2], batch), "synced")
+    video, mel = self._inputs(batch, "synced")
     pv = self.visual.init(kv, video, self.segment_length, self.stride)
     pa = self.audio.init(ka, mel, self.segment_length, self.stride)
     fv = self.visual.apply(pv, video, self.segment_length, self.stride)

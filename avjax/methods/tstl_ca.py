@@ -109,7 +109,11 @@ class TSTLCA(Method):
 
   # Model ------------------------------------------------------------------
   def init_params(self, rng, batch):
-    return self.model.init(rng, batch["audio"][:2], batch["visual"][:2])
+    # One compiled program instead of ~180 op-by-op compilations (about 10 s
+    # of every run's start-up on 2 CPU cores); the values are bit-identical.
+    return jax.jit(self.model.init)(
+        rng, np.asarray(batch["audio"][:2]), np.asarray(batch["visual"][:2])
+    )
 
   def embed(self, params, audio=None, visual=None, rng=None):
     train = rng is not None

@@ -60,6 +60,22 @@ def segment(x: jax.Array, length: int, stride: int) -> jax.Array:
   return x[:, index]
 
 
+def token_init(stddev: float = 0.02) -> nn.initializers.Initializer:
+  """``nn.initializers.normal(stddev)``, bit-identical jitted or not.
+
+  Jitted, XLA fuses the scaling into the normal draw and rounds differently
+  (by up to 7e-9 here) from the op-by-op initialisation these models were
+  first trained with; the barrier keeps the two programs apart, so a jitted
+  ``init`` reproduces those parameters exactly.
+  """
+
+  def init(key, shape, dtype=jnp.float32):
+    draw = jax.lax.optimization_barrier(jax.random.normal(key, shape, dtype))
+    return draw * jnp.array(stddev, dtype)
+
+  return init
+
+
 class _AggregationTransformer(nn.Module):
   """Tokens [N, K, D] (+ positions) → one feature [N, D] per row."""
 
@@ -71,10 +87,8 @@ class _AggregationTransformer(nn.Module):
   @nn.compact
   def __call__(self, tokens: jax.Array, *, train: bool) -> jax.Array:
     n, k, d = tokens.shape
-    pos = self.param("positions", nn.initializers.normal(0.02), (k, d))
-    agg = self.param(
-        "aggregation_token", nn.initializers.normal(0.02), (1, 1, d)
-    )
+    pos = self.param("positions", token_init(), (k, d))
+    agg = self.param("aggregation_token", token_init(), (1, 1, d))
     x = jnp.concatenate(
         [jnp.broadcast_to(agg, (n, 1, d)), tokens + pos], axis=1
     )
@@ -233,7 +247,7 @@ class SyncTransformer(nn.Module):
     a = nn.Dense(self.width, name="audio_proj")(
         nn.LayerNorm(name="audio_norm")(audio)
     )
-    init = nn.initializers.normal(0.02)
+    init = token_init()
     off = self.param("offset_token", init, (1, 1, self.width))
     sep = self.param("separator_token", init, (1, 1, self.width))
     x = jnp.concatenate(

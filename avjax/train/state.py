@@ -51,7 +51,7 @@ class TrainState:
     return cls(
         step=jnp.zeros((), jnp.int32),
         params=params,
-        opt_state=tx.init(params),
+        opt_state=jax.jit(tx.init)(params),  # one program, not one per leaf
         rng=rng,
         aux={} if aux is None else aux,
         tx=tx,
