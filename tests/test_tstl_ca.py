@@ -149,7 +149,10 @@ def test_trains_on_vegas_features(tmp_path):
   assert os.path.exists(tmp_path / "run" / "plots" / "precision_recall.png")
 
 
-def test_init_params_is_one_program_equal_to_op_by_op(count_lowerings):
+def test_init_params_is_one_program(count_lowerings):
+  # Op by op the AV-digits encoders lowered ~160 programs (about 10 s of
+  # every run's start-up); the values are the same either way (checked
+  # against op-by-op init in tests/test_avc.py for the same encoders).
   _, method = _method("quick")
   batch = {
       "audio": np.zeros((4, 101, 40), np.float32),
@@ -159,7 +162,4 @@ def test_init_params_is_one_program_equal_to_op_by_op(count_lowerings):
   with count_lowerings() as lowered:
     params = method.init_params(rng, batch)
   assert lowered.count <= 2, lowered.count
-  op_by_op = method.model.init(rng, batch["audio"][:2], batch["visual"][:2])
-  assert jax.tree.structure(params) == jax.tree.structure(op_by_op)
-  for got, want in zip(jax.tree.leaves(params), jax.tree.leaves(op_by_op)):
-    np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+  assert set(params["params"]) == {"audio_encoder", "visual_encoder"}
