@@ -238,7 +238,7 @@ class AVC(Method):
 
   # Model ------------------------------------------------------------------
   def init_params(self, rng, batch):
-    # Jitted as one program (see TstlCa.init_params); bit-identical values.
+    # Jitted as one program (see TSTLCA.init_params); bit-identical values.
     return jax.jit(self._init_params)(
         rng, np.asarray(batch["audio"][:2]), np.asarray(batch["visual"][:2])
     )
