@@ -14,7 +14,9 @@ same NumPy arrays, of
   * pytorch-metric-learning (when importable) ``TripletMarginLoss(margin)``
     with ``TripletMarginMiner(type_of_triplets="semihard")`` resp.
     ``BatchHardMiner``, plain (unnormalised) L2 distance as in avjax, miner +
-    loss + ``backward()``, ``torch.set_num_threads`` = this process's cores.
+    loss + ``backward()``, ``torch.set_num_threads`` = this process's cores,
+    ``OMP_WAIT_POLICY=PASSIVE`` (unless set) so that PyTorch's idle OpenMP
+    threads do not spin through the JAX calls timed between its own.
 
 The cells of one (B, C) run in interleaved rounds (each round times every
 cell once) and report medians, so a load change on a shared machine hits
@@ -25,10 +27,11 @@ negative per positive pair), pml keeps every triplet with
 0 < d_an − d_ap ≤ margin; both are the libraries' semi-hard recipes. pml's
 miner enumerates all B³ triplets, so its semi-hard column is skipped above
 ``--torch_max_cubic_batch`` (B = 4096 would need ~70 GB for the mask alone).
-Measured on 2 idle CPU cores: semi-hard takes 3.1-4.3× the time of
+Measured on 2 CPU cores (README): semi-hard takes 1.9-6.2× the time of
 batch-hard at B = 256-4096 with 10 and 128 classes; at B = 1024 avjax is
-65-159× (semi-hard) and ~3× (batch-hard) faster than pml. Under heavy load
-pml's times inflate far more than avjax's: compare ratios within one run.
+73-151× (semi-hard) and 6.1-6.7× (batch-hard) faster than pml. Under heavy
+load pml's times inflate far more than avjax's: compare ratios within one
+run.
 """
 
 from __future__ import annotations
@@ -127,6 +130,13 @@ def _avjax_step(loss_fn, emb, labels, margin) -> Callable[[], float]:
 
 
 def _import_pml():
+  # PyTorch's OpenMP workers otherwise busy-wait after each call and take
+  # the cores from the JAX call timed next (measured, B = 1024, 2 cores:
+  # avjax batch-hard 12-16 ms interleaved against 8-10 ms alone; with
+  # passive waiting 8-10 ms interleaved too, and pml's own times unchanged
+  # at 45-48 ms). It must be set before torch loads its OpenMP runtime; a
+  # value the user set stands.
+  os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
   try:
     import torch  # pylint: disable=g-import-not-at-top
     from pytorch_metric_learning import distances  # pylint: disable=g-import-not-at-top

@@ -21,6 +21,9 @@ finiteness check) and measures, all in one process and side by side:
 * the input pipeline's batches per second (``next()`` on the method's own
   grain iterator, features included) against the step rate.
 
+Host memory is set up as the loop sets it (``host_memory``: freed blocks
+stay in the process).
+
   python launch/bench_train.py
   python launch/bench_train.py --configs configs/cmd.py:quick --rounds 3
 
@@ -192,7 +195,9 @@ def main(argv):
   del argv
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  from avjax.train import host_memory  # pylint: disable=import-outside-toplevel
 
+  host_memory.retain_freed_memory()
   specs = _CONFIGS.value or [
       c for c in _DEFAULT_CONFIGS if os.path.exists(c.partition(":")[0])
   ]

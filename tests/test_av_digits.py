@@ -2,7 +2,9 @@
 
 import numpy as np
 import pytest
+import tensorflow_datasets as tfds
 
+from avjax.data import sources
 from avjax.data import speech
 from avjax.data.av_digits import builder as builder_lib
 from avjax.data.av_digits import canvas
@@ -13,7 +15,24 @@ SPLITS = digits_lib.SPLITS
 
 
 def _records(av_digits_dir, config, split, keys=None):
-  source = av_digits_dir.source(config, split)
+  """Every record of a split, stacked by key (only ``keys`` when given).
+
+  Features outside ``keys`` are left undecoded (tfds ``SkipDecoding``):
+  reading the 21,000 ``captions`` records then takes a third to a half of
+  the time of decoding them whole (their audio and canvases).
+  """
+  if keys is None:
+    source = av_digits_dir.source(config, split)
+  else:
+    builder = sources.get_builder(
+        f"av_digits/{config}", data_dir=av_digits_dir.prepare(config)
+    )
+    skipped = {
+        k: tfds.decode.SkipDecoding()
+        for k in builder.info.features
+        if k not in keys
+    }
+    source = builder.as_data_source(split, decoders=skipped)
   rows = [source[i] for i in range(len(source))]
   keys = keys or rows[0].keys()
   return {k: np.stack([np.asarray(r[k]) for r in rows]) for k in keys}

@@ -27,6 +27,7 @@ from absl import logging
 import avjax
 from avjax import methods
 from avjax.train import checkpoint as checkpoint_lib
+from avjax.train import host_memory
 from avjax.train import logging_utils
 from avjax.train import multihost
 from avjax.train import optim
@@ -273,6 +274,7 @@ def train_and_evaluate(
     FloatingPointError: the loss or the updated state became non-finite.
   """
   workdir = os.path.abspath(workdir)
+  host_memory.retain_freed_memory()
   is_host = jax.process_index() == 0
   if is_host:
     os.makedirs(workdir, exist_ok=True)
