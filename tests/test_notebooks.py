@@ -68,6 +68,11 @@ def _has_image(nb) -> bool:
   )
 
 
+def _assert_plots(run_dir: str, *names: str) -> None:
+  plots = set(os.listdir(os.path.join(run_dir, "plots")))
+  assert set(names) <= plots, plots
+
+
 def _check_synchformer(metrics: dict, run_dir: str) -> None:
   """The Synchformer notebook's quick run (seed 0) must learn offsets.
 
@@ -78,12 +83,9 @@ def _check_synchformer(metrics: dict, run_dir: str) -> None:
   """
   assert metrics["offset_top1"] > 2 / 21, metrics
   assert metrics["evidence_hit_rate"] > metrics["evidence_random_rate"] + 0.2
-  plots = set(os.listdir(os.path.join(run_dir, "plots")))
-  assert {
-      "offset_confusion.png",
-      "evidence_0.png",
-      "training_curves.png",
-  } <= plots, plots
+  _assert_plots(
+      run_dir, "offset_confusion.png", "evidence_0.png", "training_curves.png"
+  )
 
 
 def _check_cmd(metrics: dict, run_dir: str) -> None:
@@ -114,12 +116,12 @@ def _check_cmd(metrics: dict, run_dir: str) -> None:
   )
   assert metrics["cmd_recon_ratio"] < 0.5, metrics
   assert 0.01 <= metrics["temperature"] <= 0.5
-  plots = set(os.listdir(os.path.join(run_dir, "plots")))
-  assert {
+  _assert_plots(
+      run_dir,
       "retrieval_examples.png",
       "cmd_attention_0.png",
       "training_curves.png",
-  } <= plots, plots
+  )
 
 
 # Extra checks of what a notebook's training run produced, by notebook.
