@@ -534,7 +534,8 @@ def batch_hard_indices(d: jax.Array, pos: jax.Array, neg: jax.Array):
 
   Returns ``(positive_index [N], negative_index [N], valid [N])``, where
   ``valid`` marks anchors with at least one positive and one negative at
-  a finite distance (the indices of other anchors are arbitrary). Ties go to the lowest index.
+  a finite distance (the indices of other anchors are arbitrary). Ties go
+  to the lowest index.
   Selection is discrete, so no gradient flows through ``d`` here; callers
   recompute the 2·N selected distances from the embeddings, which keeps the
   backward pass O(N·D) instead of O(N·M).
