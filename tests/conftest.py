@@ -1,7 +1,7 @@
 """Shared fixtures: the AV-digits datasets, built once per test session.
 
 `av_digits_dir` is a lazy handle; each config is prepared the first time a
-test asks for it (pairs takes ~15 s, captions ~2.5 min on 2 cores), into one
+test asks for it (pairs takes ~15 s, captions ~2 min on 2 idle cores), into one
 directory shared by all tests of the session, and by all pytest-xdist
 workers of the run (the preparation in `sources.get_builder` holds a file
 lock, so workers never build a config twice). Set AVJAX_TEST_DATA_DIR to

@@ -229,20 +229,65 @@ def test_caption_layout_text_and_audio(av_digits_dir):
 
 def test_caption_example_regenerates_alone(av_digits_dir):
   images, labels = digits_lib.load_digits()
-  sources = digits_lib.split_indices(labels, builder_lib.DEFAULT_SEED)
+  split_sources = digits_lib.split_indices(labels, builder_lib.DEFAULT_SEED)
   stored = av_digits_dir.source("captions", "train")[2024]
   fresh = builder_lib.make_caption(
       "train",
       2024,
       2024,
       builder_lib.DEFAULT_SEED,
-      sources["train"],
+      split_sources["train"],
       images,
       labels,
   )
+  # Stored unpadded; readers (sources.load_source) see it zero-padded.
+  length = fresh["audio_length"]
+  assert fresh["audio"].shape == (length,)
+  padded = np.zeros((builder_lib.CAPTION_AUDIO_SAMPLES,), np.int16)
+  padded[:length] = fresh["audio"]
+  fresh["audio"] = padded
   for key, value in fresh.items():
     got = stored[key].decode() if key == "caption" else stored[key]
     np.testing.assert_array_equal(np.asarray(got), value, key)
+  raw = sources.get_builder(
+      "av_digits/captions", data_dir=av_digits_dir.prepare("captions")
+  ).as_data_source("train")[2024]
+  assert raw["audio"].shape == (length,)
+
+
+def test_unpadded_caption_audio_has_the_padded_clip_values():
+  """1.2.0 renders each clip at its own length; 1.1.0 rendered it padded
+  to the feature's length. The samples drawn are the same."""
+  utterance = speech.synthesize("three one four", "en", 175, 50)
+  lead, length = 700, utterance.size + 1500
+  unpadded = mixing.render_clip(
+      utterance, lead, length, length, np.random.default_rng(7)
+  )
+  padded = mixing.render_clip(
+      utterance,
+      lead,
+      length,
+      builder_lib.CAPTION_AUDIO_SAMPLES,
+      np.random.default_rng(7),
+  )
+  np.testing.assert_array_equal(padded[:length], unpadded)
+  assert not padded[length:].any()
+
+
+def test_padded_caption_view_pads_and_names_bad_records():
+  records = [
+      {"audio": np.array([3, -4], np.int16), "audio_length": 2},
+      {"audio": np.zeros((2, 2), np.int16), "audio_length": 4},
+  ]
+  view = builder_lib.PaddedCaptionAudio(records)
+  assert len(view) == 2
+  audio = view[0]["audio"]
+  assert audio.shape == (builder_lib.CAPTION_AUDIO_SAMPLES,)
+  assert audio.dtype == np.int16
+  np.testing.assert_array_equal(audio[:3], [3, -4, 0])
+  assert not audio[2:].any() and view[0]["audio_length"] == 2
+  with pytest.raises(ValueError, match=r"record 1: 'audio' has shape \(2, 2\)"):
+    view[1]
 
 
 def test_same_digits_in_another_order_give_another_caption(av_digits_dir):

@@ -530,7 +530,13 @@ def test_evaluate_same_retrieval_without_head(
   config = _tiny_config()
   config.eval_batch_size = 32
   method = cmd_lib.CMD(config)
-  monkeypatch.setattr(method, "_source", tiny_captions.as_data_source)
+  monkeypatch.setattr(
+      method,
+      "_source",
+      lambda split: tiny_captions.wrap_data_source(
+          tiny_captions.as_data_source(split), split
+      ),
+  )
   it = method.train_iterator(8, 0, 0, 1)
   params = method.init_params(jax.random.PRNGKey(0), next(it))
   with_head = method.evaluate(params, "test", plot_dir=str(tmp_path))

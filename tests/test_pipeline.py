@@ -154,7 +154,7 @@ def tiny_captions_test(tmp_path_factory):
       data_dir=str(tmp_path_factory.mktemp("captions")),
   )
   builder.download_and_prepare(file_format="array_record")
-  return builder.as_data_source("test")
+  return builder.wrap_data_source(builder.as_data_source("test"), "test")
 
 
 def test_load_split_captions(tiny_captions_test):
