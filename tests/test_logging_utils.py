@@ -2,27 +2,18 @@
 
 import json
 import os
-import subprocess
-import sys
 import textwrap
+
+from import_stubs import SEPARATOR
+from import_stubs import run_with_import_stub
 
 from avjax.train import logging_utils
 
-# A stand-in `torch` first on sys.path: importing it leaves a record, so the
-# test sees an import attempt whether or not PyTorch is installed.
-_STUB = """\
-import os
-with open(os.environ["AVJAX_TORCH_IMPORT_LOG"], "a", encoding="utf-8") as f:
-    f.write("imported\\n")
-Tensor = type("Tensor", (), {})
-"""
+# The stand-in `torch` defines what tensorboardX reads from it.
+_TORCH_BODY = 'Tensor = type("Tensor", (), {})\n'
 
 
 def test_writer_writes_both_logs_without_importing_torch(tmp_path):
-  stub_dir = tmp_path / "stub"
-  (stub_dir / "torch").mkdir(parents=True)
-  (stub_dir / "torch" / "__init__.py").write_text(_STUB)
-  log = tmp_path / "torch_imports.log"
   workdir = tmp_path / "work"
   script = textwrap.dedent(f"""
       import sys
@@ -34,25 +25,14 @@ def test_writer_writes_both_logs_without_importing_torch(tmp_path):
       import torch  # importable again afterwards
       print("torch after:", torch.__name__)
       """)
-  env = dict(
-      os.environ,
-      AVJAX_TORCH_IMPORT_LOG=str(log),
-      PYTHONPATH=os.pathsep.join(
-          [str(stub_dir)] + [p for p in (os.environ.get("PYTHONPATH"),) if p]
-      ),
-  )
-  proc = subprocess.run(
-      [sys.executable, "-c", script],
-      env=env,
-      capture_output=True,
-      text=True,
-      timeout=300,
-      check=False,
+  proc, log = run_with_import_stub(
+      tmp_path, "torch", ["-c", script], _TORCH_BODY, timeout=300
   )
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert "torch after: torch" in proc.stdout
-  # Only the script's own import reached the stub, not tensorboardX's.
-  assert log.read_text() == "imported\n"
+  # Only the script's own import reached the stand-in, not tensorboardX's.
+  assert log.count(SEPARATOR) == 1 and "<string>" in log, log
+  assert "tensorboardX" not in log
   (event_file,) = os.listdir(workdir / "tensorboard")
   assert event_file.startswith("events.out.tfevents.")
   assert os.path.getsize(workdir / "tensorboard" / event_file) > 0

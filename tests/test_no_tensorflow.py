@@ -10,23 +10,17 @@ and read real-layout datasets, and run the launcher on the quick config.
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 
+from import_stubs import run_with_import_stub
 from manual_fixtures import TREE_WRITERS
 
 ROOT = Path(__file__).resolve().parents[1]
-_STUB = """\
-import os
-import traceback
-
-with open(os.environ["AVJAX_TF_IMPORT_LOG"], "a", encoding="utf-8") as f:
-    f.write("".join(traceback.format_stack()) + "=====\\n")
+_FAIL_LIKE_MISSING = """
 raise ImportError("stub tensorflow (tests/test_no_tensorflow.py): import "
                   "attempt recorded")
 """
@@ -35,29 +29,10 @@ raise ImportError("stub tensorflow (tests/test_no_tensorflow.py): import "
 def _run_with_stub(
     tmp_path: Path, args: list[str], timeout: float = 600
 ) -> tuple[subprocess.CompletedProcess, str]:
-  """Runs ``python args`` with the recording stub first on sys.path."""
-  stub_dir = tmp_path / "stub"
-  (stub_dir / "tensorflow").mkdir(parents=True, exist_ok=True)
-  (stub_dir / "tensorflow" / "__init__.py").write_text(_STUB)
-  log = tmp_path / "tensorflow_imports.log"
-  env = dict(
-      os.environ,
-      AVJAX_TF_IMPORT_LOG=str(log),
-      JAX_PLATFORMS="cpu",
-      PYTHONPATH=os.pathsep.join(
-          [str(stub_dir)] + [p for p in (os.environ.get("PYTHONPATH"),) if p]
-      ),
+  """Runs ``python args`` with a recording ``tensorflow`` stand-in."""
+  return run_with_import_stub(
+      tmp_path, "tensorflow", args, _FAIL_LIKE_MISSING, timeout
   )
-  proc = subprocess.run(
-      [sys.executable, *args],
-      cwd=ROOT,
-      env=env,
-      capture_output=True,
-      text=True,
-      timeout=timeout,
-      check=False,
-  )
-  return proc, (log.read_text() if log.exists() else "")
 
 
 def test_stub_records_an_import(tmp_path):
