@@ -438,3 +438,24 @@ def test_resize_grey_takes_numpy_sizes_and_pairs():
       digits_lib.resize_grey(image, np.int32(16)), square
   )
   assert digits_lib.resize_grey(image, (12, 20)).shape == (12, 20)
+
+
+def test_read_feature_spec_is_what_load_source_returns(av_digits_dir):
+  builder = sources.get_builder(
+      "av_digits/captions", data_dir=av_digits_dir.prepare("captions")
+  )
+  stored = sources.feature_spec(builder.info.features)
+  read = sources.read_feature_spec(builder)
+  assert stored["audio"] == ((None,), np.dtype(np.int16))
+  assert read["audio"] == ((builder_lib.CAPTION_AUDIO_SAMPLES,), np.int16)
+  assert {k: v for k, v in read.items() if k != "audio"} == {
+      k: v for k, v in stored.items() if k != "audio"
+  }
+  record = av_digits_dir.source("captions", "test")[0]
+  sources.check_example(record, read, "av_digits/captions:test")
+  pairs = sources.get_builder(
+      "av_digits/pairs", data_dir=av_digits_dir.prepare("pairs")
+  )
+  assert sources.read_feature_spec(pairs) == sources.feature_spec(
+      pairs.info.features
+  )

@@ -247,6 +247,18 @@ def feature_spec(features: tfds.features.FeatureConnector) -> dict[str, Any]:
   return build(shapes, dtypes)
 
 
+def read_feature_spec(builder: tfds.core.DatasetBuilder) -> dict[str, Any]:
+  """`feature_spec` of the records `load_source` returns for ``builder``.
+
+  The builder's features, with the shapes its `wrap_data_source` changes
+  applied by its `wrapped_feature_spec(spec)` where it has one (AV-digits
+  `captions` stores each clip unpadded and reads it zero-padded).
+  """
+  spec = feature_spec(builder.info.features)
+  wrap = getattr(builder, "wrapped_feature_spec", None)
+  return wrap(spec) if wrap else spec
+
+
 def _dtype_matches(expected: np.dtype, actual: np.ndarray) -> bool:
   """Exact dtype for arrays; same kind for scalars (decoded as Python)."""
   if expected.kind in "OSU":

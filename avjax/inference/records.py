@@ -80,7 +80,7 @@ def _spatial(shape: tuple[Any, ...]) -> tuple[tuple[int, int] | None, int]:
 @functools.lru_cache(maxsize=16)
 def _feature_spec(name: str, data_dir: str | None) -> dict[str, Any]:
   builder = sources.get_builder(name, data_dir=data_dir, prepare=False)
-  return sources.feature_spec(builder.info.features)
+  return sources.read_feature_spec(builder)
 
 
 def record_spec(data_cfg: Any) -> RecordSpec:

@@ -479,6 +479,13 @@ class AvDigits(tfds.core.GeneratorBasedBuilder):
       return PaddedCaptionAudio(source)
     return source
 
+  def wrapped_feature_spec(self, spec: dict[str, Any]) -> dict[str, Any]:
+    """``spec`` (`sources.feature_spec`) with the shapes readers see after
+    `wrap_data_source`: `captions` audio is [CAPTION_AUDIO_SAMPLES]."""
+    if self.builder_config.example_kind != "captions":
+      return spec
+    return {**spec, "audio": ((CAPTION_AUDIO_SAMPLES,), np.dtype(np.int16))}
+
   def _split_sizes(self) -> dict[str, int]:
     """Number of examples per split, in split order."""
     config = self.builder_config
