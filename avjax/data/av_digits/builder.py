@@ -484,7 +484,8 @@ class AvDigits(tfds.core.GeneratorBasedBuilder):
     `wrap_data_source`: `captions` audio is [CAPTION_AUDIO_SAMPLES]."""
     if self.builder_config.example_kind != "captions":
       return spec
-    return {**spec, "audio": ((CAPTION_AUDIO_SAMPLES,), np.dtype(np.int16))}
+    _, dtype = spec["audio"]
+    return {**spec, "audio": ((CAPTION_AUDIO_SAMPLES,), dtype)}
 
   def _split_sizes(self) -> dict[str, int]:
     """Number of examples per split, in split order."""
