@@ -362,7 +362,7 @@ def _captions_features() -> dict[str, tfds.features.FeatureConnector]:
 class AvDigits(tfds.core.GeneratorBasedBuilder):
   """AV-digits: scikit-learn handwritten digits with espeak-ng speech."""
 
-  VERSION = tfds.core.Version("1.2.0")
+  VERSION = tfds.core.Version("1.3.0")
   RELEASE_NOTES = {
       "1.0.0": "Initial release: configs pairs and captions.",
       "1.1.0": (
@@ -375,6 +375,12 @@ class AvDigits(tfds.core.GeneratorBasedBuilder):
           "zlib (about half the build time); read through "
           "`sources.load_source` every record is unchanged. The other "
           "configs are unchanged."
+      ),
+      "1.3.0": (
+          "sync, sync_dense: video and audio stored as raw bytes instead "
+          "of zlib (array_record compresses each record itself): 25 % "
+          "smaller, built in half the CPU time, read 1.7x faster; every "
+          "record is unchanged. The other configs are unchanged."
       ),
   }
   BUILDER_CONFIGS = [

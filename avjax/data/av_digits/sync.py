@@ -28,8 +28,10 @@ is a continuous tone whose pitch follows the digit's height (300 Hz at the
 bottom, 1,200 Hz at the top, log scale) and whose loudness follows its
 horizontal position. Every instant carries evidence.
 
-Audio is stored clean (speech or tone, no noise: zlib then compresses the
-silence of `sync`); the training pipeline adds noise. Speakers: each split
+Audio is stored clean (speech or tone, no noise: array_record's own record
+compression then shrinks the silence of `sync`); the training pipeline adds
+noise. Video and audio are raw bytes, not zlib: decompressing them in Python
+took most of the training pipeline's time and of the build's. Speakers: each split
 has its own pool of jittered espeak-ng speakers (``mixing.draw_speaker``,
 whose rate residue keeps splits' recordings disjoint), and each word of a
 speaker is synthesised once and reused within the split. Digits come from
@@ -106,13 +108,13 @@ def features(kind: str) -> dict[str, tfds.features.FeatureConnector]:
       "video": tfds.features.Tensor(
           shape=(VIDEO_FRAMES, FRAME_SIZE, FRAME_SIZE),
           dtype=np.uint8,
-          encoding=tfds.features.Encoding.ZLIB,
+          encoding=tfds.features.Encoding.BYTES,
           doc=f"Grey frames at {FPS} fps, ink bright (0..255).",
       ),
       "audio": tfds.features.Tensor(
           shape=(AUDIO_SAMPLES,),
           dtype=np.int16,
-          encoding=tfds.features.Encoding.ZLIB,
+          encoding=tfds.features.Encoding.BYTES,
           doc=(
               f"{SAMPLE_RATE} Hz soundtrack; sample n is at video time "
               f"n / {SAMPLE_RATE} - {AUDIO_MARGIN_SECONDS} s."
