@@ -175,6 +175,33 @@ def test_both_streams_resume_from_the_iterator_state(data_dir):
     fresh.set_state({"train": saved["train"]})
 
 
+@pytest.mark.parametrize("paraphrases", [False, True])
+def test_cached_splits_give_the_decoded_batches(data_dir, paraphrases):
+  """data.cache_features (the default) transforms the train and meta splits
+  once into memory; the batches (over an epoch boundary without
+  paraphrases) are the ones decoded record by record."""
+  batches = {}
+  for cache in (False, True):
+    config = small_config(
+        data_dir,
+        **{
+            "data.cache_features": cache,
+            "data.use_paraphrases": paraphrases,
+            "meta.batch_size": 64,
+        },
+    )
+    method = mama.MAMA(config)
+    iterator = method.train_iterator(64, 5, 0, 1)
+    count = 8 if paraphrases else len(method._pairs("train")) // 64 + 2
+    batches[cache] = [next(iterator) for _ in range(count)]
+  for want, got in zip(batches[False], batches[True]):
+    assert set(got) == set(want) == {"train", "meta"}
+    for stream in want:
+      assert sorted(got[stream]) == sorted(want[stream])
+      for key in want[stream]:
+        np.testing.assert_array_equal(got[stream][key], want[stream][key])
+
+
 def test_bad_input_is_named(data_dir, monkeypatch):
   config = small_config(data_dir)
   method = mama.MAMA(config)

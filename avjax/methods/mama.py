@@ -271,26 +271,35 @@ class MAMA(Method):
           f"({e})"
       ) from e
 
+  def _stream(self, pairs, split, **kwargs) -> Any:
+    """A training iterator over ``pairs``; with ``data.cache_features`` the
+    split is transformed (frames, tokens) once into memory, so a batch is
+    one gather instead of a tfds decode per record (same batches)."""
+    where = f"{self.config.data.name}:{split}"
+    transform = lambda b: self.transform(b, where)
+    if self.config.data.get("cache_features", False):
+      pairs, transform = pipeline.cache_features(pairs, transform), None
+    return pipeline.make_train_iterator(
+        pairs, batch_transform=transform, **kwargs
+    )
+
   def train_iterator(self, batch_size, seed, process_index, process_count):
-    name = self.config.data.name
     streams = {
-        "train": pipeline.make_train_iterator(
+        "train": self._stream(
             self._pairs("train", train=True),
+            "train",
             batch_size=batch_size,
             seed=seed,
-            batch_transform=lambda b: self.transform(b, f"{name}:train"),
             process_index=process_index,
             process_count=process_count,
         )
     }
     if self.meta_enabled:
-      streams["meta"] = pipeline.make_train_iterator(
+      streams["meta"] = self._stream(
           self._meta_source(),
+          self.config.meta.split,
           batch_size=self._meta_batch_size(process_count),
           seed=seed + 1,
-          batch_transform=lambda b: self.transform(
-              b, f"{name}:{self.config.meta.split}"
-          ),
           process_index=process_index,
           process_count=process_count,
       )
