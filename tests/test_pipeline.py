@@ -188,6 +188,23 @@ def test_cache_features_matches_per_batch_transform():
     ba, bb = next(a), next(b)
     np.testing.assert_array_equal(ba["x"], bb["x"])
     np.testing.assert_array_equal(ba["label"], bb["label"])
+  # `cache=True` does the same inside the iterator, also for one process's
+  # slice of the global batch.
+  for process_index in (0, 1):
+    kwargs = dict(
+        batch_size=2,
+        seed=1,
+        batch_transform=double,
+        process_index=process_index,
+        process_count=2,
+    )
+    c = pipeline.make_train_iterator(raw, cache=True, **kwargs)
+    d = pipeline.make_train_iterator(raw, **kwargs)
+    for _ in range(6):
+      bc, bd = next(c), next(d)
+      assert bc["x"].dtype == np.float32
+      np.testing.assert_array_equal(bc["x"], bd["x"])
+      np.testing.assert_array_equal(bc["label"], bd["label"])
 
 
 def test_array_source_rejects_ragged_arrays():

@@ -70,6 +70,7 @@ def make_train_iterator(
     shuffle: bool = True,
     num_threads: int = 2,
     prefetch: int = 4,
+    cache: bool = False,
 ) -> grain.DatasetIterator:
   """Endless iterator of transformed training batches.
 
@@ -84,6 +85,8 @@ def make_train_iterator(
       each global batch of `batch_size * process_count` examples.
     shuffle: reshuffle every epoch; False keeps source order.
     num_threads, prefetch: batch-producing threads and buffered batches.
+    cache: transform the whole source once into memory (`cache_features`)
+      and gather batches from it: the same batches, for splits that fit.
 
   Returns:
     A `grain.DatasetIterator`; `next()` gives a dict of numpy arrays with
@@ -103,6 +106,8 @@ def make_train_iterator(
         f"batch of {global_batch} ({process_count} process(es) x "
         f"{batch_size})"
     )
+  if cache:
+    source, batch_transform = cache_features(source, batch_transform), None
   gather = getattr(source, "gather", None)
   if gather is None and process_count > 1:
     gather = functools.partial(_read_and_stack, source)

@@ -276,11 +276,11 @@ class MAMA(Method):
     split is transformed (frames, tokens) once into memory, so a batch is
     one gather instead of a tfds decode per record (same batches)."""
     where = f"{self.config.data.name}:{split}"
-    transform = lambda b: self.transform(b, where)
-    if self.config.data.get("cache_features", False):
-      pairs, transform = pipeline.cache_features(pairs, transform), None
     return pipeline.make_train_iterator(
-        pairs, batch_transform=transform, **kwargs
+        pairs,
+        batch_transform=lambda b: self.transform(b, where),
+        cache=self.config.data.get("cache_features", False),
+        **kwargs,
     )
 
   def train_iterator(self, batch_size, seed, process_index, process_count):

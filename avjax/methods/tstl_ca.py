@@ -95,16 +95,14 @@ class TSTLCA(Method):
     return sources.load_config_source(self.config.data, split)
 
   def train_iterator(self, batch_size, seed, process_index, process_count):
-    source, transform = self._source("train"), self.transform
-    if self.config.data.get("cache_features", False):
-      source, transform = pipeline.cache_features(source, transform), None
     return pipeline.make_train_iterator(
-        source,
+        self._source("train"),
         batch_size=batch_size,
         seed=seed,
-        batch_transform=transform,
+        batch_transform=self.transform,
         process_index=process_index,
         process_count=process_count,
+        cache=self.config.data.get("cache_features", False),
     )
 
   # Model ------------------------------------------------------------------
