@@ -153,6 +153,10 @@ def test_load_source_checks_the_first_record(av_digits_pairs_dir, monkeypatch):
       record["image"] = record["image"][:16]
       return record
 
+  # tfds decodes (not `record_decoder`), through the wrong-shape source.
+  monkeypatch.setattr(
+      sources.record_decoder, "decoded_source", lambda builder, split: None
+  )
   monkeypatch.setattr(
       AvDigits,
       "as_data_source",

@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 import tensorflow_datasets as tfds
 
+from avjax.data import record_decoder
+
 DATA_DIR_ENV = "AVJAX_DATA_DIR"
 FILE_FORMAT = "array_record"
 
@@ -339,8 +341,10 @@ def load_source(
     builder_kwargs: extra builder arguments (see `get_builder`).
 
   Returns:
-    A tfds array_record data source: `len()` and `[i]` -> dict of numpy
-    arrays (scalars as Python numbers, text as bytes); wrapped by the
+    A random-access source: `len()` and `[i]` -> dict of numpy arrays
+    (scalars as Python numbers, text as bytes), as tfds decodes them
+    (`record_decoder.DecodedSource` for records of plain tensors, else
+    tfds's array_record data source); wrapped by the
     builder's `wrap_data_source(source, split)` where it has one.
 
   Raises:
@@ -360,7 +364,10 @@ def load_source(
         f"unknown split {split!r} of {name}; valid splits: "
         f"{', '.join(splits)}"
     )
-  source = builder.as_data_source(split=split)
+  # Plain-tensor records skip tfds's generic decoding (same records).
+  source = record_decoder.decoded_source(builder, split)
+  if source is None:
+    source = builder.as_data_source(split=split)
   if len(source):
     check_example(
         source[0], feature_spec(builder.info.features), f"{name}:{split}"
