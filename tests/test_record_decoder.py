@@ -168,3 +168,12 @@ def test_av_digits_records_decode_as_tfds_does(av_digits_dir, config):
     assert len(fast) == len(ref)
     for i in range(0, len(ref), max(1, len(ref) // 25)):
       _assert_same_record(fast[i], ref[i])
+
+
+def test_a_scalar_with_several_values_is_an_error():
+  features = _F.FeaturesDict({"clip_id": _F.Scalar(np.int64)})
+  decoder = record_decoder.RecordDecoder.for_features(features)
+  example = tf_example_pb2.Example()
+  example.features.feature["clip_id"].int64_list.value.extend([1, 2])
+  with pytest.raises(ValueError, match="'clip_id' holds 2 values"):
+    decoder(example.SerializeToString())

@@ -137,10 +137,16 @@ def _decode(feature: Any, field: _Field) -> Any:
   kind = feature.WhichOneof("kind")
   if kind is None:
     raise ValueError(f"feature {field.key!r} holds no values")
-  values = np.array(getattr(feature, kind).value, dtype=field.dtype)
-  if not field.shape:
-    return values.item()
-  return values.reshape(field.shape)
+  values = getattr(feature, kind).value
+  if not field.shape:  # A Python scalar, as tfds's `.item()` gives.
+    if len(values) != 1:
+      raise ValueError(
+          f"feature {field.key!r} holds {len(values)} values, expected one"
+      )
+    if field.dtype == np.object_:
+      return values[0]
+    return field.dtype.type(values[0]).item()
+  return np.array(values, dtype=field.dtype).reshape(field.shape)
 
 
 @dataclasses.dataclass(frozen=True)

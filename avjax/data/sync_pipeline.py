@@ -42,6 +42,7 @@ padding would mark the shifted windows and leak the offset.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -115,6 +116,14 @@ class SyncSpec:
     if self.num_offsets == 1:
       return np.zeros((1,))
     return np.linspace(-self.max_offset, self.max_offset, self.num_offsets)
+
+  @functools.cached_property
+  def _offset_grid(self) -> tuple[float, ...]:
+    return tuple(float(x) for x in self.offsets())
+
+  def offset_seconds(self, offset_class: int) -> float:
+    """Seconds of class ``offset_class`` (``offsets()[offset_class]``)."""
+    return self._offset_grid[offset_class]
 
   @property
   def max_shift(self) -> float:
@@ -301,7 +310,7 @@ def make_example(
   if video.ndim == 3:
     video = video[..., None]
   audio, lead = np.asarray(record["audio"]), int(record["audio_lead"])
-  shift = float(spec.offsets()[offset_class]) + jitter
+  shift = spec.offset_seconds(offset_class) + jitter
   synced = audio_window(spec, audio, lead, start, 0.0)
   shifted = audio_window(spec, audio, lead, start, shift)
   magnitude = spec.crop_seconds if unsync_seconds is None else unsync_seconds
@@ -358,7 +367,7 @@ class TrainCrops(grain.transforms.RandomMap):
         float(rng.uniform(-spec.jitter, spec.jitter)) if spec.jitter else 0.0
     )
     unsync = bool(rng.integers(2))
-    shift = float(spec.offsets()[offset_class]) + jitter
+    shift = spec.offset_seconds(offset_class) + jitter
     sign = 1 if rng.integers(2) else -1
     seconds = None
     if unsync:
@@ -387,7 +396,7 @@ def eval_example(
   sign = 1 if (index // 2) % 2 == 0 else -1
   n_frames, n_samples = len(record["video"]), len(record["audio"])
   lead = int(record["audio_lead"])
-  shift = float(spec.offsets()[offset_class])
+  shift = spec.offset_seconds(offset_class)
   lo, hi = _fitting_starts(
       spec, n_frames, n_samples, lead, -spec.max_shift, spec.max_shift
   )
