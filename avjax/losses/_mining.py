@@ -161,6 +161,7 @@ def _semihard_sorted(ds, pos, neg, margin):
   n, m = ds.shape
   keys, s = _sorted_keys(ds, pos, neg)
   rank = _row_searchsorted(s, keys)  # sorted position of each tie group
+  (rank,) = _materialised((rank,), rank[:, :1])
   iota = jnp.arange(m, dtype=jnp.int32)
   # First negative at a sorted position > k (the "ignored" key is odd, so
   # never a negative). Positives tied with a negative sort after it, so this
@@ -317,7 +318,9 @@ def _semihard_buckets(
   dneg = jnp.where(neg, ds, inf)
   farthest = jnp.max(jnp.where(neg, ds, -inf), axis=1)
   has_neg = farthest > -inf  # no pass over `neg`
+  # Read by five [N, M] consumers; computed once (see `_materialised`).
   bucket = _row_searchsorted(d_ap, ds)
+  (bucket,) = _materialised((bucket,), bucket[:, :1])
   flat = (rows[:, None] * (cap + 1) + bucket).reshape(-1)
   closest = (
       jnp.full((n * (cap + 1),), inf)
@@ -386,18 +389,20 @@ def _scan(op, x: jax.Array, reverse: bool = False) -> jax.Array:
   return jax.lax.associative_scan(op, x, reverse=reverse, axis=1)
 
 
-def _materialised(tables, counts):
+def _materialised(tables, nonnegative):
   """``tables``, computed once in memory before their [N, M] consumers.
 
-  XLA on CPU fuses cheap producers of small tables into the gathers that
-  read them, recomputing a table entry (cumulative sums and all) for each of
-  the N·M candidates: several times slower, measured at B = 1024, and
-  ``optimization_barrier`` does not stop it on CPU. A conditional does; its
-  predicate (``counts``, non-negative, sum ≥ 0) is always true but
-  data-dependent, so it is not folded away.
+  XLA on CPU fuses cheap producers into each consumer that reads them: a
+  small table's entries (cumulative sums and all) were recomputed for each
+  of the N·M candidates that gather from it, and a row search's [N, M]
+  result (broadcast compares and gathers) once per consumer, up to five
+  times in the bucket path: several times slower, measured at B = 1024.
+  ``optimization_barrier`` does not stop it on CPU. A conditional does;
+  its predicate (``nonnegative`` holds no negative number, so its sum is ≥
+  0) is always true but data-dependent, so it is not folded away.
   """
   return jax.lax.cond(
-      jnp.sum(counts) >= 0,
+      jnp.sum(nonnegative) >= 0,
       lambda t: t,
       lambda t: jax.tree_util.tree_map(jnp.zeros_like, t),
       tables,
@@ -517,6 +522,7 @@ def batch_all(
   shifted = ds - margin
   q_neg = ((_bits(shifted) << utype(1)) | utype(1)) + utype(1)
   at = _row_searchsorted(s, jnp.where(pos, q_pos, q_neg))
+  (at,) = _materialised((at,), at[:, :1])
   c_pos = jnp.take_along_axis(neg_before, at, axis=1)
   c_neg = jnp.where(
       shifted < 0,
