@@ -27,11 +27,12 @@ negative per positive pair), pml keeps every triplet with
 0 < d_an − d_ap ≤ margin; both are the libraries' semi-hard recipes. pml's
 miner enumerates all B³ triplets, so its semi-hard column is skipped above
 ``--torch_max_cubic_batch`` (B = 4096 would need ~70 GB for the mask alone).
-Measured on 2 CPU cores (README): semi-hard takes 1.9-6.2× the time of
-batch-hard at B = 256-4096 with 10 and 128 classes; at B = 1024 avjax is
-73-151× (semi-hard) and 6.1-6.7× (batch-hard) faster than pml. Under heavy
-load pml's times inflate far more than avjax's: compare ratios within one
-run.
+Freed host memory stays in the process (``avjax.train.host_memory``), as
+in the training loop. Measured on 2 CPU cores (README): semi-hard takes
+2.0-8.8× the time of batch-hard at B = 256-4096 with 10 and 128 classes;
+at B = 1024 avjax is 57-106× (semi-hard) and 6.7-14.5× (batch-hard) faster
+than pml. Under heavy load pml's times inflate far more than avjax's:
+compare ratios within one run.
 """
 
 from __future__ import annotations
@@ -280,6 +281,12 @@ def main(argv: list[str]) -> None:
     raise app.UsageError(
         f"--batch_sizes and --num_classes must be integers: {e}"
     ) from e
+  # Freed host memory stays mapped, as in the training loop: otherwise every
+  # call pays page faults for its B × B buffers, and batch-hard's time moved
+  # between 5 and 18 ms at B = 1024 from one run to the next.
+  from avjax.train import host_memory  # pylint: disable=g-import-not-at-top
+
+  host_memory.retain_freed_memory()
   rows = run_benchmark(
       batch_sizes,
       dim=_DIM.value,
