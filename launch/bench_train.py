@@ -58,7 +58,7 @@ _CONFIGS = flags.DEFINE_list(
 _ROUNDS = flags.DEFINE_integer("rounds", 5, "Interleaved timing rounds.")
 _STEPS = flags.DEFINE_integer("steps", 3, "Timed steps per round and stage.")
 _PIPELINE_BATCHES = flags.DEFINE_integer(
-    "pipeline_batches", 20, "Batches drawn to time the input pipeline."
+    "pipeline_batches", 40, "Batches drawn to time the input pipeline."
 )
 _PEAK_N = flags.DEFINE_integer(
     "peak_n", 2048, "Size of the float32 matmul timed as peak."
@@ -183,8 +183,15 @@ def _build(spec: str, data_dir: str | None) -> tuple[list[_StageBench], Any]:
   return benches, iterator
 
 
+# Batches drawn before timing the pipeline: twice the training iterators'
+# prefetch buffer (4), so the batches its threads made while the steps
+# compiled are gone and the timed ones are made at the steady rate.
+_DRAIN = 8
+
+
 def _pipeline_rate(iterator, n: int) -> float:
-  next(iterator)  # Threads warm.
+  for _ in range(_DRAIN):
+    next(iterator)
   t0 = time.perf_counter()
   for _ in range(n):
     next(iterator)
