@@ -121,7 +121,11 @@ def _row_searchsorted(sorted_rows: jax.Array, queries: jax.Array) -> jax.Array:
     half = remaining // 2
     at = jnp.where(flat[at + half] < queries, at + half, at)
     remaining -= half
-  return at - row_start + (flat[at] < queries).astype(jnp.int32)
+  index = at - row_start + (flat[at] < queries).astype(jnp.int32)
+  # Every caller reads the result in several [N, M] consumers, into each of
+  # which XLA would fuse the whole search again (see `_materialised`).
+  (index,) = _materialised((index,), index[:, :1])
+  return index
 
 
 # Block count of the first level of ``_row_searchsorted``: up to about this
@@ -161,7 +165,6 @@ def _semihard_sorted(ds, pos, neg, margin):
   n, m = ds.shape
   keys, s = _sorted_keys(ds, pos, neg)
   rank = _row_searchsorted(s, keys)  # sorted position of each tie group
-  (rank,) = _materialised((rank,), rank[:, :1])
   iota = jnp.arange(m, dtype=jnp.int32)
   # First negative at a sorted position > k (the "ignored" key is odd, so
   # never a negative). Positives tied with a negative sort after it, so this
@@ -318,9 +321,7 @@ def _semihard_buckets(
   dneg = jnp.where(neg, ds, inf)
   farthest = jnp.max(jnp.where(neg, ds, -inf), axis=1)
   has_neg = farthest > -inf  # no pass over `neg`
-  # Read by five [N, M] consumers; computed once (see `_materialised`).
   bucket = _row_searchsorted(d_ap, ds)
-  (bucket,) = _materialised((bucket,), bucket[:, :1])
   flat = (rows[:, None] * (cap + 1) + bucket).reshape(-1)
   closest = (
       jnp.full((n * (cap + 1),), inf)
@@ -522,7 +523,6 @@ def batch_all(
   shifted = ds - margin
   q_neg = ((_bits(shifted) << utype(1)) | utype(1)) + utype(1)
   at = _row_searchsorted(s, jnp.where(pos, q_pos, q_neg))
-  (at,) = _materialised((at,), at[:, :1])
   c_pos = jnp.take_along_axis(neg_before, at, axis=1)
   c_neg = jnp.where(
       shifted < 0,
