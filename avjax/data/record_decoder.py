@@ -86,9 +86,8 @@ def _plain_fields(
       or tuple(serialized.shape) != tuple(info.shape)
   ):
     return None
+  # At most one unknown dimension: more make a dynamic shape (above).
   shape = tuple(-1 if d is None else int(d) for d in info.shape)
-  if shape.count(-1) > 1:
-    return None
   return [
       _Field(path, "/".join(path), np.dtype(info.np_dtype), shape, encoding)
   ]
