@@ -455,3 +455,27 @@ def test_batch_hard_ties_go_to_the_lowest_index():
   np.testing.assert_allclose(
       grad, [[1.0, 0.0], [0.0, -1.0], [0.0, 0.0], [0.0, 0.0]]
   )
+
+
+@pytest.mark.parametrize(
+    "width", [1, 7, _mining._COUNT_UP_TO, _mining._COUNT_UP_TO + 1, 700]
+)
+@pytest.mark.parametrize("dtype", [np.float32, np.uint32])
+def test_row_searchsorted_matches_numpy(width, dtype):
+  # Both strategies (a count up to _COUNT_UP_TO columns, the two-level
+  # search beyond), with ties, queries equal to stored values, below the
+  # first and above the last, and inf / max-int entries like the callers'.
+  rng = np.random.default_rng(width)
+  rows = rng.integers(0, 50, size=(9, width)).astype(dtype)
+  top = np.inf if dtype == np.float32 else np.iinfo(dtype).max
+  rows[0, width // 2 :] = top
+  rows = np.sort(rows, axis=1)
+  queries = rng.integers(-1, 52, size=(9, 40)).astype(np.float32)
+  queries[:, :3] = rows[:, [0, width // 2, width - 1]]
+  if dtype == np.uint32:
+    queries = np.clip(queries, 0, None).astype(dtype)
+  got = np.asarray(jax.jit(_mining._row_searchsorted)(rows, queries))
+  want = np.stack(
+      [np.searchsorted(r, q, side="left") for r, q in zip(rows, queries)]
+  )
+  np.testing.assert_array_equal(got, want)
