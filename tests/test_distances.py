@@ -1,11 +1,14 @@
 """Tests for avjax.losses.distances (pairwise_distances)."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from avjax import losses
+from avjax.losses import distances
 
 _dist = jax.jit(losses.pairwise_distances, static_argnames="metric")
 # Value and gradient of the summed distances w.r.t. both inputs.
@@ -162,3 +165,61 @@ def test_l2_normalize_gradient_is_bounded_at_zero_and_exact_elsewhere():
   unit = x[0] / norm
   want = (np.eye(8) - np.outer(unit, unit)) @ w[0].astype(np.float64) / norm
   np.testing.assert_allclose(grad(x.astype(np.float32))[0], want, rtol=1e-5)
+
+
+def _difference_form(x, y, metric):
+  """Distances from the row differences (no Gram matrix), for gradients."""
+  if metric == "cosine":
+    nx = x / jnp.linalg.norm(x, axis=1, keepdims=True)
+    ny = y / jnp.linalg.norm(y, axis=1, keepdims=True)
+    return 1.0 - jnp.sum(nx[:, None, :] * ny[None, :, :], axis=-1)
+  sq = jnp.sum(jnp.square(x[:, None, :] - y[None, :, :]), axis=-1)
+  if metric == "squared_euclidean":
+    return sq
+  # Zero-distance pairs (a set's diagonal) are weighted 0 by the caller;
+  # sqrt's infinite slope there would still make their gradient NaN.
+  return jnp.sqrt(jnp.where(sq > 0, sq, 1.0))
+
+
+# One set against itself (`_gram`), a small pair of sets (plain dot) and one
+# past `_REVERSE_LAYOUT_FROM` (`_matmul_t`).
+_GRAD_SHAPES = {
+    "same_set": (40, None),
+    "cross": (30, 20),
+    "cross_large": (520, 510),
+}
+
+
+@pytest.mark.parametrize("shapes", sorted(_GRAD_SHAPES))
+@pytest.mark.parametrize("metric", losses.METRICS)
+def test_gradients_match_the_difference_form(shapes, metric):
+  n, m = _GRAD_SHAPES[shapes]
+  if shapes == "cross_large":
+    assert n * m >= distances._REVERSE_LAYOUT_FROM
+  rng = np.random.default_rng(3)
+  x = jnp.asarray(rng.normal(size=(n, 3)), jnp.float32)
+  y = x if m is None else jnp.asarray(rng.normal(size=(m, 3)), jnp.float32)
+  w = jnp.asarray(rng.normal(size=(n, n if m is None else m)), jnp.float32)
+  if m is None:  # The diagonal (zero distance) has its own gradient rule.
+    w = w * (1.0 - jnp.eye(n))
+
+  def weighted(fn):
+    if m is None:
+      return lambda a: jnp.sum(w * fn(a, a))
+    return lambda a, b: jnp.sum(w * fn(a, b))
+
+  args = (x,) if m is None else (x, y)
+  argnums = tuple(range(len(args)))
+  ours = weighted(functools.partial(losses.pairwise_distances, metric=metric))
+  ref = weighted(functools.partial(_difference_form, metric=metric))
+  got = jax.jit(jax.grad(ours, argnums))(*args)
+  want = jax.grad(ref, argnums)(*args)
+  for g, r in zip(got, want):
+    np.testing.assert_allclose(g, r, rtol=2e-3, atol=2e-3 * np.abs(r).max())
+  # Forward mode (the Gram products' custom JVPs) agrees with reverse mode.
+  tangents = tuple(
+      jnp.asarray(rng.normal(size=a.shape), jnp.float32) for a in args
+  )
+  _, directional = jax.jvp(ours, args, tangents)
+  expected = sum(jnp.vdot(g, t) for g, t in zip(got, tangents))
+  np.testing.assert_allclose(directional, expected, rtol=1e-3)

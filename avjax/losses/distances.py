@@ -80,8 +80,54 @@ def safe_sqrt(x: jax.Array) -> jax.Array:
   return jnp.where(positive, jnp.sqrt(jnp.where(positive, x, 1.0)), 0.0)
 
 
-def _matmul_t(x: jax.Array, y: jax.Array) -> jax.Array:
+def _dot_t(x: jax.Array, y: jax.Array) -> jax.Array:
   return jnp.matmul(x, y.T, precision=jax.lax.Precision.HIGHEST)
+
+
+@jax.custom_jvp
+def _matmul_t(x: jax.Array, y: jax.Array) -> jax.Array:
+  """``x @ y.T`` ([N, D], [M, D] → [N, M]) with a fast reverse mode.
+
+  Reverse mode transposes the tangent ``tx·yᵀ + x·tyᵀ``; written as is, the
+  cotangent of ``y`` is ``gᵀ·x``, a dot contracting the first axis of the
+  [N, M] cotangent, which XLA's CPU backend ran about 4× slower than the
+  same dot on a transposed copy (6.0 against 1.4 ms at N = M = 1024,
+  D = 128). The second term is therefore written as the transpose of
+  ``ty·xᵀ`` behind an optimisation barrier, so that reverse mode
+  materialises ``gᵀ`` once and multiplies it in the fast layout.
+  """
+  return _dot_t(x, y)
+
+
+# Size N·M from which `_matmul_t` replaces the plain dot. Measured on CPU
+# (2 cores, D = 64…512), reverse mode of the plain dot against `_matmul_t`:
+# the same within 0.05 ms up to 256 × 256, 1.3–1.8× slower at 512 × 512,
+# 1.5–3.5× from 1024 × 1024 up. Below it the plain dot keeps gradients
+# bit-identical to earlier versions (the methods' training batches).
+_REVERSE_LAYOUT_FROM = 512 * 512
+
+
+@_matmul_t.defjvp
+def _matmul_t_jvp(primals, tangents):
+  (x, y), (tx, ty) = primals, tangents
+  return (
+      _dot_t(x, y),
+      _dot_t(tx, y) + jax.lax.optimization_barrier(_dot_t(ty, x)).T,
+  )
+
+
+@jax.custom_jvp
+def _gram(x: jax.Array) -> jax.Array:
+  """``x @ x.T`` ([N, D] → [N, N]); its tangent ``u + uᵀ`` (u = tx·xᵀ)
+  transposes to a single dot, ``(g + gᵀ)·x``, instead of two."""
+  return _dot_t(x, x)
+
+
+@_gram.defjvp
+def _gram_jvp(primals, tangents):
+  (x,), (tx,) = primals, tangents
+  u = _dot_t(tx, x)
+  return _dot_t(x, x), u + u.T
 
 
 def _zero_tolerance(dim: int, dtype) -> float:
@@ -123,8 +169,9 @@ def pairwise_distances(
     TF-Addons ``metric_learning.pairwise_distance`` (Gram-matrix form).
   """
   check_metric(metric)
+  same = x is y  # One set against itself: one Gram product (`_gram`).
   x = jnp.asarray(x)
-  y = jnp.asarray(y)
+  y = x if same else jnp.asarray(y)
   if x.ndim != 2 or y.ndim != 2:
     raise ValueError(
         "pairwise_distances expects x [N, D] and y [M, D]; got "
@@ -139,11 +186,19 @@ def pairwise_distances(
   if not jnp.issubdtype(dtype, jnp.floating):
     dtype = jnp.dtype(jnp.float32)
   x = x.astype(dtype)
-  y = y.astype(dtype)
+  y = x if same else y.astype(dtype)
   tol = _zero_tolerance(x.shape[1], dtype)
 
+  def dots(a, b):
+    if same:
+      return _gram(a)
+    if a.shape[0] * b.shape[0] >= _REVERSE_LAYOUT_FROM:
+      return _matmul_t(a, b)
+    return _dot_t(a, b)
+
   if metric == "cosine":
-    cos = _matmul_t(safe_l2_normalize(x), safe_l2_normalize(y))
+    unit = safe_l2_normalize(x)
+    cos = dots(unit, unit if same else safe_l2_normalize(y))
     dist = 1.0 - cos
     # ‖x̂‖² + ‖ŷ‖² = 2 and cosine distance = ½‖x̂ − ŷ‖², hence 2·tol / 2.
     return _zero_value_keep_gradient(dist <= tol, dist).astype(dtype)
@@ -151,7 +206,7 @@ def pairwise_distances(
   xx = jnp.sum(jnp.square(x), axis=1)
   yy = jnp.sum(jnp.square(y), axis=1)
   scale = xx[:, None] + yy[None, :]
-  sq = scale - 2.0 * _matmul_t(x, y)
+  sq = scale - 2.0 * dots(x, y)
   floor = jax.lax.stop_gradient(tol * scale)
   near = sq <= floor
   if metric == "squared_euclidean":
