@@ -168,7 +168,8 @@ def test_l2_normalize_gradient_is_bounded_at_zero_and_exact_elsewhere():
 
 
 def _difference_form(x, y, metric):
-  """Distances from the row differences (no Gram matrix), for gradients."""
+  """Distances without a Gram matrix (row differences; broadcast products
+  for cosine): an independent reference for gradients."""
   if metric == "cosine":
     nx = x / jnp.linalg.norm(x, axis=1, keepdims=True)
     ny = y / jnp.linalg.norm(y, axis=1, keepdims=True)
