@@ -73,6 +73,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from avjax.losses._fusion import materialised
+
 
 def _uint_dtype(dtype) -> np.dtype:
   return np.dtype(f"uint{8 * jnp.dtype(dtype).itemsize}")
@@ -107,7 +109,7 @@ def _row_searchsorted(sorted_rows: jax.Array, queries: jax.Array) -> jax.Array:
         (sorted_rows[:, k, None] < queries).astype(jnp.int32)
         for k in range(width)
     )
-    (index,) = _materialised((index,), index[:, :1])
+    (index,) = materialised((index,), index[:, :1])
     return index
   stride = -(-width // _SPLITTERS)
   blocks = -(-width // stride)
@@ -125,7 +127,7 @@ def _row_searchsorted(sorted_rows: jax.Array, queries: jax.Array) -> jax.Array:
   )
   # XLA would fuse the block compares into each gather's index below and
   # compute them once per binary-search level (2–3× slower at 1024 × 1024).
-  (below,) = _materialised((below,), below[:, :1])
+  (below,) = materialised((below,), below[:, :1])
   flat = sorted_rows.reshape(-1)
   row_start = jnp.arange(n, dtype=jnp.int32)[:, None] * (blocks * stride)
   at = row_start + jnp.minimum(below, blocks - 1) * stride
@@ -136,8 +138,8 @@ def _row_searchsorted(sorted_rows: jax.Array, queries: jax.Array) -> jax.Array:
     remaining -= half
   index = at - row_start + (flat[at] < queries).astype(jnp.int32)
   # Every caller reads the result in several [N, M] consumers, into each of
-  # which XLA would fuse the whole search again (see `_materialised`).
-  (index,) = _materialised((index,), index[:, :1])
+  # which XLA would fuse the whole search again (see `_fusion`).
+  (index,) = materialised((index,), index[:, :1])
   return index
 
 
@@ -379,7 +381,7 @@ def _semihard_buckets(
   )
   at_far = neg & (ds == farthest[:, None])
   far_share = by_farthest / jnp.maximum(jnp.sum(at_far, axis=1), 1)
-  share, positive_weight, far_share = _materialised(
+  share, positive_weight, far_share = materialised(
       (by_bucket / jnp.maximum(ties, 1.0), ones, far_share), ties
   )
   weight = (
@@ -405,26 +407,6 @@ def _scan(op, x: jax.Array, reverse: bool = False) -> jax.Array:
   reduce-window that ``jnp.cumsum`` and ``lax.cummin`` lower to on CPU took
   several ms for [1024, 129])."""
   return jax.lax.associative_scan(op, x, reverse=reverse, axis=1)
-
-
-def _materialised(tables, nonnegative):
-  """``tables``, computed once in memory before their [N, M] consumers.
-
-  XLA on CPU fuses cheap producers into each consumer that reads them: a
-  small table's entries (cumulative sums and all) were recomputed for each
-  of the N·M candidates that gather from it, and a row search's [N, M]
-  result (broadcast compares and gathers) once per consumer, up to five
-  times in the bucket path: several times slower, measured at B = 1024.
-  ``optimization_barrier`` does not stop it on CPU. A conditional does;
-  its predicate (``nonnegative`` holds no negative number, so its sum is ≥
-  0) is always true but data-dependent, so it is not folded away.
-  """
-  return jax.lax.cond(
-      jnp.sum(nonnegative) >= 0,
-      lambda t: t,
-      lambda t: jax.tree_util.tree_map(jnp.zeros_like, t),
-      tables,
-  )
 
 
 # Rows per block of the per-positive passes: about this many distances, so

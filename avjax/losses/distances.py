@@ -34,6 +34,8 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from avjax.losses._fusion import materialised, nonnegative_probe
+
 METRICS = ("euclidean", "squared_euclidean", "cosine")
 
 _NORM_EPS = 1e-12
@@ -120,7 +122,10 @@ def _matmul_t_jvp(primals, tangents):
 @jax.custom_jvp
 def _gram(x: jax.Array) -> jax.Array:
   """``x @ x.T`` ([N, D] → [N, N]); its tangent ``u + uᵀ`` (u = tx·xᵀ)
-  transposes to a single dot, ``(g + gᵀ)·x``, instead of two."""
+  transposes to a single dot, ``(g + gᵀ)·x``, instead of two. ``uᵀ`` is
+  taken of a materialised copy (`_fusion`), so that reverse mode adds a
+  transposed copy of ``g`` instead of a strided loop over it (4 against
+  1.3 + 1.3 ms at 1024 × 1024)."""
   return _dot_t(x, x)
 
 
@@ -128,7 +133,8 @@ def _gram(x: jax.Array) -> jax.Array:
 def _gram_jvp(primals, tangents):
   (x,), (tx,) = primals, tangents
   u = _dot_t(tx, x)
-  return _dot_t(x, x), u + u.T
+  copy = materialised(u, nonnegative_probe(x))
+  return _dot_t(x, x), u + copy.T
 
 
 def _zero_tolerance(dim: int, dtype) -> float:
