@@ -103,14 +103,23 @@ def _row_searchsorted(sorted_rows: jax.Array, queries: jax.Array) -> jax.Array:
   gather per level of the whole row, 2-D gathers) was about 5× slower at
   128 × 1024.
   """
-  n, width = sorted_rows.shape
+  width = sorted_rows.shape[1]
   if width <= _COUNT_UP_TO:
     index = sum(
         (sorted_rows[:, k, None] < queries).astype(jnp.int32)
         for k in range(width)
     )
-    (index,) = materialised((index,), index[:, :1])
-    return index
+  else:
+    index = _two_level_search(sorted_rows, queries)
+  # Every caller reads the result in several [N, M] consumers, into each of
+  # which XLA would fuse the whole search again (see `_fusion`).
+  (index,) = materialised((index,), index[:, :1])
+  return index
+
+
+def _two_level_search(sorted_rows: jax.Array, queries: jax.Array):
+  """`_row_searchsorted` for rows wider than ``_COUNT_UP_TO``."""
+  n, width = sorted_rows.shape
   stride = -(-width // _SPLITTERS)
   blocks = -(-width // stride)
   pad = blocks * stride - width
@@ -136,11 +145,7 @@ def _row_searchsorted(sorted_rows: jax.Array, queries: jax.Array) -> jax.Array:
     half = remaining // 2
     at = jnp.where(flat[at + half] < queries, at + half, at)
     remaining -= half
-  index = at - row_start + (flat[at] < queries).astype(jnp.int32)
-  # Every caller reads the result in several [N, M] consumers, into each of
-  # which XLA would fuse the whole search again (see `_fusion`).
-  (index,) = materialised((index,), index[:, :1])
-  return index
+  return at - row_start + (flat[at] < queries).astype(jnp.int32)
 
 
 # Widest rows that ``_row_searchsorted`` counts against every value, and
