@@ -29,10 +29,11 @@ anchors:
   after the loop. Rows go through in blocks of about 2¹⁴ distances that
   stay in cache over all passes, and each block runs only as many passes as
   its own largest run.
-* **Buckets**, O(N·M·log S) time, O(N·M) memory, for larger groups. Each
-  row's positive distances are sorted (``[N, cap]``, cap the next power of
-  two ≥ S, one branch per cap), and every candidate gets its bucket b =
-  #{positives strictly closer}: the negatives of bucket b lie in
+* **Buckets**, O(N·M·log S) time (O(N·M·S) vectorised compares while
+  cap ≤ 256, see ``_row_searchsorted``), O(N·M) memory, for larger
+  groups. Each row's positive distances are sorted (``[N, cap]``, cap the
+  next power of two ≥ S, one branch per cap), and every candidate gets its
+  bucket b = #{positives strictly closer}: the negatives of bucket b lie in
   (p_{b−1}, p_b], so the buckets are ordered by distance and a positive's
   bucket is its own sorted position. One scatter-minimum per row gives
   each bucket's closest negative, and positive j's semi-hard negative is
@@ -60,7 +61,7 @@ tangents. Under ``vmap`` the run-time choices become selects, so every
 branch runs.
 
 Batch-all mining counts, in the same sorted row, how many negatives are
-closer than d_ap + margin (a binary search plus a prefix count). Batch-hard
+closer than d_ap + margin (a row search plus a prefix count). Batch-hard
 mining takes each row's extreme value, then the lowest index holding it: two
 plain reductions, several times faster on CPU than a variadic argmin.
 """

@@ -102,7 +102,8 @@ def triplet_semihard(
 
   and the loss is
   :math:`\frac{1}{|P|}\sum_{(a,p) \in P} \max(0, d_{ap} - d_{an^*} + m)`.
-  Cost: O(B²·min(S, log B)) time for S = the largest class, O(B²) memory.
+  Cost: O(B²·S) time for S = the largest class up to S = 256 (per-positive
+  passes, then vectorised compares), O(B²·log S) beyond; O(B²) memory.
 
   Args:
     embeddings: ``[B, D]`` float embeddings.
@@ -195,7 +196,8 @@ def cross_modal_triplet(
   * ``"semihard"``: for every (query, positive key) pair, the negative key is
     chosen by the TF-Addons rule (closest negative with d_an > d_ap, else the
     farthest); mean of max(0, d_ap − d_an + m) over those pairs.
-    O(Nq·Nk·min(S, log Nk)) for S = the largest key class.
+    O(Nq·Nk·S) for S = the largest key class up to 256, O(Nq·Nk·log S)
+    beyond.
   * ``"hard"``: per query, max(0, max_p d_ap − min_n d_an + m); mean over
     queries with at least one positive and one negative key.
   * ``"all"``: mean of max(0, d_ap − d_an + m) over **all** valid (a, p, n),
