@@ -27,7 +27,13 @@ stay in the process).
   python launch/bench_train.py
   python launch/bench_train.py --configs configs/cmd.py:quick --rounds 3
 
-Prints a Markdown table (and with --out writes JSON).
+Prints a Markdown table (and with --out writes JSON). With
+``--profile_dir`` it then traces a few steps of each stage with
+``jax.profiler`` and prints where each step's time goes, per XLA operation
+(``avjax.train.step_profile``); the traces stay in the directory for
+TensorBoard's profile plugin or Perfetto.
+
+  python launch/bench_train.py --configs configs/avc.py --profile_dir /tmp/p
 """
 
 from __future__ import annotations
@@ -67,6 +73,19 @@ _DATA_DIR = flags.DEFINE_string(
     "data_dir", None, "tfds data dir (default: the configs')."
 )
 _OUT = flags.DEFINE_string("out", None, "Optional JSON output path.")
+_PROFILE_DIR = flags.DEFINE_string(
+    "profile_dir",
+    None,
+    "If set, also trace --profile_steps steps of each stage with "
+    "jax.profiler into <dir>/<stage> and print where each step's time "
+    "goes, by XLA operation (avjax.train.step_profile).",
+)
+_PROFILE_STEPS = flags.DEFINE_integer(
+    "profile_steps", 3, "Steps traced per stage with --profile_dir."
+)
+_PROFILE_TOP = flags.DEFINE_integer(
+    "profile_top", 10, "Instructions listed per stage with --profile_dir."
+)
 
 
 def matmul_conv_flops(jaxpr) -> float:
@@ -142,6 +161,18 @@ class _StageBench:
     self._step, self._state, self._batch = compiled, state, batch
     self.times: list[float] = []
 
+  def profile(self, steps: int, trace_dir: str):
+    """Per-operation self times of ``steps`` traced steps."""
+    from avjax.train import step_profile  # pylint: disable=import-outside-toplevel
+
+    return step_profile.profile_compiled(
+        self._step,
+        (self._state, self._batch),
+        steps,
+        trace_dir,
+        carry=lambda out, args: (out[0], args[1]),
+    )
+
   def run(self, n: int) -> None:
     def one():
       self._state, metrics = self._step(self._state, self._batch)
@@ -196,6 +227,22 @@ def _pipeline_rate(iterator, n: int) -> float:
   for _ in range(n):
     next(iterator)
   return n / (time.perf_counter() - t0)
+
+
+def _profile_all(benches: list[_StageBench]) -> dict[str, Any]:
+  """Traces each stage, prints where its time goes; name -> Profile."""
+  from avjax.train import step_profile  # pylint: disable=import-outside-toplevel
+
+  profiles = {}
+  for bench in benches:
+    name = "".join(c if c.isalnum() else "_" for c in bench.name).strip("_")
+    profile = bench.profile(
+        _PROFILE_STEPS.value, os.path.join(_PROFILE_DIR.value, name)
+    )
+    print(f"\n### {bench.name}\n")
+    print(step_profile.format_profile(profile, _PROFILE_TOP.value))
+    profiles[bench.name] = profile
+  return profiles
 
 
 def main(argv):
@@ -265,6 +312,10 @@ def main(argv):
         f"{r['pipeline_batches_per_s']:.1f} | "
         f"{r['pipeline_vs_step']:.1f}× |"
     )
+  if _PROFILE_DIR.value:
+    profiles = _profile_all(all_benches)
+    for row in rows:
+      row["profile_ms_by_category"] = dict(profiles[row["step"]].by_category())
   if _OUT.value:
     os.makedirs(os.path.dirname(os.path.abspath(_OUT.value)), exist_ok=True)
     with open(_OUT.value, "w", encoding="utf-8") as f:

@@ -68,6 +68,8 @@ def test_bench_runs_on_a_quick_config(tmp_path, av_digits_pairs_dir):
           "--peak_n=256",
           f"--data_dir={av_digits_pairs_dir}",
           f"--out={out_json}",
+          f"--profile_dir={tmp_path / 'traces'}",
+          "--profile_steps=1",
       ],
       cwd=ROOT,
       capture_output=True,
@@ -82,3 +84,13 @@ def test_bench_runs_on_a_quick_config(tmp_path, av_digits_pairs_dir):
   for row in result["rows"]:
     assert row["step_ms"] > 0 and row["analytic_gflop"] > 0
     assert 0 < row["mfu_analytic"] < 2 and row["pipeline_batches_per_s"] > 0
+    # The traced step: the encoders' convolutions and the embedding
+    # distances are there, and its operations add up to no more than two
+    # cores' time over (a generous bound on) the step.
+    by_category = row["profile_ms_by_category"]
+    assert by_category["convolution"] > 0 and by_category["matmul"] > 0
+    assert sum(by_category.values()) < 2 * 2 * row["step_ms"] + 50
+  assert "### configs/tstl_ca.py:quick [semihard]" in out.stdout
+  assert "| category | ms | share |" in out.stdout
+  traces = list((tmp_path / "traces").rglob("perfetto_trace.json.gz"))
+  assert len(traces) == 2, traces
