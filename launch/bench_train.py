@@ -73,6 +73,12 @@ _DATA_DIR = flags.DEFINE_string(
     "data_dir", None, "tfds data dir (default: the configs')."
 )
 _OUT = flags.DEFINE_string("out", None, "Optional JSON output path.")
+_BATCH_SIZE = flags.DEFINE_integer(
+    "batch_size",
+    None,
+    "If set, replaces every config's data.batch_size (to see how the "
+    "step's MFU moves with the batch).",
+)
 _PROFILE_DIR = flags.DEFINE_string(
     "profile_dir",
     None,
@@ -89,7 +95,13 @@ _PROFILE_TOP = flags.DEFINE_integer(
 
 
 def matmul_conv_flops(jaxpr) -> float:
-  """FLOPs of every dot_general / conv in a (closed) jaxpr, recursively."""
+  """FLOPs of every dot_general / conv in a (closed) jaxpr, recursively.
+
+  2 per multiply-add: a dot's output size times its contraction size; a
+  conv's output size times its window (kernel taps × input features per
+  group; taps over padding included, taps over the zeros of an input
+  dilation not).
+  """
   import numpy as np  # pylint: disable=import-outside-toplevel
   from jax.extend import core  # pylint: disable=import-outside-toplevel
 
@@ -110,7 +122,11 @@ def matmul_conv_flops(jaxpr) -> float:
         dn = eqn.params["dimension_numbers"]
         out_feature_dim = dn.rhs_spec[0]
         window = size(rhs) // rhs.shape[out_feature_dim]
-        total += times * 2.0 * size(eqn.outvars[0].aval) * window
+        # A strided conv's input gradient is a conv over the output
+        # gradient with zeros inserted between its values (lhs dilation):
+        # only 1 / prod(dilation) of its window taps meet a value.
+        dilation = np.prod(eqn.params.get("lhs_dilation") or (1,))
+        total += times * 2.0 * size(eqn.outvars[0].aval) * window / dilation
       trip = float(eqn.params.get("length", 1)) if name == "scan" else 1.0
       for param in eqn.params.values():
         subs = param if isinstance(param, (list, tuple)) else [param]
@@ -181,7 +197,9 @@ class _StageBench:
     self.times.append(_timed(one, n))
 
 
-def _build(spec: str, data_dir: str | None) -> tuple[list[_StageBench], Any]:
+def _build(
+    spec: str, data_dir: str | None, batch_size: int | None = None
+) -> tuple[list[_StageBench], Any]:
   import jax  # pylint: disable=import-outside-toplevel
 
   from avjax import methods  # pylint: disable=import-outside-toplevel
@@ -194,6 +212,8 @@ def _build(spec: str, data_dir: str | None) -> tuple[list[_StageBench], Any]:
   config = load_config_file(path, arg or None)
   if data_dir:
     config.data.data_dir = data_dir
+  if batch_size is not None:
+    config.data.batch_size = batch_size
   method = methods.get_method(config)
   scheduler = StageScheduler(config.stages)
   mesh = sharding.make_mesh()
@@ -263,7 +283,7 @@ def main(argv):
 
   all_benches, pipeline_rates = [], {}
   for spec in specs:
-    benches, iterator = _build(spec, _DATA_DIR.value)
+    benches, iterator = _build(spec, _DATA_DIR.value, _BATCH_SIZE.value)
     all_benches += benches
     pipeline_rates[spec] = _pipeline_rate(iterator, _PIPELINE_BATCHES.value)
 
@@ -295,8 +315,11 @@ def main(argv):
   print(
       f"Peak: {n}x{n} float32 matmul, {peak / 1e9:.1f} GFLOP/s "
       f"(median of {_ROUNDS.value} rounds), {jax.device_count()} "
-      f"{jax.devices()[0].platform} device(s).\n"
+      f"{jax.devices()[0].platform} device(s)."
   )
+  if _BATCH_SIZE.value is not None:
+    print(f"Every config's data.batch_size set to {_BATCH_SIZE.value}.")
+  print()
   print(
       "| step | ms | examples/s | GFLOP (XLA) | GFLOP (matmul+conv) | "
       "GFLOP/s | MFU (XLA) | MFU (matmul+conv) | pipeline batches/s | "

@@ -54,6 +54,23 @@ def test_conv_flops_by_hand():
   assert bench_train.matmul_conv_flops(jaxpr) == 2 * (2 * 10 * 10 * 8) * 27
 
 
+def test_strided_conv_input_gradient_counts_only_real_products():
+  x = jnp.ones((2, 16, 16, 4))
+  k = jnp.ones((3, 3, 4, 8))
+
+  def conv(x):
+    return jax.lax.conv_general_dilated(
+        x, k, (2, 2), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
+
+  forward = 2 * (2 * 8 * 8 * 8) * (3 * 3 * 4)  # 8x8 outputs, 36 taps
+  assert bench_train.matmul_conv_flops(jax.make_jaxpr(conv)(x)) == forward
+  # The input gradient pairs each output gradient with each tap once more
+  # (a conv with lhs dilation 2: 3 in 4 of its taps meet inserted zeros).
+  grad = jax.make_jaxpr(jax.grad(lambda x: jnp.sum(conv(x))))(x)
+  assert bench_train.matmul_conv_flops(grad) == 2 * forward
+
+
 @pytest.mark.slow
 def test_bench_runs_on_a_quick_config(tmp_path, av_digits_pairs_dir):
   out_json = tmp_path / "bench.json"
@@ -70,6 +87,7 @@ def test_bench_runs_on_a_quick_config(tmp_path, av_digits_pairs_dir):
           f"--out={out_json}",
           f"--profile_dir={tmp_path / 'traces'}",
           "--profile_steps=1",
+          "--batch_size=24",
       ],
       cwd=ROOT,
       capture_output=True,
@@ -79,11 +97,13 @@ def test_bench_runs_on_a_quick_config(tmp_path, av_digits_pairs_dir):
   assert out.returncode == 0, out.stderr[-3000:]
   assert "| configs/tstl_ca.py:quick [semihard] |" in out.stdout
   assert "| configs/tstl_ca.py:quick [curriculum] |" in out.stdout
+  assert "Every config's data.batch_size set to 24." in out.stdout
   result = json.loads(out_json.read_text())
   assert result["peak_gflops"] > 0
   for row in result["rows"]:
     assert row["step_ms"] > 0 and row["analytic_gflop"] > 0
     assert 0 < row["mfu_analytic"] < 2 and row["pipeline_batches_per_s"] > 0
+    assert row["examples_per_s"] * row["step_ms"] / 1e3 == pytest.approx(24)
     # The traced step: the encoders' convolutions and the embedding
     # distances are there, and its operations add up to no more than two
     # cores' time over (a generous bound on) the step.
