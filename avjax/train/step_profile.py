@@ -27,8 +27,11 @@ import gzip
 import json
 import os
 import re
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
+
+import jax
 
 # An instruction line: `[ROOT] %name = <type> opcode(...)`; the type is a
 # shape like f32[8,3]{1,0} or a parenthesised tuple of shapes.
@@ -39,7 +42,6 @@ _INSTRUCTION = re.compile(
 # A computation header: `[ENTRY] %name (params) -> type {`.
 _COMPUTATION = re.compile(r"^(?:ENTRY\s+)?%(?P<name>[\w.\-]+) .*\{\s*$")
 _CALLS = re.compile(r"calls=%(?P<callee>[\w.\-]+)")
-_KIND = re.compile(r"kind=(?P<kind>k\w+)")
 _OP_NAME = re.compile(r'op_name="(?P<op_name>[^"]*)"')
 
 # Categories named by an opcode found in the instruction or its fusion, in
@@ -84,10 +86,9 @@ class HloOp:
 
 def _parse_computations(
     hlo_text: str,
-) -> tuple[dict[str, list[tuple[str, str, str]]], dict[str, str]]:
-  """Computation name -> [(name, opcode, rest of line)]; name -> computation."""
+) -> dict[str, list[tuple[str, str, str]]]:
+  """Computation name -> [(instruction name, opcode, rest of line)]."""
   computations: dict[str, list[tuple[str, str, str]]] = {}
-  owner: dict[str, str] = {}
   current = None
   for line in hlo_text.splitlines():
     header = _COMPUTATION.match(line)
@@ -101,10 +102,9 @@ def _parse_computations(
     if instruction:
       name, opcode = instruction.group("name"), instruction.group("opcode")
       computations[current].append((name, opcode, instruction.group("rest")))
-      owner[name] = current
     elif line.strip() == "}":
       current = None
-  return computations, owner
+  return computations
 
 
 def _opcodes_within(
@@ -180,7 +180,7 @@ def hlo_ops(hlo_text: str) -> dict[str, HloOp]:
   Raises:
     ValueError: if the text holds no HLO instruction.
   """
-  computations, _ = _parse_computations(hlo_text)
+  computations = _parse_computations(hlo_text)
   ops = {}
   for instructions in computations.values():
     for name, opcode, rest in instructions:
@@ -302,10 +302,6 @@ def profile_compiled(
   Returns:
     A ``Profile``.
   """
-  import time  # pylint: disable=import-outside-toplevel
-
-  import jax  # pylint: disable=import-outside-toplevel
-
   if steps < 1:
     raise ValueError(f"steps must be >= 1, got {steps}")
   ops = hlo_ops(compiled.as_text())
