@@ -78,6 +78,7 @@ _BATCH_SIZE = flags.DEFINE_integer(
     None,
     "If set, replaces every config's data.batch_size (to see how the "
     "step's MFU moves with the batch).",
+    lower_bound=1,
 )
 _PROFILE_DIR = flags.DEFINE_string(
     "profile_dir",
@@ -87,10 +88,16 @@ _PROFILE_DIR = flags.DEFINE_string(
     "goes, by XLA operation (avjax.train.step_profile).",
 )
 _PROFILE_STEPS = flags.DEFINE_integer(
-    "profile_steps", 3, "Steps traced per stage with --profile_dir."
+    "profile_steps",
+    3,
+    "Steps traced per stage with --profile_dir.",
+    lower_bound=1,
 )
 _PROFILE_TOP = flags.DEFINE_integer(
-    "profile_top", 10, "Instructions listed per stage with --profile_dir."
+    "profile_top",
+    10,
+    "Instructions listed per stage with --profile_dir.",
+    lower_bound=0,
 )
 
 

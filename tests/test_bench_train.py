@@ -71,6 +71,19 @@ def test_strided_conv_input_gradient_counts_only_real_products():
   assert bench_train.matmul_conv_flops(grad) == 2 * forward
 
 
+@pytest.mark.parametrize("flag", ["--batch_size=0", "--profile_steps=0"])
+def test_bad_flag_values_name_the_flag(flag):
+  out = subprocess.run(
+      [sys.executable, os.path.join(ROOT, "launch", "bench_train.py"), flag],
+      cwd=ROOT,
+      capture_output=True,
+      text=True,
+      timeout=300,
+  )
+  assert out.returncode != 0
+  assert f"flag {flag}: 0 is not a positive integer" in out.stderr
+
+
 @pytest.mark.slow
 def test_bench_runs_on_a_quick_config(tmp_path, av_digits_pairs_dir):
   out_json = tmp_path / "bench.json"
