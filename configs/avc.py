@@ -34,7 +34,7 @@ Arguments:
   strategy=S    random | easy | hard | soft | supervised (see below).
   per_class=N   train on N examples per class (0 = all, ~126 per class).
   imbalance=r   class sizes decay geometrically to r × the largest (1.0 =
-                balanced); see avjax/data/subsets.py.
+                balanced); see avjax/data/pipeline/subsets.py.
   seed=N        random seed (model init, subset choice, data order, sampling).
 
 Strategies (config.sampling.positives / negatives hold the mix, any ratios):
@@ -114,7 +114,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.data.skip_bad_files = False
   config.data.batch_size = 64
   config.data.num_classes = 10
-  # Small / imbalanced training sets (avjax/data/subsets.py); 0 = all.
+  # Small / imbalanced training sets (avjax/data/pipeline/subsets.py); 0 = all.
   config.data.per_class = int(settings.get("per_class", 0))
   config.data.imbalance_ratio = float(settings.get("imbalance", 1.0))
   config.data.min_per_class = 2

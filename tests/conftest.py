@@ -20,7 +20,7 @@ import tempfile
 
 import pytest
 
-from avjax.data import sources
+from avjax.data.pipeline import sources
 
 # One persistent XLA compilation cache for the whole run: the pytest-xdist
 # workers, the launcher subprocesses and the notebook kernels inherit it

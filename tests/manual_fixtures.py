@@ -202,7 +202,7 @@ def write_msrvtt_tree(manual_dir: Path) -> None:
 def _write_clip(path: Path, seconds: float, level: int, freq: float) -> None:
   """An mp4 of 32×32 frames at 25 fps whose grey level steps every second
   from ``level``, with a ``freq`` Hz tone."""
-  from avjax.data import video  # pylint: disable=import-outside-toplevel
+  from avjax.data.io import video  # pylint: disable=import-outside-toplevel
 
   rate, fps = 16000, 25
   frames = np.zeros((int(seconds * fps), 32, 32, 3), np.uint8)
@@ -219,7 +219,7 @@ def write_vggsound_sparse_tree(manual_dir: Path, n_train: int = 5) -> None:
   (VGGSound's clip length): ``n_train`` train clips, one validation clip
   (a VGGSound test row outside the sparse subset), two sparse test clips
   (so that both synchronisability classes occur in evaluation)."""
-  from avjax.data import sync_videos  # pylint: disable=import-outside-toplevel
+  from avjax.data.builders import sync_videos  # pylint: disable=import-outside-toplevel
 
   clips = [(f"tr{i:03d}", 10 * i, "train") for i in range(n_train)]
   clips += [

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from avjax.data import labels_file
+from avjax.data.io import labels_file
 from avjax.eval import audio_classifier
 
 

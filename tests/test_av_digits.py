@@ -1,16 +1,16 @@
-"""Tests of the AV-digits tfds builder (avjax/data/av_digits)."""
+"""Tests of the AV-digits tfds builder (avjax/data/builders/av_digits)."""
 
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from avjax.data import sources
-from avjax.data import speech
-from avjax.data.av_digits import builder as builder_lib
-from avjax.data.av_digits import canvas
-from avjax.data.av_digits import digits as digits_lib
-from avjax.data.av_digits import mixing
-from avjax.data.av_digits import sync
+from avjax.data.builders.av_digits import builder as builder_lib
+from avjax.data.builders.av_digits import canvas
+from avjax.data.builders.av_digits import digits as digits_lib
+from avjax.data.builders.av_digits import mixing
+from avjax.data.builders.av_digits import speech
+from avjax.data.builders.av_digits import sync
+from avjax.data.pipeline import sources
 
 SPLITS = digits_lib.SPLITS
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from avjax.data import avcmr_features
-from avjax.data.manual import BadFileError, MissingManualFilesError
+from avjax.data.builders import avcmr_features
+from avjax.data.builders.manual import BadFileError, MissingManualFilesError
 from manual_fixtures import build, read_all
 
 N_TRAIN, N_TEST = 12, 4

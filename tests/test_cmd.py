@@ -11,7 +11,7 @@ import numpy as np
 import optax
 import pytest
 
-from avjax.data.av_digits import AvDigits, AvDigitsConfig
+from avjax.data.builders.av_digits import AvDigits, AvDigitsConfig
 from avjax.methods import cmd as cmd_lib
 from avjax.train.stages import StageScheduler
 from avjax.train.state import TrainState
@@ -582,7 +582,7 @@ def test_sequence_relevance_lifts_the_test_ceiling_to_one(
   caption says) on the AV-digits test split: R@1 and MAP are 1 with
   sequence relevance, below 1 with exact image ids (canvases that share a
   sequence tie)."""
-  from avjax.data import sources  # pylint: disable=import-outside-toplevel
+  from avjax.data.pipeline import sources  # pylint: disable=import-outside-toplevel
   from avjax.eval import retrieval  # pylint: disable=import-outside-toplevel
 
   config = _load_config()

@@ -34,8 +34,8 @@ from jax.experimental.compilation_cache import compilation_cache as cc
 
 from avjax import config_utils
 from avjax import methods
-from avjax.data import manual
-from avjax.data import sources
+from avjax.data.builders import manual
+from avjax.data.pipeline import sources
 from avjax.train import loop
 from manual_fixtures import TREE_WRITERS
 from manual_fixtures import write_garbage

@@ -1,4 +1,4 @@
-"""Tests of avjax.data.features (log-mel, masks, image transforms)."""
+"""Tests of avjax.data.pipeline.features (log-mel, masks, image transforms)."""
 
 import pickle
 
@@ -6,7 +6,7 @@ import librosa
 import numpy as np
 import pytest
 
-from avjax.data import features
+from avjax.data.pipeline import features
 
 
 def _librosa_log_mel(

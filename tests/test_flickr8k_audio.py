@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import soundfile
 
-from avjax.data import flickr8k_audio
-from avjax.data.manual import BadFileError, MissingManualFilesError
+from avjax.data.builders import flickr8k_audio
+from avjax.data.builders.manual import BadFileError, MissingManualFilesError
 from manual_fixtures import build, read_all, write_garbage, write_image, write_wav
 
 # (wav, image, caption index) in wav2capt.txt order; clip_id = position.

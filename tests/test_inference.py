@@ -24,11 +24,11 @@ import avjax
 from avjax import inference
 from avjax import methods
 from avjax.config_utils import load_config_file
-from avjax.data import features as features_lib
-from avjax.data import speech
-from avjax.data import sources
-from avjax.data import video as video_lib
-from avjax.data.av_digits import digits as digits_lib
+from avjax.data.builders.av_digits import digits as digits_lib
+from avjax.data.io import audio as audio_io
+from avjax.data.io import video as video_lib
+from avjax.data.pipeline import features as features_lib
+from avjax.data.pipeline import sources
 from avjax.inference import records as records_lib
 from avjax.inference import sync as sync_inference
 from avjax.train import checkpoint as checkpoint_lib
@@ -239,14 +239,14 @@ def test_other_rates_channels_and_sizes_match_the_training_format(
   ]
   files22 = [
       _write_wav(
-          tmp_path / f"b{i}.wav", speech.resample(w, 16000, 22050), 22050
+          tmp_path / f"b{i}.wav", audio_io.resample(w, 16000, 22050), 22050
       )
       for i, w in enumerate(wave)
   ]
   files44 = [
       _write_wav(
           tmp_path / f"c{i}.flac",
-          np.stack([speech.resample(w, 16000, 44100)] * 2, axis=1),
+          np.stack([audio_io.resample(w, 16000, 44100)] * 2, axis=1),
           44100,
       )
       for i, w in enumerate(wave)
@@ -445,7 +445,7 @@ def test_long_video_is_scanned_in_windows(sync_model):
   assert got.offset_class == int(np.argmax(mean))
   # 50 fps / 44.1 kHz input: resampled to the model's 25 fps / 16 kHz.
   fast = np.repeat(frames, 2, axis=0)
-  hi_rate = speech.resample(audio, 16000, 44100)
+  hi_rate = audio_io.resample(audio, 16000, 44100)
   got_fast = model.predict_offset(
       _video(fast, hi_rate, fps=50.0, rate=44100), stride_frames=40
   )

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from avjax.data import labels_file
+from avjax.data.io import labels_file
 
 
 def _csv(path, rows, header="clip_id,label"):

@@ -8,7 +8,9 @@ import pytest
 import soundfile
 from PIL import Image
 
-from avjax.data import manual
+from avjax.data.builders import manual
+from avjax.data.io import audio as audio_io
+from avjax.data.io import image as image_io
 from manual_fixtures import sine, write_garbage, write_image, write_wav
 
 
@@ -83,7 +85,7 @@ def test_manual_dir_of_falls_back_to_configured_path(tmp_path):
 def test_read_wav_int16_roundtrip_is_exact(tmp_path):
   write_wav(tmp_path / "a.wav", 1000)
   stored, _ = soundfile.read(str(tmp_path / "a.wav"), dtype="int16")
-  audio = manual.read_wav(tmp_path / "a.wav")
+  audio = audio_io.read_wav(tmp_path / "a.wav")
   assert audio.dtype == np.int16 and audio.shape == (1000,)
   np.testing.assert_array_equal(audio, stored)
 
@@ -91,7 +93,7 @@ def test_read_wav_int16_roundtrip_is_exact(tmp_path):
 def test_read_wav_resamples_22050_to_16000(tmp_path):
   n = 22050 // 2  # half a second
   write_wav(tmp_path / "a.wav", n, rate=22050, freq=300.0)
-  audio = manual.read_wav(tmp_path / "a.wav", 16000)
+  audio = audio_io.read_wav(tmp_path / "a.wav", 16000)
   assert audio.shape == (math.ceil(n * 16000 / 22050),) == (8000,)
   expected = sine(8000, 16000, 300.0)
   # Away from the edges the resampled sine matches the 16 kHz sine.
@@ -102,14 +104,14 @@ def test_read_wav_resamples_22050_to_16000(tmp_path):
 
 def test_read_wav_stereo_float_to_mono_int16(tmp_path):
   data = write_wav(tmp_path / "s.wav", 800, subtype="FLOAT", channels=2)
-  audio = manual.read_wav(tmp_path / "s.wav")
+  audio = audio_io.read_wav(tmp_path / "s.wav")
   expected = np.round(data.mean(axis=1) * 32768).astype(np.int16)
   np.testing.assert_array_equal(audio, expected)
 
 
 def test_read_wav_24_bit(tmp_path):
   data = write_wav(tmp_path / "p.wav", 500, subtype="PCM_24")
-  audio = manual.read_wav(tmp_path / "p.wav")
+  audio = audio_io.read_wav(tmp_path / "p.wav")
   np.testing.assert_allclose(audio, data[:, 0] * 32768, atol=1.0)
 
 
@@ -131,7 +133,7 @@ def test_read_wav_bad_files_name_the_file(tmp_path, kind, reason):
   elif kind == "zero_bytes":
     path.write_bytes(b"")
   with pytest.raises(manual.BadFileError, match=reason) as err:
-    manual.read_wav(path)
+    audio_io.read_wav(path)
   assert err.value.path == path and str(path) in str(err.value)
 
 
@@ -141,7 +143,7 @@ def test_load_image_resizes_shorter_side_and_center_crops(tmp_path):
   img[:, 20:60] = (0, 255, 0)
   img[:, 60:] = (0, 0, 255)
   Image.fromarray(img).save(tmp_path / "wide.png")
-  out = manual.load_image(tmp_path / "wide.png", 16)
+  out = image_io.load_image(tmp_path / "wide.png", 16)
   assert out.dtype == np.uint8 and out.shape == (16, 16, 3)
   # The center crop keeps only the green middle band.
   np.testing.assert_array_equal(
@@ -154,7 +156,7 @@ def test_load_image_large_jpeg(tmp_path):
   img[:, :320] = (255, 0, 0)
   img[:, 320:] = (0, 0, 255)
   Image.fromarray(img).save(tmp_path / "big.jpg", quality=95)
-  out = manual.load_image(tmp_path / "big.jpg", 32)
+  out = image_io.load_image(tmp_path / "big.jpg", 32)
   assert out.shape == (32, 32, 3)
   np.testing.assert_allclose(
       out[:, :12], np.broadcast_to([255, 0, 0], (32, 12, 3)), atol=12
@@ -167,8 +169,8 @@ def test_load_image_large_jpeg(tmp_path):
 def test_load_image_grey_and_rgba_become_rgb(tmp_path):
   Image.new("L", (10, 12), 77).save(tmp_path / "g.png")
   Image.new("RGBA", (9, 9), (10, 20, 30, 128)).save(tmp_path / "a.png")
-  g = manual.load_image(tmp_path / "g.png", 8)
-  a = manual.load_image(tmp_path / "a.png", 8)
+  g = image_io.load_image(tmp_path / "g.png", 8)
+  a = image_io.load_image(tmp_path / "a.png", 8)
   assert g.shape == a.shape == (8, 8, 3)
   assert np.all(g == 77)
   np.testing.assert_array_equal(a[4, 4], [10, 20, 30])
@@ -177,12 +179,12 @@ def test_load_image_grey_and_rgba_become_rgb(tmp_path):
 def test_load_image_bad_files(tmp_path):
   write_garbage(tmp_path / "x.jpg")
   with pytest.raises(manual.BadFileError, match="unreadable image file"):
-    manual.load_image(tmp_path / "x.jpg", 8)
+    image_io.load_image(tmp_path / "x.jpg", 8)
   with pytest.raises(manual.BadFileError, match="missing image file") as err:
-    manual.load_image(tmp_path / "nope.jpg", 8)
+    image_io.load_image(tmp_path / "nope.jpg", 8)
   assert str(tmp_path / "nope.jpg") in str(err.value)
   write_image(tmp_path / "ok.jpg", 5, 5, (1, 2, 3))
-  assert manual.load_image(tmp_path / "ok.jpg", 4).shape == (4, 4, 3)
+  assert image_io.load_image(tmp_path / "ok.jpg", 4).shape == (4, 4, 3)
 
 
 def test_bad_file_log_raises_unless_skipping(tmp_path, caplog):
@@ -238,7 +240,7 @@ def test_read_wav_truncated_file_is_named(tmp_path, subtype, keep):
   if (subtype, keep) != ("FLOAT", 60):  # Cut inside its longer header.
     assert 0 < soundfile.info(str(path)).frames < 1280
   with pytest.raises(manual.BadFileError, match="truncated") as err:
-    manual.read_wav(path)
+    audio_io.read_wav(path)
   assert err.value.path == path
   assert str(path) in str(err.value)
   assert f"holds {size - 44} bytes" in str(err.value) or subtype != "PCM_16"
@@ -256,7 +258,7 @@ def test_read_wav_accepts_extra_chunks_and_odd_padding(tmp_path):
   data += b"LIST" + (4).to_bytes(4, "little") + b"INFO"
   data[4:8] = (len(data) - 8).to_bytes(4, "little")
   path.write_bytes(bytes(data))
-  samples = manual.read_wav(path, 8000)
+  samples = audio_io.read_wav(path, 8000)
   assert samples.shape == (101,)
 
 
@@ -270,4 +272,4 @@ def test_read_wav_data_size_unknown_is_read(tmp_path):
   data[at : at + 4] = b"\xff\xff\xff\xff"
   data[4:8] = b"\xff\xff\xff\xff"
   path.write_bytes(bytes(data))
-  assert manual.read_wav(path).shape == (320,)
+  assert audio_io.read_wav(path).shape == (320,)

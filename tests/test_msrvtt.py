@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from avjax.data import msrvtt
-from avjax.data import text
-from avjax.data import video
+from avjax.data.builders import msrvtt
+from avjax.data.io import video
+from avjax.data.pipeline import tokenizer
 
 _COLORS = [
     (250, 10, 10),
@@ -125,13 +125,13 @@ def test_fixture_tree_builds_splits_frames_and_tokenizer(tmp_path):
             f"clip {n} caption 1",
             f"clip {n} caption 2",
         ]
-  tok = text.CaptionTokenizer.from_json(builder.info.metadata["tokenizer"])
+  tok = tokenizer.CaptionTokenizer.from_json(builder.info.metadata["tokenizer"])
   ids, _ = tok.encode(["clip caption 1k-A"], 4)
-  assert ids[0, 0] != text.UNK_ID and ids[0, 2] == text.UNK_ID
+  assert ids[0, 0] != tokenizer.UNK_ID and ids[0, 2] == tokenizer.UNK_ID
 
 
 def test_registered_under_its_name():
-  from avjax.data import sources  # pylint: disable=import-outside-toplevel
+  from avjax.data.pipeline import sources  # pylint: disable=import-outside-toplevel
 
   assert sources.builder_class("msrvtt") is msrvtt.MsrVtt
 

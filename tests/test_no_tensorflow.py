@@ -57,7 +57,8 @@ def test_builders_and_pipelines_import_no_tensorflow(tmp_path):
     manual_dirs[dataset] = tmp_path / dataset
     TREE_WRITERS[dataset](manual_dirs[dataset])
   script = textwrap.dedent(f"""
-      from avjax.data import pipeline, sources
+      from avjax.data.pipeline import iterators
+      from avjax.data.pipeline import sources
       data_dir = {str(tmp_path / "data")!r}
       for name, manual_dir in [
           ("flickr8k_audio/img64", {str(manual_dirs["flickr8k_audio"])!r}),
@@ -69,7 +70,7 @@ def test_builders_and_pipelines_import_no_tensorflow(tmp_path):
           assert len([source[i] for i in range(len(source))]) == len(source)
         print(name, "ok")
       train = sources.load_source("ave/avcmr15", "train", data_dir=data_dir)
-      batch = next(pipeline.make_train_iterator(train, 4, seed=0))
+      batch = next(iterators.make_train_iterator(train, 4, seed=0))
       assert batch["audio"].shape == (4, 128)
       """)
   proc, log = _run_with_stub(tmp_path, ["-c", script])

@@ -1,12 +1,14 @@
-"""Tests of avjax.data.pipeline (grain training iterator, split loading)."""
+"""Tests of avjax.data.pipeline.iterators (grain training iterator, split loading)."""
 
 import json
 
 import numpy as np
 import pytest
 
-from avjax.data import features, pipeline, sources
-from avjax.data.av_digits import AvDigits, AvDigitsConfig
+from avjax.data.builders.av_digits import AvDigits, AvDigitsConfig
+from avjax.data.pipeline import features
+from avjax.data.pipeline import iterators
+from avjax.data.pipeline import sources
 
 
 class ToySource:
@@ -32,7 +34,7 @@ def test_state_round_trip_is_exact_and_json(av_digits_pairs_dir):
   source = sources.load_source(
       "av_digits/pairs", "train", data_dir=av_digits_pairs_dir
   )
-  make = lambda: pipeline.make_train_iterator(  # noqa: E731
+  make = lambda: iterators.make_train_iterator(  # noqa: E731
       source, batch_size=32, seed=7, batch_transform=features.PairsFeatures()
   )
   it = make()
@@ -52,7 +54,7 @@ def test_state_round_trip_is_exact_and_json(av_digits_pairs_dir):
 
 
 def test_epochs_cover_every_example_once_and_reshuffle():
-  it = pipeline.make_train_iterator(ToySource(40), batch_size=8, seed=1)
+  it = iterators.make_train_iterator(ToySource(40), batch_size=8, seed=1)
   epoch1 = sum(_ids(it, 5), [])
   epoch2 = sum(_ids(it, 5), [])
   assert sorted(epoch1) == sorted(epoch2) == list(range(40))
@@ -60,14 +62,14 @@ def test_epochs_cover_every_example_once_and_reshuffle():
 
 
 def test_seed_determines_the_order():
-  a = _ids(pipeline.make_train_iterator(ToySource(40), 8, seed=1), 3)
-  b = _ids(pipeline.make_train_iterator(ToySource(40), 8, seed=1), 3)
-  c = _ids(pipeline.make_train_iterator(ToySource(40), 8, seed=2), 3)
+  a = _ids(iterators.make_train_iterator(ToySource(40), 8, seed=1), 3)
+  b = _ids(iterators.make_train_iterator(ToySource(40), 8, seed=1), 3)
+  c = _ids(iterators.make_train_iterator(ToySource(40), 8, seed=2), 3)
   assert a == b and a != c
 
 
 def test_no_shuffle_keeps_source_order_across_epochs():
-  it = pipeline.make_train_iterator(ToySource(10), 4, seed=0, shuffle=False)
+  it = iterators.make_train_iterator(ToySource(10), 4, seed=0, shuffle=False)
   # Batches are cut from the endless stream, so one may span two epochs.
   assert _ids(it, 3) == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 0, 1]]
 
@@ -77,14 +79,14 @@ def test_processes_read_slices_of_the_one_process_global_batch(source_kind):
   def source():
     if source_kind == "records":
       return ToySource(23)
-    return pipeline.ArraySource(
+    return iterators.ArraySource(
         {"id": np.arange(23), "x": np.arange(46.0).reshape(23, 2)}
     )
 
-  one = _ids(pipeline.make_train_iterator(source(), 6, seed=3), 5)
+  one = _ids(iterators.make_train_iterator(source(), 6, seed=3), 5)
   per_process = [
       _ids(
-          pipeline.make_train_iterator(
+          iterators.make_train_iterator(
               source(), 3, seed=3, process_index=index, process_count=2
           ),
           5,
@@ -102,7 +104,7 @@ def test_batch_transform_is_applied_per_batch():
     calls.append(batch["x"].shape)
     return {"x": batch["x"] * 2, "id": batch["id"]}
 
-  it = pipeline.make_train_iterator(
+  it = iterators.make_train_iterator(
       ToySource(12),
       4,
       seed=0,
@@ -117,23 +119,23 @@ def test_batch_transform_is_applied_per_batch():
 
 def test_bad_arguments():
   with pytest.raises(ValueError, match="fewer than the global batch of 12"):
-    pipeline.make_train_iterator(
+    iterators.make_train_iterator(
         ToySource(10), 6, seed=0, process_index=1, process_count=2
     )
   with pytest.raises(ValueError, match="process_index"):
-    pipeline.make_train_iterator(
+    iterators.make_train_iterator(
         ToySource(10), 2, seed=0, process_index=2, process_count=2
     )
   with pytest.raises(TypeError, match="callable"):
-    pipeline.make_train_iterator(
+    iterators.make_train_iterator(
         ToySource(10), 2, seed=0, batch_transform="log_mel"
     )
   with pytest.raises(ValueError, match="empty split"):
-    pipeline.load_split(ToySource(0))
+    iterators.load_split(ToySource(0))
 
 
 def test_load_split_in_source_order():
-  data = pipeline.load_split(ToySource(11), batch_size=4)
+  data = iterators.load_split(ToySource(11), batch_size=4)
   np.testing.assert_array_equal(data["id"], np.arange(11))
   np.testing.assert_array_equal(data["x"][:, 1], -np.arange(11))
 
@@ -159,7 +161,9 @@ def tiny_captions_test(tmp_path_factory):
 
 def test_load_split_captions(tiny_captions_test):
   source = tiny_captions_test
-  data = pipeline.load_split(source, features.CaptionsFeatures(), batch_size=64)
+  data = iterators.load_split(
+      source, features.CaptionsFeatures(), batch_size=64
+  )
   assert data["audio"].shape == (150, 351, 40)
   assert data["audio_mask"].shape == (150, 351)
   assert data["image"].shape == (150, 64, 64, 1)
@@ -177,11 +181,11 @@ def test_cache_features_matches_per_batch_transform():
   def double(batch):
     return {"x": batch["x"].astype(np.float32) * 2, "label": batch["label"]}
 
-  cached = pipeline.cache_features(raw, double, batch_size=4)
+  cached = iterators.cache_features(raw, double, batch_size=4)
   assert len(cached) == 10
   np.testing.assert_array_equal(cached[7]["x"], [14.0, 14.0, 14.0])
-  a = pipeline.make_train_iterator(cached, batch_size=4, seed=1)
-  b = pipeline.make_train_iterator(
+  a = iterators.make_train_iterator(cached, batch_size=4, seed=1)
+  b = iterators.make_train_iterator(
       raw, batch_size=4, seed=1, batch_transform=double
   )
   for _ in range(4):
@@ -198,8 +202,8 @@ def test_cache_features_matches_per_batch_transform():
         process_index=process_index,
         process_count=2,
     )
-    c = pipeline.make_train_iterator(raw, cache=True, **kwargs)
-    d = pipeline.make_train_iterator(raw, **kwargs)
+    c = iterators.make_train_iterator(raw, cache=True, **kwargs)
+    d = iterators.make_train_iterator(raw, **kwargs)
     for _ in range(6):
       bc, bd = next(c), next(d)
       assert bc["x"].dtype == np.float32
@@ -209,10 +213,10 @@ def test_cache_features_matches_per_batch_transform():
 
 def test_array_source_rejects_ragged_arrays():
   with pytest.raises(ValueError, match="lengths"):
-    pipeline.ArraySource({"a": np.zeros(3), "b": np.zeros(4)})
+    iterators.ArraySource({"a": np.zeros(3), "b": np.zeros(4)})
 
 
-class _CountingArraySource(pipeline.ArraySource):
+class _CountingArraySource(iterators.ArraySource):
   """ArraySource that counts per-example reads and batch gathers."""
 
   def __init__(self, arrays):
@@ -237,7 +241,7 @@ def test_array_source_batches_are_gathered_whole(process_index, process_count):
   counted = _CountingArraySource(arrays)
   # Reference: the same arrays behind a plain per-example source.
   plain = [{k: v[i] for k, v in arrays.items()} for i in range(46)]
-  make = lambda src: pipeline.make_train_iterator(  # noqa: E731
+  make = lambda src: iterators.make_train_iterator(  # noqa: E731
       src,
       batch_size=8,
       seed=3,

@@ -14,8 +14,8 @@ import soundfile
 from PIL import Image
 
 from avjax import inference
-from avjax.data import sources
-from avjax.data import video as video_lib
+from avjax.data.io import video as video_lib
+from avjax.data.pipeline import sources
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from test_inference import _init_only_workdir  # noqa: E402

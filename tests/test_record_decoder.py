@@ -8,8 +8,8 @@ import pytest
 import tensorflow_datasets as tfds
 from tensorflow_datasets.proto import tf_example_pb2
 
-from avjax.data import record_decoder
-from avjax.data import sources
+from avjax.data.pipeline import record_decoder
+from avjax.data.pipeline import sources
 
 _F = tfds.features
 

@@ -1,10 +1,10 @@
-"""Tests of avjax.data.sources (dataset registry, preparation, checks)."""
+"""Tests of avjax.data.pipeline.sources (dataset registry, preparation, checks)."""
 
 import numpy as np
 import pytest
 
-from avjax.data import sources
-from avjax.data.av_digits import AvDigits
+from avjax.data.builders.av_digits import AvDigits
+from avjax.data.pipeline import sources
 
 
 def test_load_source_pairs(av_digits_pairs_dir):

@@ -1,4 +1,4 @@
-"""Tests of avjax.data.speech (espeak-ng synthesis through ctypes)."""
+"""Tests of avjax.data.builders.av_digits.speech (espeak-ng synthesis through ctypes)."""
 
 import concurrent.futures
 import hashlib
@@ -8,7 +8,8 @@ import sys
 import numpy as np
 import pytest
 
-from avjax.data import speech
+from avjax.data.builders.av_digits import speech
+from avjax.data.io import audio as audio_io
 
 
 def test_synthesize_returns_16khz_int16_speech():
@@ -44,7 +45,7 @@ def test_seed_changes_breathy_voice_only_slightly():
 def test_synthesize_is_identical_in_a_fresh_process():
   here = speech.synthesize("four two", "en-us+f4", 180, 55, seed=11)
   code = (
-      "import hashlib; from avjax.data import speech; "
+      "import hashlib; from avjax.data.builders.av_digits import speech; "
       "a = speech.synthesize('four two', 'en-us+f4', 180, 55, seed=11); "
       "print(hashlib.sha256(a.tobytes()).hexdigest())"
   )
@@ -124,7 +125,7 @@ def test_missing_library_gives_clear_error(monkeypatch, tmp_path):
 def test_resample_keeps_frequency_and_duration():
   t = np.arange(22050) / 22050
   tone = (10000 * np.sin(2 * np.pi * 1000 * t)).astype(np.int16)
-  out = speech.resample(tone, 22050, 16000)
+  out = audio_io.resample(tone, 22050, 16000)
   assert out.dtype == np.int16 and out.size == 16000
   spectrum = np.abs(np.fft.rfft(out.astype(float)))
   assert np.argmax(spectrum) == 1000  # 1 s of audio: bin k is k Hz

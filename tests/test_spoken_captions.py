@@ -8,7 +8,10 @@ import pytest
 from PIL import Image
 from sklearn.datasets import load_sample_images
 
-from avjax.data import manual, sources, spoken_captions
+from avjax.data.builders import manual
+from avjax.data.builders import spoken_captions
+from avjax.data.io import image as image_io
+from avjax.data.pipeline import sources
 import manual_fixtures
 from manual_fixtures import write_garbage, write_image, write_wav
 
@@ -152,7 +155,7 @@ def test_each_image_is_stored_once_and_encoded(
     for group in by_image.values():
       assert len(group) == 5
       folder = "" if name.startswith("spoken") else "Flicker8k_Dataset"
-      ref = manual.load_image(
+      ref = image_io.load_image(
           manual_dir / folder / group[0]["image_file"].decode(), 224
       )
       for r in group:  # The same pixels for every caption, close to

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import soundfile
 
-from avjax.data import spokencoco
-from avjax.data.manual import BadFileError, MissingManualFilesError
+from avjax.data.builders import spokencoco
+from avjax.data.builders.manual import BadFileError, MissingManualFilesError
 from manual_fixtures import build, read_all, write_garbage, write_image, write_wav
 
 # (json file, image path, coco id, color); two captions per image.

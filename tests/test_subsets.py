@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from avjax.data import subsets
+from avjax.data.pipeline import subsets
 
 LABELS = np.repeat(np.arange(5), [30, 25, 40, 30, 35])
 
@@ -65,7 +65,7 @@ def test_subset_source_relabels_and_keeps_truth():
 
 
 def test_subset_of_array_source_gathers_batches():
-  from avjax.data import pipeline  # pylint: disable=import-outside-toplevel
+  from avjax.data.pipeline import iterators  # pylint: disable=import-outside-toplevel
 
   arrays = {
       "x": np.arange(20, dtype=np.float32) * 10,
@@ -73,7 +73,7 @@ def test_subset_of_array_source_gathers_batches():
   }
   idx = np.array([3, 5, 8, 13, 17, 19])
   relabel = np.array([1, 1, 2, 2, 3, 0], np.int32)
-  sub = subsets.SubsetSource(pipeline.ArraySource(arrays), idx, labels=relabel)
+  sub = subsets.SubsetSource(iterators.ArraySource(arrays), idx, labels=relabel)
   batch = sub.gather(np.array([4, 0, 2]))
   per_item = [sub[k] for k in (4, 0, 2)]
   for key in ("x", "label", "true_label"):

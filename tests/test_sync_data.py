@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from avjax.data import sync_pipeline as sp
-from avjax.data.av_digits import sync
+from avjax.data.builders.av_digits import sync
+from avjax.data.pipeline import sync as sp
 
 SEED = 20240601
 SR = sync.SAMPLE_RATE

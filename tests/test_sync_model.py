@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from avjax.data import features
+from avjax.data.pipeline import features
 from avjax.models import sync
 
 

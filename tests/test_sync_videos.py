@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from avjax.data import sync_videos
-from avjax.data import video
-from avjax.data.manual import BadFileError, MissingManualFilesError
+from avjax.data.builders import sync_videos
+from avjax.data.builders.manual import BadFileError, MissingManualFilesError
+from avjax.data.io import video
 
 SR = 16000
 

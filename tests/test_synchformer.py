@@ -11,7 +11,7 @@ import optax
 import pytest
 
 from avjax import losses
-from avjax.data.av_digits import sync as sync_data
+from avjax.data.builders.av_digits import sync as sync_data
 from avjax.eval import sync as sync_eval
 from avjax.methods import synchformer
 from avjax.train import checkpoint as checkpoint_lib

@@ -6,7 +6,7 @@ import re
 import numpy as np
 import pytest
 
-from avjax.data import text
+from avjax.data.pipeline import tokenizer
 
 _CAPTIONS = [
     "a 3 moves left slowly, then a 7 appears at the top",
@@ -21,13 +21,13 @@ def _vocab(tok):
 
 def _reference_ids(vocab, caption):
   words = re.findall(r"\w+|[^\w\s]+", caption.lower())
-  return [vocab.get(w, text.UNK_ID) for w in words]
+  return [vocab.get(w, tokenizer.UNK_ID) for w in words]
 
 
 def test_known_and_unseen_words():
-  tok = text.CaptionTokenizer.train(_CAPTIONS)
+  tok = tokenizer.CaptionTokenizer.train(_CAPTIONS)
   vocab = _vocab(tok)
-  assert vocab[text.PAD] == 0 and vocab[text.UNK] == 1
+  assert vocab[tokenizer.PAD] == 0 and vocab[tokenizer.UNK] == 1
   assert {"digit", "slides", "down", ",", "3"} <= set(vocab)
   queries = ["A 3 moves LEFT, then a 7", "a purple 9 zooms left"]
   ids, mask = tok.encode(queries, max_length=8)
@@ -44,8 +44,8 @@ def test_known_and_unseen_words():
 
 
 def test_truncation_bytes_and_json_round_trip():
-  tok = text.CaptionTokenizer.train(_CAPTIONS)
-  again = text.CaptionTokenizer.from_json(tok.to_json())
+  tok = tokenizer.CaptionTokenizer.train(_CAPTIONS)
+  again = tokenizer.CaptionTokenizer.from_json(tok.to_json())
   assert again.vocab_size == tok.vocab_size
   long = _CAPTIONS[0].encode("utf-8")
   ids, mask = again.encode([long], max_length=4)
@@ -56,20 +56,20 @@ def test_truncation_bytes_and_json_round_trip():
 
 
 def test_vocab_size_cut_maps_rare_words_to_unknown():
-  tok = text.CaptionTokenizer.train(["a a a b b c"], vocab_size=4)
+  tok = tokenizer.CaptionTokenizer.train(["a a a b b c"], vocab_size=4)
   ids, _ = tok.encode(["a b c"], max_length=3)
   np.testing.assert_array_equal(
-      ids[0], [_vocab(tok)["a"], _vocab(tok)["b"], text.UNK_ID]
+      ids[0], [_vocab(tok)["a"], _vocab(tok)["b"], tokenizer.UNK_ID]
   )
 
 
 def test_empty_captions_are_named():
-  tok = text.CaptionTokenizer.train(_CAPTIONS)
+  tok = tokenizer.CaptionTokenizer.train(_CAPTIONS)
   with pytest.raises(
       ValueError, match="av_digits:train caption 1 of the " "batch is empty"
   ):
     tok.encode(["a 3", "   "], max_length=4, where="av_digits:train caption")
   with pytest.raises(ValueError, match="zero captions"):
-    text.CaptionTokenizer.train([])
+    tokenizer.CaptionTokenizer.train([])
   with pytest.raises(ValueError, match="no words"):
-    text.CaptionTokenizer.train(["", "  "])
+    tokenizer.CaptionTokenizer.train(["", "  "])

@@ -1,9 +1,9 @@
-"""avjax.data.video: mp4 fixtures written with PyAV and decoded back."""
+"""avjax.data.io.video: mp4 fixtures written with PyAV and decoded back."""
 
 import numpy as np
 import pytest
 
-from avjax.data import video
+from avjax.data.io import video
 
 SR = 16000
 FPS = 25.0

@@ -6,10 +6,10 @@ import re
 import numpy as np
 import pytest
 
-from avjax.data import sources
-from avjax.data import text
-from avjax.data.av_digits import digits as digits_lib
-from avjax.data.av_digits import video_text as vt
+from avjax.data.builders.av_digits import digits as digits_lib
+from avjax.data.builders.av_digits import video_text as vt
+from avjax.data.pipeline import sources
+from avjax.data.pipeline import tokenizer
 
 _SEED = 20240601
 _CAPTION = re.compile(
@@ -141,12 +141,12 @@ def test_prepared_noisy_config(av_digits_dir):
         records[i]["frames"], generator.example("train", i, i, i)["frames"]
     )
   # The tokenizer saved with the dataset knows every training word.
-  tok = text.CaptionTokenizer.from_json(builder.info.metadata["tokenizer"])
+  tok = tokenizer.CaptionTokenizer.from_json(builder.info.metadata["tokenizer"])
   captions = [r["caption"] for r in records[:200]]
   captions += [
       p for r in records[:50] for p in r["paraphrases"].decode().split("\n")
   ]
   ids, mask = tok.encode(captions, max_length=64)
-  assert not np.any(ids[mask] == text.UNK_ID)
+  assert not np.any(ids[mask] == tokenizer.UNK_ID)
   with pytest.raises(ValueError, match="unknown split 'meta_set'"):
     av_digits_dir.source(name, "meta_set")

@@ -5,7 +5,7 @@ channels, size and colour mode); turning it into what a model was trained
 on is ``avjax.inference.records``' job. Audio is read with soundfile
 (libsndfile: WAV, FLAC, OGG, ...) and, for anything it does not know
 (mp3, m4a, the audio track of a video), with PyAV; images with Pillow;
-videos with ``avjax.data.video``.
+videos with ``avjax.data.io.video``.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import os
 
 import numpy as np
 
-from avjax.data import errors
-from avjax.data import video as video_lib
+from avjax.data.io import errors
+from avjax.data.io import video as video_lib
 
 
 class UnreadableFileError(errors.FileError):
@@ -112,7 +112,7 @@ def read_image(path: os.PathLike | str) -> np.ndarray:
 
 
 def read_video(path: os.PathLike | str, **kwargs) -> video_lib.Video:
-  """``avjax.data.video.read_video`` with its errors as UnreadableFileError."""
+  """``avjax.data.io.video.read_video`` with its errors as UnreadableFileError."""
   try:
     return video_lib.read_video(path, **kwargs)
   except video_lib.VideoDecodeError as e:

@@ -8,7 +8,7 @@ which inference calls unchanged. This module does the build-time steps for
 a user's input, with the functions the builders use:
 
 * audio: down-mixed to mono (the channel mean), to int16, resampled with
-  ``avjax.data.speech.resample`` (the builders' resampler) to the dataset's
+  ``avjax.data.builders.av_digits.speech.resample`` (the builders' resampler) to the dataset's
   rate, then cropped or zero-padded with ``features.pad_or_crop`` to the
   dataset's stored length; the valid length is kept for masks;
 * images: to grey (ITU-R 601 luma, Pillow's "L") when the dataset is grey,
@@ -32,10 +32,11 @@ from typing import Any
 
 import numpy as np
 
-from avjax.data import features as features_lib
-from avjax.data import speech
-from avjax.data import sources
-from avjax.data.av_digits import digits as digits_lib
+from avjax.data.builders.av_digits import digits as digits_lib
+from avjax.data.builders.av_digits import speech
+from avjax.data.io import audio as audio_io
+from avjax.data.pipeline import features as features_lib
+from avjax.data.pipeline import sources
 from avjax.inference.readers import UnreadableFileError
 
 # Smallest image side accepted: the source digits are 8x8; anything smaller
@@ -160,7 +161,9 @@ def audio_record(
         f"audio too short ({samples.shape[0]} samples at {sample_rate} Hz; "
         f"need at least {MIN_AUDIO_SECONDS} s)",
     )
-  wave = speech.resample(to_int16(samples), int(sample_rate), spec.sample_rate)
+  wave = audio_io.resample(
+      to_int16(samples), int(sample_rate), spec.sample_rate
+  )
   length = spec.audio_samples or wave.shape[0]
   return features_lib.pad_or_crop(wave, length), min(wave.shape[0], length)
 
@@ -249,7 +252,7 @@ def frames_record(
     uniformly over the clip (``msrvtt.sample_frames``), each resized as by
     ``image_record``.
   """
-  from avjax.data import msrvtt  # pylint: disable=import-outside-toplevel
+  from avjax.data.builders import msrvtt  # pylint: disable=import-outside-toplevel
 
   frames = np.asarray(frames)
   if frames.ndim not in (3, 4) or not len(frames):

@@ -1,7 +1,7 @@
 """Synchformer on a user's video: audio-visual offset per window and overall.
 
 The video is decoded at the model's frame rate and frame size and its audio
-at the model's sample rate (``avjax.data.video.read_video``: FFmpeg's area
+at the model's sample rate (``avjax.data.io.video.read_video``: FFmpeg's area
 resize and swresample), frames turned grey when the model was trained on
 grey video, and the audio stored as int16 as in the datasets. Windows of
 ``crop_frames`` frames (the model's crop, 2.56 s by default) start every
@@ -10,7 +10,7 @@ last frame); each is paired with the audio of the same time span and run
 through the method's own ``_predict`` (the evaluation's jitted forward
 pass: offset logits, synchronisability logits, per-segment evidence).
 
-Offset convention (``avjax.data.sync_pipeline``): an offset of ``o`` s means
+Offset convention (``avjax.data.pipeline.sync``): an offset of ``o`` s means
 the audio is ``o`` s *ahead* of the picture (a sound is heard ``o`` s
 before its image is seen); 0 is in sync. The overall prediction averages
 the windows' class probabilities and takes the most probable class.
@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from avjax.data import speech
-from avjax.data import video as video_lib
+from avjax.data.io import audio as audio_io
+from avjax.data.io import video as video_lib
 from avjax.inference import readers
 from avjax.inference import records as records_lib
 
@@ -116,7 +116,7 @@ def _conform(
     raise ValueError("video has no audio")
   audio = records_lib.to_int16(np.asarray(audio))
   if video.sample_rate != sync_spec.sample_rate:
-    audio = speech.resample(
+    audio = audio_io.resample(
         audio, int(video.sample_rate), sync_spec.sample_rate
     )
   if not np.isclose(video.fps, sync_spec.fps):
@@ -168,7 +168,7 @@ def predict_offset(
     method: a ``Synchformer`` method.
     params: its parameters.
     spec: the dataset's record shapes (frame size and channels).
-    video: a video file, or a decoded ``avjax.data.video.Video`` (frames
+    video: a video file, or a decoded ``avjax.data.io.video.Video`` (frames
       uint8 [T, H, W(, C)], float audio in [-1, 1]) at any rates.
     stride_frames: window stride in model frames (default half a crop).
     plot_path: write the evidence-attribution plot of the most confident

@@ -73,11 +73,11 @@ import numpy as np
 import optax
 
 from avjax import losses
-from avjax.data import features as features_lib
-from avjax.data import labels_file
-from avjax.data import pipeline
-from avjax.data import sources
-from avjax.data import subsets
+from avjax.data.io import labels_file
+from avjax.data.pipeline import features as features_lib
+from avjax.data.pipeline import iterators
+from avjax.data.pipeline import sources
+from avjax.data.pipeline import subsets
 from avjax.eval import linear_probe as probe_lib
 from avjax.eval.sharded import sharded_embed
 from avjax.methods import sampling
@@ -180,7 +180,7 @@ class AVC(Method):
         tuple(sorted(dict(d.get("log_mel", {})).items())),
     )
     if key not in _SPLIT_CACHE:
-      _SPLIT_CACHE[key] = pipeline.load_split(
+      _SPLIT_CACHE[key] = iterators.load_split(
           self._source(split), self.transform
       )
     return _SPLIT_CACHE[key]
@@ -223,11 +223,11 @@ class AVC(Method):
     # small training set would cost as much as the train step itself.
     relabel = self.sampling_labels
     source = subsets.SubsetSource(
-        pipeline.ArraySource(self.split_arrays("train")),
+        iterators.ArraySource(self.split_arrays("train")),
         idx,
         labels=None if relabel is None else relabel[idx],
     )
-    return pipeline.make_train_iterator(
+    return iterators.make_train_iterator(
         source,
         batch_size=batch_size,
         seed=seed,

@@ -63,9 +63,9 @@ import numpy as np
 from absl import logging
 
 from avjax import losses
-from avjax.data import features as features_lib
-from avjax.data import pipeline
-from avjax.data import sources
+from avjax.data.pipeline import features as features_lib
+from avjax.data.pipeline import iterators
+from avjax.data.pipeline import sources
 from avjax.eval import retrieval
 from avjax.eval import sharded
 from avjax.methods.base import Method
@@ -278,7 +278,7 @@ class CMD(Method):
     return {k: out[k] for k in _TRAIN_KEYS}
 
   def train_iterator(self, batch_size, seed, process_index, process_count):
-    return pipeline.make_train_iterator(
+    return iterators.make_train_iterator(
         self._source("train"),
         batch_size=batch_size,
         seed=seed,
@@ -589,7 +589,7 @@ class CMD(Method):
     keep = hi - lo
     rows: dict[str, list[np.ndarray]] = {}
     out: dict[str, Any] = {}
-    for batch in pipeline.iterate_split(block, self._eval_transform, bs):
+    for batch in iterators.iterate_split(block, self._eval_transform, bs):
       n = len(batch["image_id"])
       pad = (
           lambda x: np.concatenate(  # One jit shape for every batch.

@@ -11,7 +11,7 @@ logit scale. Optionally (``config.meta.enabled``) each sample's loss is
 weighted by a Meta-Weight-Net MLP (``avjax.models.meta_weight``) trained by
 the bilevel step of ``avjax.train.bilevel`` on batches of a small clean meta
 set (the dataset's ``config.meta.split``), which come from their own data
-iterator: the train iterator is a ``pipeline.ZipIterator`` of the "train"
+iterator: the train iterator is a ``iterators.ZipIterator`` of the "train"
 and "meta" streams, checkpointed together.
 
 Variants (``configs/mama.py``): ``infonce`` (μ = 0, no weights),
@@ -57,9 +57,9 @@ import ml_collections
 import numpy as np
 
 from avjax import losses
-from avjax.data import pipeline
-from avjax.data import sources
-from avjax.data import text as text_lib
+from avjax.data.pipeline import iterators
+from avjax.data.pipeline import sources
+from avjax.data.pipeline import tokenizer as text_lib
 from avjax.eval import sharded
 from avjax.eval import video_text as vt_eval
 from avjax.methods.base import Method
@@ -276,7 +276,7 @@ class MAMA(Method):
     split is transformed (frames, tokens) once into memory, so a batch is
     one gather instead of a tfds decode per record (same batches)."""
     where = f"{self.config.data.name}:{split}"
-    return pipeline.make_train_iterator(
+    return iterators.make_train_iterator(
         pairs,
         batch_transform=lambda b: self.transform(b, where),
         cache=self.config.data.get("cache_features", False),
@@ -303,7 +303,7 @@ class MAMA(Method):
           process_index=process_index,
           process_count=process_count,
       )
-    return pipeline.ZipIterator(streams)
+    return iterators.ZipIterator(streams)
 
   # Parameters -------------------------------------------------------------
   @property

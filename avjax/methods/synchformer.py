@@ -52,9 +52,9 @@ import numpy as np
 import optax
 
 from avjax import losses
-from avjax.data import features as features_lib
-from avjax.data import sources
-from avjax.data import sync_pipeline
+from avjax.data.pipeline import features as features_lib
+from avjax.data.pipeline import sources
+from avjax.data.pipeline import sync as sync_pipeline
 from avjax.eval import sharded
 from avjax.eval import sync as sync_eval
 from avjax.methods.base import Method

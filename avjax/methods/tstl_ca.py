@@ -33,9 +33,9 @@ import ml_collections
 import numpy as np
 
 from avjax import losses
-from avjax.data import features as features_lib
-from avjax.data import pipeline
-from avjax.data import sources
+from avjax.data.pipeline import features as features_lib
+from avjax.data.pipeline import iterators
+from avjax.data.pipeline import sources
 from avjax.eval import plots
 from avjax.eval import retrieval
 from avjax.eval.sharded import sharded_embed
@@ -95,7 +95,7 @@ class TSTLCA(Method):
     return sources.load_config_source(self.config.data, split)
 
   def train_iterator(self, batch_size, seed, process_index, process_count):
-    return pipeline.make_train_iterator(
+    return iterators.make_train_iterator(
         self._source("train"),
         batch_size=batch_size,
         seed=seed,
@@ -181,7 +181,7 @@ class TSTLCA(Method):
 
     Each process embeds its block of rows; every process gets all rows.
     """
-    data = pipeline.load_split(self._source(split), self.transform)
+    data = iterators.load_split(self._source(split), self.transform)
     emb = sharded_embed(
         self._embed_jit,
         params,

@@ -34,7 +34,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from avjax.data import features as features_lib
+from avjax.data.pipeline import features as features_lib
 from avjax.models.transformer import TransformerEncoder
 
 
@@ -276,7 +276,7 @@ class SyncTransformer(nn.Module):
 
 
 def log_mel(waveform: jax.Array, mel: features_lib.MelSpec) -> jax.Array:
-  """``avjax.data.features.log_mel`` in JAX, for the jitted step.
+  """``avjax.data.pipeline.features.log_mel`` in JAX, for the jitted step.
 
   Same definition (centred zero-padded STFT, periodic Hann window of
   ``win_length`` centred in ``n_fft``, power 2, librosa's Slaney mel

@@ -42,7 +42,7 @@ Where Meta-Weight-Net / MAMA are silent, choices are options
     Net script) instead of the plain weighted mean (the original).
   * The meta batch size is a data setting (``config.meta.batch_size``); the
     meta batches come from their own data iterator (see
-    ``avjax.data.pipeline.ZipIterator``).
+    ``avjax.data.pipeline.iterators.ZipIterator``).
   * Dropout / sampling keys: the real step uses ``state.step_rng()`` (as the
     plain step does), the virtual and meta passes keys folded from it.
 

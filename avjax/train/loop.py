@@ -54,7 +54,7 @@ def _own_iterator_state(saved: dict[str, Any]) -> Any:
   """This process's iterator state from a checkpoint's meta.
 
   Every process walks the same sequence of global batches (see
-  ``avjax.data.pipeline``), so a run resumed on more processes than it was
+  ``avjax.data.pipeline.iterators``), so a run resumed on more processes than it was
   saved from may take process 0's state; checkpoints of older avjax
   versions hold one state, not a dict of them.
   """

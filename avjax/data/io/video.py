@@ -34,7 +34,7 @@ import os
 
 import numpy as np
 
-from avjax.data import errors
+from avjax.data.io import errors
 
 # Frames per encoded AAC packet; audio is fed to the encoder in such chunks.
 _AAC_FRAME_SIZE = 1024
@@ -76,7 +76,7 @@ def _import_av():
     import av  # pylint: disable=import-outside-toplevel
   except ImportError as e:
     raise ImportError(
-        "avjax.data.video needs PyAV: pip install -e " "'.[video]'"
+        "avjax.data.io.video needs PyAV: pip install -e " "'.[video]'"
     ) from e
   return av
 

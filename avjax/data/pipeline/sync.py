@@ -50,7 +50,7 @@ from typing import Any
 import grain
 import numpy as np
 
-from avjax.data import features as features_lib
+from avjax.data.pipeline import features as features_lib
 
 Batch = dict[str, np.ndarray]
 

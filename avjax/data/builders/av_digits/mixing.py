@@ -20,7 +20,7 @@ from typing import Sequence
 
 import numpy as np
 
-from avjax.data import speech
+from avjax.data.builders.av_digits import speech
 
 SNR_DB_RANGE = (20.0, 40.0)
 PEAK_RANGE = (0.3, 0.9)

@@ -24,7 +24,7 @@ of its own split, and recordings never repeat across splits (`mixing`).
 
 Determinism. Everything random in example `i` of split `s` comes from
 `np.random.default_rng([seed, config_id, split_id, i])`, and speech synthesis
-is a pure function of its arguments (`avjax.data.speech`), so an example does
+is a pure function of its arguments (`avjax.data.builders.av_digits.speech`), so an example does
 not depend on generation order. Examples are stored in generation order
 (`disable_shuffling=True`): record `i` of a split is example `i`.
 
@@ -57,12 +57,12 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import tensorflow_datasets as tfds
 
-from avjax.data import speech
-from avjax.data.av_digits import canvas
-from avjax.data.av_digits import digits as digits_lib
-from avjax.data.av_digits import mixing
-from avjax.data.av_digits import sync
-from avjax.data.av_digits import video_text
+from avjax.data.builders.av_digits import canvas
+from avjax.data.builders.av_digits import digits as digits_lib
+from avjax.data.builders.av_digits import mixing
+from avjax.data.builders.av_digits import speech
+from avjax.data.builders.av_digits import sync
+from avjax.data.builders.av_digits import video_text
 
 DEFAULT_SEED = 20240601
 PAIRS_IMAGE_SIZE = 32
@@ -313,7 +313,9 @@ def _pairs_features() -> dict[str, tfds.features.FeatureConnector]:
       "label": tfds.features.ClassLabel(names=digits_lib.DIGIT_WORDS),
       "image_id": _scalar("Index in sklearn.datasets.load_digits()."),
       "clip_id": _scalar("Recording id, unique in the config."),
-      "voice": _scalar("Index into avjax.data.speech.VOICE_SETTINGS."),
+      "voice": _scalar(
+          "Index into avjax.data.builders.av_digits.speech.VOICE_SETTINGS."
+      ),
   }
 
 
@@ -355,7 +357,9 @@ def _captions_features() -> dict[str, tfds.features.FeatureConnector]:
       ),
       "image_id": _scalar("Canvas id, unique in the config."),
       "clip_id": _scalar("Recording id (== image_id)."),
-      "voice": _scalar("Index into avjax.data.speech.VOICE_SETTINGS."),
+      "voice": _scalar(
+          "Index into avjax.data.builders.av_digits.speech.VOICE_SETTINGS."
+      ),
   }
 
 

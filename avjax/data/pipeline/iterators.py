@@ -5,7 +5,7 @@ endless repetition, global batches of `batch_size * process_count` examples
 (batches may span an epoch boundary), of which process `p` reads and
 transforms only rows `[p * batch_size, (p + 1) * batch_size)`; then one call
 of the batch transform per batch (vectorised features,
-`avjax.data.features`). Every process walks the same global sequence, so the
+`avjax.data.pipeline.features`). Every process walks the same global sequence, so the
 global batch of every step is the same whatever the number of processes
 (a 2-process run sees exactly the data of a 1-process run).
 Sources that hold their split in memory as arrays (`ArraySource`, and

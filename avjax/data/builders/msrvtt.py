@@ -32,15 +32,15 @@ Splits:
 
 Records: ``frames`` uint8 [T, H, W, 3] (``num_frames`` frames sampled
 uniformly over the clip after decoding at ``decode_fps`` with PyAV, see
-``avjax.data.video``; a clip shorter than T decoded frames repeats frames),
+``avjax.data.io.video``; a clip shorter than T decoded frames repeats frames),
 ``caption`` (the first caption; the 1k-A one on test), ``paraphrases``
 (the video's other captions, one per line; MAMA's ``use_paraphrases``
 trains on them too), ``video_id`` (the number in "video123"), ``noisy``
-(always 0). The caption tokenizer (``avjax.data.text``) is trained on every
+(always 0). The caption tokenizer (``avjax.data.pipeline.tokenizer``) is trained on every
 train caption and saved in ``info.metadata["tokenizer"]``.
 
 Bad files: a missing, corrupt or frameless video raises
-``avjax.data.video.VideoDecodeError`` naming it; a listed video with no
+``avjax.data.io.video.VideoDecodeError`` naming it; a listed video with no
 caption, or an empty caption, raises naming the video id.
 """
 
@@ -55,7 +55,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow_datasets as tfds
 
-from avjax.data import manual
+from avjax.data.builders import manual
 
 ANNOTATIONS = (
     "MSRVTT_data.json",
@@ -221,7 +221,7 @@ class MsrVtt(tfds.core.GeneratorBasedBuilder):
     )
 
   def _split_generators(self, dl_manager):
-    from avjax.data import text  # pylint: disable=import-outside-toplevel
+    from avjax.data.pipeline import tokenizer  # pylint: disable=import-outside-toplevel
 
     base = manual.manual_dir_of(dl_manager)
     found = manual.find_expected(
@@ -265,7 +265,7 @@ class MsrVtt(tfds.core.GeneratorBasedBuilder):
         ],
     }
     train_texts = [t for _, caps in splits["train"] for t in caps]
-    self.info.metadata["tokenizer"] = text.CaptionTokenizer.train(
+    self.info.metadata["tokenizer"] = tokenizer.CaptionTokenizer.train(
         train_texts
     ).to_json()
     return {
@@ -274,7 +274,7 @@ class MsrVtt(tfds.core.GeneratorBasedBuilder):
     }
 
   def _generate_examples(self, video_dir: Path, items):
-    from avjax.data import video  # pylint: disable=import-outside-toplevel
+    from avjax.data.io import video  # pylint: disable=import-outside-toplevel
 
     c = self.builder_config
     for vid, caps in items:

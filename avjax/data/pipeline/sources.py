@@ -25,21 +25,21 @@ from typing import Any
 import numpy as np
 import tensorflow_datasets as tfds
 
-from avjax.data import record_decoder
+from avjax.data.pipeline import record_decoder
 
 DATA_DIR_ENV = "AVJAX_DATA_DIR"
 FILE_FORMAT = "array_record"
 
 # Dataset name -> builder class, or dotted module path that defines it.
 _BUILDERS: dict[str, type[tfds.core.DatasetBuilder] | str] = {
-    "av_digits": "avjax.data.av_digits",
-    "ave": "avjax.data.avcmr_features",
-    "vegas": "avjax.data.avcmr_features",
-    "flickr8k_audio": "avjax.data.flickr8k_audio",
-    "spokencoco": "avjax.data.spokencoco",
-    "vggsound_sparse": "avjax.data.sync_videos",
-    "lrs3": "avjax.data.sync_videos",
-    "msrvtt": "avjax.data.msrvtt",
+    "av_digits": "avjax.data.builders.av_digits",
+    "ave": "avjax.data.builders.avcmr_features",
+    "vegas": "avjax.data.builders.avcmr_features",
+    "flickr8k_audio": "avjax.data.builders.flickr8k_audio",
+    "spokencoco": "avjax.data.builders.spokencoco",
+    "vggsound_sparse": "avjax.data.builders.sync_videos",
+    "lrs3": "avjax.data.builders.sync_videos",
+    "msrvtt": "avjax.data.builders.msrvtt",
 }
 
 

@@ -34,7 +34,9 @@ from typing import Any
 import tensorflow_datasets as tfds
 from absl import logging
 
-from avjax.data import manual, spoken_captions
+from avjax.data.builders import manual
+from avjax.data.builders import spoken_captions
+from avjax.data.io import text as text_io
 
 SPLIT_FILES = {
     "train": "Flickr_8k.trainImages.txt",
@@ -72,7 +74,7 @@ def parse_wav2capt(path: Path) -> list[tuple[str, str, int]]:
       line (names file and line number) or a wav listed twice.
   """
   rows: list[tuple[str, str, int]] = []
-  for lineno, line in enumerate(manual.read_lines(path), start=1):
+  for lineno, line in enumerate(text_io.read_lines(path), start=1):
     if not line.strip():
       continue
     parts = line.split()
@@ -101,7 +103,7 @@ def read_image_list(path: Path) -> list[str]:
   Raises:
     ValueError: naming the file when it is not UTF-8 or lists no image.
   """
-  names = [line.strip() for line in manual.read_lines(path) if line.strip()]
+  names = [line.strip() for line in text_io.read_lines(path) if line.strip()]
   if not names:
     raise ValueError(f"{path} lists no image (empty file?)")
   return list(dict.fromkeys(names))

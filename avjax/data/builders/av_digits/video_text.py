@@ -53,7 +53,7 @@ from typing import Any
 import numpy as np
 import tensorflow_datasets as tfds
 
-from avjax.data.av_digits import digits as digits_lib
+from avjax.data.builders.av_digits import digits as digits_lib
 
 KIND_IDS = {"video_text": 3}
 KINDS = tuple(KIND_IDS)
@@ -418,15 +418,15 @@ def split_generators(
 ) -> dict[str, Any]:
   """The builder's split generators; trains and stores the tokenizer.
 
-  The caption tokenizer (``avjax.data.text``) is trained on the train
+  The caption tokenizer (``avjax.data.pipeline.tokenizer``) is trained on the train
   split's captions and paraphrases and saved as JSON in
   ``metadata["tokenizer"]`` (tfds writes ``builder.info.metadata`` next to
   the data).
   """
-  from avjax.data import text  # pylint: disable=import-outside-toplevel
+  from avjax.data.pipeline import tokenizer  # pylint: disable=import-outside-toplevel
 
   generator = Generator(seed, options)
-  metadata["tokenizer"] = text.CaptionTokenizer.train(
+  metadata["tokenizer"] = tokenizer.CaptionTokenizer.train(
       generator.training_captions()
   ).to_json()
   metadata["noise_fraction"] = options.noise_fraction

@@ -53,9 +53,9 @@ import dataclasses
 import numpy as np
 import tensorflow_datasets as tfds
 
-from avjax.data import speech
-from avjax.data.av_digits import digits as digits_lib
-from avjax.data.av_digits import mixing
+from avjax.data.builders.av_digits import digits as digits_lib
+from avjax.data.builders.av_digits import mixing
+from avjax.data.builders.av_digits import speech
 
 KINDS = ("sync", "sync_dense")
 # Seeds of the sync configs' examples (far from the other configs' ids).
@@ -147,7 +147,8 @@ def features(kind: str) -> dict[str, tfds.features.FeatureConnector]:
       ),
       "clip_id": scalar("Clip id, unique in the config."),
       "voice": scalar(
-          "Index into avjax.data.speech.VOICE_SETTINGS (-1: " "none)."
+          "Index into avjax.data.builders.av_digits.speech.VOICE_SETTINGS (-1: "
+          "none)."
       ),
   }
 

@@ -46,7 +46,9 @@ from typing import Any
 import tensorflow_datasets as tfds
 from absl import logging
 
-from avjax.data import manual, spoken_captions
+from avjax.data.builders import manual
+from avjax.data.builders import spoken_captions
+from avjax.data.io import text as text_io
 
 JSON_FILES = {
     "train": "SpokenCOCO/SpokenCOCO_train.json",
@@ -99,7 +101,7 @@ def parse_spokencoco_json(path: Path) -> list[tuple[str, list[str]]]:
     ValueError: a file that is not UTF-8 or not valid json (names file and
       line), a missing key (names file, entry and key), or no caption.
   """
-  doc = manual.read_json(path)
+  doc = text_io.read_json(path)
   if not isinstance(doc, dict) or not isinstance(doc.get("data"), list):
     raise ValueError(f"{path}: expected an object with a 'data' list")
   entries: list[tuple[str, list[str]]] = []
@@ -133,7 +135,7 @@ def read_karpathy_splits(path: Path) -> dict[str, str]:
       download) or not in Karpathy's schema, naming it (and the line or
       entry).
   """
-  doc = manual.read_json(path)
+  doc = text_io.read_json(path)
   images = doc.get("images") if isinstance(doc, dict) else None
   if not isinstance(images, list):
     raise ValueError(f"{path}: expected an object with an 'images' list")

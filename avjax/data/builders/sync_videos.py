@@ -1,9 +1,9 @@
 """tfds builders `vggsound_sparse` and `lrs3`: real videos for Synchformer.
 
 Both read the user's download (mp4 files and the published lists), decode
-every clip with PyAV (``avjax.data.video``, the ``[video]`` extra) resampled
+every clip with PyAV (``avjax.data.io.video``, the ``[video]`` extra) resampled
 to ``FPS`` frames per second, ``FRAME_SIZE``² RGB frames and ``SAMPLE_RATE``
-Hz mono audio, and store records in the layout of ``avjax.data.sync_pipeline``
+Hz mono audio, and store records in the layout of ``avjax.data.pipeline.sync``
 (``video`` uint8 [T, H, W, 3], ``audio`` int16 [N], ``audio_lead`` = 0: the
 audio starts with the first frame). A missing list file stops generation
 with one error naming the directory and every missing file; a missing,
@@ -58,8 +58,8 @@ import numpy as np
 import tensorflow_datasets as tfds
 from absl import logging
 
-from avjax.data import manual
-from avjax.data import video as video_lib
+from avjax.data.builders import manual
+from avjax.data.io import video as video_lib
 
 FPS = 25.0
 SAMPLE_RATE = 16000

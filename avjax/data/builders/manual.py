@@ -9,49 +9,31 @@ builder needs:
   published layout and, when any is absent, raise ONE
   :class:`MissingManualFilesError` that names the directory and every missing
   entry (not just the first one found).
-* :func:`read_wav`: any wav libsndfile can open (PCM 8/16/24/32-bit, float,
-  WAVE_FORMAT_EXTENSIBLE, mono or multichannel) → mono int16 at a target rate.
-* :func:`load_image`: any image PIL can open → RGB uint8 [S, S, 3].
-* :class:`BadFileError` and :class:`BadFileLog`: a per-item bad file (missing,
+* :class:`BadFileLog` (with ``avjax.data.io.errors.BadFileError``): a per-item bad file (missing,
   empty, unreadable) either stops generation with an error naming the file,
   or, when the builder was asked to ``skip_bad_files``, is skipped and counted;
   the count and the file names are logged as one absl warning per split.
 * :class:`ManualDownloadBuilder`: the common base carrying ``skip_bad_files``.
 
-Decisions the datasets leave open (recorded here once for all builders):
-
-* Multichannel audio is averaged to mono before resampling.
-* Float wavs are taken as full scale ±1.0, clipped, and scaled by 32768
-  (so 16-bit PCM read as float round-trips exactly).
-* Resampling uses ``scipy.signal.resample_poly`` (polyphase, Kaiser window),
-  output length ``ceil(n * target / source)``.
-* Images are resized so the SHORTER side equals ``size`` (bicubic) and then
-  center-cropped to ``size × size``: the aspect ratio is kept, as CLIP-style
-  and ResNet-style encoders expect. JPEGs are first decoded at the smallest
-  DCT-reduced scale (1/2, 1/4, 1/8) that still covers ``size × size``.
+The files themselves are read by ``avjax.data.io`` (``audio.read_wav``,
+``image.load_image``, ``text.read_json`` ...), which records how.
 """
 
 from __future__ import annotations
 
-import json
-import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import soundfile
 import tensorflow_datasets as tfds
 from absl import logging
-from PIL import Image, UnidentifiedImageError
-from scipy import signal
+
+from avjax.data.io.errors import BadFileError
 
 # An expected entry of a layout: a relative path (a trailing "/" marks a
 # directory) or a tuple of alternative relative paths, any one of which will do.
 Expected = str | tuple[str, ...]
-
-INT16_SCALE = 32768.0
 
 
 class MissingManualFilesError(FileNotFoundError):
@@ -85,20 +67,6 @@ class MissingManualFilesError(FileNotFoundError):
     if instructions:
       lines += ["", "How to get the data:", instructions.strip()]
     super().__init__("\n".join(lines))
-
-
-class BadFileError(ValueError):
-  """One item's file is missing, empty or cannot be decoded.
-
-  Attributes:
-    path: the file at fault.
-    reason: short description ("missing", "empty wav", "unreadable wav: ...").
-  """
-
-  def __init__(self, path: os.PathLike | str, reason: str):
-    self.path = Path(path)
-    self.reason = reason
-    super().__init__(f"{reason}: {self.path}")
 
 
 def _describe(entry: Expected) -> str:
@@ -170,169 +138,6 @@ def manual_dir_of(dl_manager: Any) -> Path:
     if configured is None:
       raise
     return Path(os.fspath(configured))
-
-
-def _to_int16(x: np.ndarray) -> np.ndarray:
-  return np.clip(np.round(x * INT16_SCALE), -32768, 32767).astype(np.int16)
-
-
-_UNKNOWN_SIZE = 0xFFFFFFFF  # Size field of a wav written as a stream.
-
-
-def check_wav_complete(path: os.PathLike | str) -> None:
-  """Checks that a RIFF/WAVE file holds every byte its chunks declare.
-
-  libsndfile reads a truncated wav without complaint (it returns the
-  samples that are there), so the chunk list is walked here: each chunk's
-  declared size (padded to even) must fit in the file, and the ``data``
-  chunk must be present. Files that are not RIFF/WAVE (RF64, AIFF, ...)
-  and data chunks of unknown size (0xFFFFFFFF, streaming writers) are left
-  to libsndfile.
-
-  Raises:
-    BadFileError: naming the file, the chunk, its declared size and the
-      bytes present.
-  """
-  path = Path(path)
-  file_size = path.stat().st_size
-  with open(path, "rb") as f:
-    header = f.read(12)
-    if len(header) < 12 or header[:4] != b"RIFF" or header[8:12] != b"WAVE":
-      return
-    offset = 12
-    while offset + 8 <= file_size:
-      f.seek(offset)
-      chunk_id, size = f.read(4), int.from_bytes(f.read(4), "little")
-      body = offset + 8
-      if chunk_id == b"data":
-        if size != _UNKNOWN_SIZE and body + size > file_size:
-          raise BadFileError(
-              path,
-              f"truncated wav file (data chunk declares "
-              f"{size} bytes, the file holds {file_size - body} "
-              "bytes of it)",
-          )
-        return
-      if body + size > file_size:
-        raise BadFileError(
-            path,
-            f"truncated wav file ({chunk_id!r} chunk at byte "
-            f"{offset} declares {size} bytes, the file holds "
-            f"{file_size - body}; no data chunk)",
-        )
-      offset = body + size + (size & 1)
-  raise BadFileError(
-      path, f"truncated wav file (no data chunk in its " f"{file_size} bytes)"
-  )
-
-
-def read_wav(path: os.PathLike | str, target_rate: int = 16000) -> np.ndarray:
-  """Reads a wav file as mono int16 samples at ``target_rate`` Hz.
-
-  Args:
-    path: wav file (any PCM/float subtype libsndfile opens).
-    target_rate: output sample rate in Hz.
-
-  Returns:
-    int16 array [T]; multichannel input is averaged, other rates are
-    resampled with a polyphase filter (T = ceil(n * target_rate / rate)).
-
-  Raises:
-    BadFileError: missing file, unreadable/garbage file, a truncated file
-      (fewer bytes than its chunks declare), or zero samples.
-  """
-  path = Path(path)
-  if not path.is_file():
-    raise BadFileError(path, "missing wav file")
-  check_wav_complete(path)
-  try:
-    data, rate = soundfile.read(str(path), dtype="float64", always_2d=True)
-  except (RuntimeError, ValueError, EOFError) as err:
-    raise BadFileError(path, f"unreadable wav file ({err})") from err
-  if data.shape[0] == 0:
-    raise BadFileError(path, "empty wav file (0 samples)")
-  mono = data.mean(axis=1)
-  if rate != target_rate:
-    g = math.gcd(int(rate), int(target_rate))
-    mono = signal.resample_poly(mono, target_rate // g, int(rate) // g)
-  return _to_int16(mono)
-
-
-def load_image(path: os.PathLike | str, size: int) -> np.ndarray:
-  """Decodes an image as RGB uint8 [size, size, 3].
-
-  The shorter side is resized to ``size`` (bicubic), then the center
-  ``size × size`` square is kept.
-
-  Raises:
-    BadFileError: missing or undecodable image.
-  """
-  path = Path(path)
-  if not path.is_file():
-    raise BadFileError(path, "missing image file")
-  try:
-    with Image.open(path) as img:
-      # JPEG: decode directly at a reduced scale that still covers
-      # size × size (much faster for large photos; a no-op otherwise).
-      img.draft("RGB", (size, size))
-      img = img.convert("RGB")
-  except (UnidentifiedImageError, OSError, ValueError) as err:
-    raise BadFileError(path, f"unreadable image file ({err})") from err
-  w, h = img.size
-  scale = size / min(w, h)
-  new_w, new_h = max(size, round(w * scale)), max(size, round(h * scale))
-  img = img.resize((new_w, new_h), Image.Resampling.BICUBIC)
-  left, top = (new_w - size) // 2, (new_h - size) // 2
-  img = img.crop((left, top, left + size, top + size))
-  return np.asarray(img, dtype=np.uint8)
-
-
-def _decode_utf8(data: bytes, path: os.PathLike | str) -> str:
-  """``data`` as UTF-8 text (a BOM is dropped); ValueError naming the file,
-  line and column of the first undecodable byte."""
-  try:
-    return data.decode("utf-8-sig")
-  except UnicodeDecodeError as err:
-    line = data.count(b"\n", 0, err.start) + 1
-    column = err.start - (data.rfind(b"\n", 0, err.start) + 1) + 1
-    raise ValueError(
-        f"{path}:{line}: not UTF-8 text (byte 0x{data[err.start]:02x} at "
-        f"column {column}); save the file as UTF-8"
-    ) from None
-
-
-def read_text(path: os.PathLike | str) -> str:
-  """A UTF-8 text file's contents (index files, split lists, JSON).
-
-  Raises:
-    ValueError: naming the file and line of the first undecodable byte.
-  """
-  with open(path, "rb") as f:
-    return _decode_utf8(f.read(), path)
-
-
-def read_lines(path: os.PathLike | str) -> list[str]:
-  """The lines of a UTF-8 text file, without line ends (see ``read_text``)."""
-  return read_text(path).splitlines()
-
-
-def read_json(path: os.PathLike | str) -> Any:
-  """A UTF-8 JSON file, parsed.
-
-  Raises:
-    ValueError: naming the file, and the line and column where decoding or
-      parsing failed (e.g. a truncated download).
-  """
-  text = read_text(path)
-  try:
-    return json.loads(text)
-  except json.JSONDecodeError as err:
-    hint = " (truncated?)" if err.pos >= len(text.rstrip()) else ""
-    raise ValueError(
-        f"{path}:{err.lineno}:{err.colno}: not valid JSON"
-        f"{hint} ({err.msg} at line {err.lineno} column "
-        f"{err.colno})"
-    ) from None
 
 
 def check_unique(

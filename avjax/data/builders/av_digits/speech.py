@@ -34,7 +34,8 @@ import shutil
 import tempfile
 
 import numpy as np
-from scipy import signal
+
+from avjax.data.io import audio as audio_io
 
 SAMPLE_RATE = 16_000
 """Output sample rate of `synthesize` in Hz."""
@@ -98,7 +99,7 @@ def data_path() -> str:
     import espeakng_loader  # pylint: disable=import-outside-toplevel
   except ImportError as e:
     raise ImportError(
-        "avjax.data.speech needs the `espeakng-loader` package "
+        "avjax.data.builders.av_digits.speech needs the `espeakng-loader` package "
         "(pip install espeakng-loader)"
     ) from e
   return espeakng_loader.get_data_path()
@@ -365,31 +366,6 @@ def trim_silence(samples: np.ndarray, threshold: int = 64) -> np.ndarray:
   return samples[loud[0] : loud[-1] + 1]
 
 
-@functools.lru_cache(maxsize=8)
-def _resample_filter(up: int, down: int) -> np.ndarray:
-  """resample_poly's default Kaiser(5.0) low-pass, designed once per ratio."""
-  max_rate = max(up, down)
-  taps = signal.firwin(
-      2 * 10 * max_rate + 1, 1.0 / max_rate, window=("kaiser", 5.0)
-  )
-  taps.setflags(write=False)
-  return taps
-
-
-def resample(
-    samples: np.ndarray, source_rate: int, target_rate: int = SAMPLE_RATE
-) -> np.ndarray:
-  """Polyphase resampling of int16 audio; returns int16 (clipped)."""
-  if source_rate == target_rate or samples.size == 0:
-    return samples.astype(np.int16, copy=True)
-  g = math.gcd(source_rate, target_rate)
-  up, down = target_rate // g, source_rate // g
-  out = signal.resample_poly(
-      samples.astype(np.float64), up, down, window=_resample_filter(up, down)
-  )
-  return np.clip(np.round(out), -32768, 32767).astype(np.int16)
-
-
 def synthesize(
     text: str,
     voice: str = "en",
@@ -439,7 +415,7 @@ def synthesize(
     ) from None
   if trim:
     samples = trim_silence(samples)
-  return resample(samples, native_rate, SAMPLE_RATE)
+  return audio_io.resample(samples, native_rate, SAMPLE_RATE)
 
 
 def synthesize_setting(

@@ -12,7 +12,7 @@ this module turns groups into examples, one per spoken caption:
   index (read back through ``as_data_source`` as ``bytes``)
 
 Images are stored once per image, not once per caption: each image is
-decoded, resized / cropped to S × S (``manual.load_image``) and JPEG-encoded
+decoded, resized / cropped to S × S (``image_io.load_image``) and JPEG-encoded
 (quality ``JPEG_QUALITY``) into an image table of its split next to the
 tfds files (``<dataset dir>/images/<split>.{jpg,index.npy}``: the encoded
 images back to back, and [N, 3] int64 rows of image_id, byte offset, byte
@@ -45,7 +45,9 @@ import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from avjax.data import manual
+from avjax.data.builders import manual
+from avjax.data.io import audio as audio_io
+from avjax.data.io import image as image_io
 
 SAMPLE_RATE = 16000
 
@@ -241,14 +243,14 @@ def generate_examples(
   images = ImageTableWriter(directory, split)
   for group in groups:
     try:
-      image = manual.load_image(group.image_path, image_size)
+      image = image_io.load_image(group.image_path, image_size)
     except manual.BadFileError as err:
       bad.handle(err, n_examples=len(group.captions))
       continue
     stored = False
     for cap in group.captions:
       try:
-        audio = manual.read_wav(cap.wav_path, SAMPLE_RATE)
+        audio = audio_io.read_wav(cap.wav_path, SAMPLE_RATE)
       except manual.BadFileError as err:
         bad.handle(err)
         continue

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from avjax.data.av_digits import digits as digits_lib
+from avjax.data.builders.av_digits import digits as digits_lib
 
 CANVAS_SIZE = 64
 GRID = 3

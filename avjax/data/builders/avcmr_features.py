@@ -52,7 +52,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from absl import logging
 
-from avjax.data import manual
+from avjax.data.builders import manual
 
 FILE_SPLITS = ("train", "test")
 

@@ -21,7 +21,7 @@ from typing import Sequence
 
 import numpy as np
 
-from avjax.data import manual
+from avjax.data.io import text as text_io
 
 _SHOW = 10  # How many offending ids/classes an error message lists.
 
@@ -57,7 +57,7 @@ def read_labels_file(path: str) -> dict[int, int]:
   ext = os.path.splitext(path)[1].lower()
   pairs: list[tuple[int, int]] = []
   if ext == ".csv":
-    with io.StringIO(manual.read_text(path), newline="") as f:
+    with io.StringIO(text_io.read_text(path), newline="") as f:
       reader = csv.DictReader(f)
       missing = {"clip_id", "label"} - set(reader.fieldnames or ())
       if missing:
@@ -74,7 +74,7 @@ def read_labels_file(path: str) -> dict[int, int]:
             )
         )
   elif ext == ".json":
-    obj = manual.read_json(path)
+    obj = text_io.read_json(path)
     if not isinstance(obj, dict):
       raise ValueError(
           f"{path}: JSON must be an object {{clip_id: label}}, "
