@@ -93,3 +93,21 @@ def load_config_file(
   if not hasattr(module, "get_config"):
     raise ValueError(f"Config file {path!r} defines no get_config(arg).")
   return module.get_config(arg)
+
+
+def import_sibling(config_file: str, name: str):
+  """Imports ``<name>.py`` from the directory of ``config_file``.
+
+  Config files are loaded by path (``--config configs/x.py``), not as a
+  package, so ``configs/common.py`` (the base every config builds on) is
+  reached through this: ``common = import_sibling(__file__, "common")``.
+  """
+  path = os.path.join(
+      os.path.dirname(os.path.abspath(config_file)), name + ".py"
+  )
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"Config module {path!r} does not exist.")
+  spec = importlib.util.spec_from_file_location(f"avjax_config_{name}", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module

@@ -13,7 +13,7 @@ Commands (arguments after ':' are comma-separated):
 The README table (5 strategies × 2 sizes × balanced/imbalanced × 3 seeds):
   JAX_COMPILATION_CACHE_DIR=/tmp/jax_cache python launch/sweep.py \
       --config configs/avc.py --seeds 0,1,2 --workdir runs/avc_table \
-      --metrics probe_audio_acc,probe_visual_acc,fewshot_audio_acc,fewshot_visual_acc \
+      --metrics probe_acc_audio,probe_acc_visual,fewshot_acc_audio,fewshot_acc_visual \
       --variants "$(python configs/avc.py)"
 (`python configs/avc.py` prints the 20 ';'-separated rows; the compilation
 cache lets the 12 runs of each strategy share one compilation.) Results and
@@ -47,18 +47,20 @@ Strategies (config.sampling.positives / negatives hold the mix, any ratios):
 Labels used by sampling come from the annotation, or from a classifier's
 predictions given as config.sampling.labels_file (CSV clip_id,label or JSON).
 
-metrics.json: probe_{audio,visual}_acc (test accuracy of a linear probe on
+metrics.json: probe_acc_{audio,visual} (test accuracy of a linear probe on
 the frozen encoders, fitted on the full train split, L2 chosen on
-validation), probe_*_val_acc, fewshot_{audio,visual}_acc (the same probe
+validation), probe_val_acc_*, fewshot_acc_{audio,visual} (the same probe
 fitted on 5 labelled clips per class, mean of 3 draws from outside a small
 training subset), and avc_acc
 (binary objective: head accuracy on test pairs vs random partners) or
-classifier_*_acc (supervised: the trained heads' test accuracy).
+classifier_acc_* (supervised: the trained heads' test accuracy).
 """
 
 import ml_collections
 
-from avjax.config_utils import parse_config_arg
+from avjax import config_utils
+
+common = config_utils.import_sibling(__file__, "common")
 
 _OBJECTIVES = ("binary", "contrastive", "info_nce")
 _VARIANTS = {"quick", "heldout", *_OBJECTIVES}
@@ -92,33 +94,25 @@ def _dict(d: dict) -> ml_collections.ConfigDict:
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  variants, settings = parse_config_arg(arg, _VARIANTS, _KEYS, "configs/avc.py")
+  variants, settings = config_utils.parse_config_arg(
+      arg, _VARIANTS, _KEYS, "configs/avc.py"
+  )
   strategy = settings.get("strategy", "random")
   if strategy not in STRATEGIES:
     raise ValueError(
         f"configs/avc.py: strategy={strategy!r} is not one of "
         f"{list(STRATEGIES)}"
     )
-  config = ml_collections.ConfigDict()
-  config.method = "avc"
-  config.seed = int(settings.get("seed", 0))
+  config = common.base_config("avc", settings.get("seed", 0))
 
-  config.data = ml_collections.ConfigDict()
   config.data.name = (
       "av_digits/pairs_heldout" if "heldout" in variants else "av_digits/pairs"
   )
-  config.data.data_dir = ml_collections.config_dict.placeholder(str)
-  config.data.manual_dir = ml_collections.config_dict.placeholder(str)
-  # Manual downloads: skip and count missing / unreadable item files
-  # (logged per split) instead of stopping at the first one.
-  config.data.skip_bad_files = False
   config.data.batch_size = 64
   config.data.num_classes = 10
-  # Small / imbalanced training sets (avjax/data/pipeline/subsets.py); 0 = all.
   config.data.per_class = int(settings.get("per_class", 0))
   config.data.imbalance_ratio = float(settings.get("imbalance", 1.0))
   config.data.min_per_class = 2
-  # 24 mel bands, 20 ms hop: [51, 24] per 1 s clip (cheap on CPU).
   config.data.log_mel = _dict({"n_mels": 24, "hop_length": 320})
 
   config.model = ml_collections.ConfigDict()
@@ -134,7 +128,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model.fusion = "concat"
 
   config.avc = ml_collections.ConfigDict()
-  # binary (L3-Net head) | contrastive (info_nce) | supervised (baseline).
   chosen = [o for o in _OBJECTIVES if o in variants]
   if len(chosen) > 1:
     raise ValueError(f"configs/avc.py: choose one objective of {chosen}")
@@ -144,42 +137,41 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       else (chosen[0] if chosen else DEFAULT_OBJECTIVE)
   )
   config.avc.strategy = strategy
-  config.avc.temperature = 0.1
+
+  config.loss = ml_collections.ConfigDict()
+  # A fixed softmax temperature for the contrastive objectives.
+  config.loss.temperature = common.temperature(0.1, learn=False)
 
   positives, negatives = _MIXES[strategy]
   config.sampling = ml_collections.ConfigDict()
   config.sampling.positives = _dict(positives)
   config.sampling.negatives = _dict(negatives)
   config.sampling.num_negatives = 8  # K distinct negatives per anchor.
-  # Distance for mining easy/hard negatives: "visual" (anchor clip's visual
-  # embedding vs candidates' visual), "cross" (anchor audio vs candidate
-  # visual) or "audio"; easy negatives may use "label" distance instead.
   config.sampling.mining_space = "visual"
   config.sampling.metric = "cosine"
   config.sampling.easy_distance = "embedding"
   config.sampling.labels_file = ml_collections.config_dict.placeholder(str)
 
-  config.probe = ml_collections.ConfigDict()
-  config.probe.fit_on = "full"  # "full" train split or the training "subset".
-  config.probe.l2_grid = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
-  config.probe.steps = 300
-  # Few-label probe: fitted on this many labelled clips per class (mean over
-  # fewshot_draws fixed draws); full-label probes saturate near 0.98 on
-  # AV-digits audio for several strategies, this one leaves headroom.
-  config.probe.fewshot_per_class = 5
-  config.probe.fewshot_draws = 3
+  # Linear probes on the frozen encoders, fitted on the full train split
+  # ("subset": only the clips trained on), and few-label probes of 5 clips
+  # per class, mean of 3 draws.
+  config.evals.probe = common.linear_probe_eval(
+      ("audio", "visual"),
+      label="label",
+      num_classes=config.data.num_classes,
+      l2_grid=(1e-4, 1e-3, 1e-2, 1e-1, 1.0),
+      steps=300,
+      fit_on="full",
+      fewshot_per_class=5,
+      fewshot_draws=3,
+  )
 
-  config.optimizer = ml_collections.ConfigDict()
-  config.optimizer.name = "adam"
   config.optimizer.learning_rate = 2e-3
-  config.optimizer.schedule = "warmup_cosine"
   config.optimizer.warmup_steps = 30
-  config.optimizer.end_lr_fraction = 0.05
 
   steps = 300
   config.log_every = 25
   config.checkpoint_every = 150
-  config.eval_every = 0
   config.eval_batch_size = 512
   config.max_checkpoints_to_keep = 2
 
@@ -188,7 +180,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.optimizer.warmup_steps = 10
     config.log_every = 10
     config.checkpoint_every = 30
-    config.probe.steps = 150
+    config.evals.probe.steps = 150
   if config.avc.objective == "info_nce" and strategy in ("easy", "hard"):
     raise ValueError(
         f"configs/avc.py: strategy={strategy!r} with 'info_nce': the "
@@ -196,7 +188,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         "negative strategies apply to 'binary' and 'contrastive'"
     )
 
-  config.stages = (_dict({"name": strategy, "steps": steps}),)
+  config.stages = (common.stage(strategy, steps),)
   return config
 
 

@@ -14,7 +14,7 @@ default 1,500 steps):
   python launch/sweep.py --config configs/cmd.py \
       --variants 'no_cmd;' --seeds 0,1,2 --workdir runs/tables/cmd1500 \
       --metrics \
-      r1_s2i,r5_s2i,r10_s2i,r1_i2s,r5_i2s,r10_i2s,r1_mean,exact_r1_mean,head_params
+      r1_speech2image,r5_speech2image,r10_speech2image,r1_image2speech,r5_image2speech,r10_image2speech,r1_mean,exact_r1_mean,head_params
 The ablations of the head (README; the same workdir, so the first two
 variants are the table's runs; the second command re-reads the runs for the
 head's distances, which no_cmd has not):
@@ -22,7 +22,7 @@ head's distances, which no_cmd has not):
       --variants 'no_cmd;;shuffled_context;stop_gradient_input;no_stop_target' \
       --seeds 0,1,2 --workdir runs/tables/cmd1500 \
       --metrics \
-      r1_s2i,r5_s2i,r10_s2i,r1_i2s,r5_i2s,r10_i2s,r1_mean,exact_r1_mean,head_params
+      r1_speech2image,r5_speech2image,r10_speech2image,r1_image2speech,r5_image2speech,r10_image2speech,r1_mean,exact_r1_mean,head_params
   python launch/sweep.py --config configs/cmd.py \
       --variants ';shuffled_context;stop_gradient_input;no_stop_target' \
       --seeds 0,1,2 --workdir runs/tables/cmd1500 \
@@ -61,8 +61,8 @@ Arguments:
   seed=N          Random seed (init, data order, corruption).
   steps=N         N training steps instead of the variant's default.
 
-metrics.json: r{1,5,10}_s2i (speech→image), r{1,5,10}_i2s (image→speech),
-r{k}_mean, r_mean, map_*, where a canvas is relevant to a caption when it
+metrics.json: r{1,5,10}_speech2image (speech→image),
+r{1,5,10}_image2speech (image→speech), r{k}_mean, r_mean, map_*, where a canvas is relevant to a caption when it
 has the caption's digit sequence (AV-digits: a caption says only the
 sequence; Flickr8k Audio / SpokenCOCO: relevant = the caption's image);
 the same with relevance by exact image id as exact_r{k}_*, exact_map_*;
@@ -76,8 +76,9 @@ cmd_recon_dist / cmd_corrupt_dist.
 
 import ml_collections
 
-from avjax.config_utils import parse_config_arg
-from avjax.config_utils import positive_int_setting
+from avjax import config_utils
+
+common = config_utils.import_sibling(__file__, "common")
 
 _VARIANTS = {
     "quick",
@@ -104,7 +105,9 @@ def _corruption(**kwargs) -> ml_collections.ConfigDict:
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  variants, settings = parse_config_arg(arg, _VARIANTS, _KEYS, "configs/cmd.py")
+  variants, settings = config_utils.parse_config_arg(
+      arg, _VARIANTS, _KEYS, "configs/cmd.py"
+  )
   noise = settings.get("noise", "mix")
   if noise not in NOISE_PRESETS:
     raise ValueError(
@@ -115,17 +118,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     raise ValueError(
         "configs/cmd.py: choose one of 'flickr8k_audio' or " "'spokencoco'"
     )
-  config = ml_collections.ConfigDict()
-  config.method = "cmd"
-  config.seed = int(settings.get("seed", 0))
+  config = common.base_config("cmd", settings.get("seed", 0))
 
-  config.data = ml_collections.ConfigDict()
   config.data.name = "av_digits/captions"
-  config.data.data_dir = ml_collections.config_dict.placeholder(str)
-  config.data.manual_dir = ml_collections.config_dict.placeholder(str)
-  # Manual downloads: skip and count missing / unreadable item files
-  # (logged per split) instead of stopping at the first one.
-  config.data.skip_bad_files = False
   # SpokenCOCO: the directory holding COCO's train2014/ and val2014/
   # (None: <manual_dir>/mscoco_img if it exists, else <manual_dir>).
   config.data.image_root = ml_collections.config_dict.placeholder(str)
@@ -188,11 +183,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       }
   )
 
-  config.contrastive = ml_collections.ConfigDict()
-  config.contrastive.learn_temperature = True
-  config.contrastive.temperature_init = 0.07
-  config.contrastive.temperature_min = 0.01
-  config.contrastive.temperature_max = 0.5
+  # Symmetric InfoNCE with a learned temperature, 0.07 in [0.01, 0.5].
+  config.loss = ml_collections.ConfigDict()
+  config.loss.temperature = common.temperature(0.07, 0.01, 0.5)
 
   config.cmd = ml_collections.ConfigDict()
   config.cmd.weight = 1.0  # 0 removes the head (the contrastive baseline).
@@ -227,19 +220,22 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # hundred steps (seed 0: test R@1 0.16 after 500 steps, 0.40 after 1,500;
   # README); 1,500 steps ≈ 12 minutes on 2 CPU cores with the head.
   steps = 1500
-  config.optimizer = ml_collections.ConfigDict()
-  config.optimizer.name = "adam"
-  config.optimizer.learning_rate = 1e-3
-  config.optimizer.schedule = "warmup_cosine"
   config.optimizer.warmup_steps = 100
-  config.optimizer.end_lr_fraction = 0.05
   config.optimizer.grad_clip_norm = 1.0
 
-  config.log_every = 50
   config.checkpoint_every = 500
-  config.eval_every = 0
   config.eval_batch_size = 250
   config.max_checkpoints_to_keep = 2
+  # A canvas is relevant to a caption when it has the caption's digit
+  # sequence (`group`; on Flickr8k Audio / SpokenCOCO the group is the
+  # image); "exact_*" keys: relevance by exact image id. The gallery holds
+  # each image once (several captions may share it).
+  config.evals.retrieval = common.retrieval_eval(
+      "speech", "image", "image_id", groups="group", gallery_unique="image_id"
+  )
+  config.evals.retrieval_exact = common.retrieval_eval(
+      "speech", "image", "image_id", gallery_unique="image_id", prefix="exact_"
+  )
 
   if "flickr8k_audio" in variants or "spokencoco" in variants:
     config.data.name = (
@@ -301,8 +297,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if "no_stop_target" in variants:
     config.cmd.stop_gradient_target = False
 
-  steps = positive_int_setting(settings, "steps", steps, "configs/cmd.py")
-  config.stages = (
-      ml_collections.ConfigDict({"name": "train", "steps": steps}),
+  steps = config_utils.positive_int_setting(
+      settings, "steps", steps, "configs/cmd.py"
   )
+  config.stages = (common.stage("train", steps),)
   return config

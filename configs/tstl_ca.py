@@ -23,34 +23,24 @@ See README.md for runtimes and results of these commands.
 
 import ml_collections
 
-from avjax.config_utils import parse_config_arg
-from avjax.config_utils import positive_int_setting
+from avjax import config_utils
+
+common = config_utils.import_sibling(__file__, "common")
 
 _VARIANTS = {"quick", "one_stage", "heldout", "ave", "vegas"}
-
-
-def _stage(**kwargs) -> ml_collections.ConfigDict:
-  return ml_collections.ConfigDict(kwargs)
+_NAME = "configs/tstl_ca.py"
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  variants, settings = parse_config_arg(
-      arg, _VARIANTS, {"seed", "steps"}, "configs/tstl_ca.py"
+  variants, settings = config_utils.parse_config_arg(
+      arg, _VARIANTS, {"seed", "steps"}, _NAME
   )
-  config = ml_collections.ConfigDict()
-  config.method = "tstl_ca"
-  config.seed = int(settings.get("seed", 0))
+  config = common.base_config("tstl_ca", settings.get("seed", 0))
 
-  config.data = ml_collections.ConfigDict()
   config.data.name = "av_digits/pairs"
-  config.data.data_dir = ml_collections.config_dict.placeholder(str)
-  config.data.manual_dir = ml_collections.config_dict.placeholder(str)
-  # Manual downloads: skip and count missing / unreadable item files
-  # (logged per split) instead of stopping at the first one.
-  config.data.skip_bad_files = False
   config.data.batch_size = 128
-  # Compute log-mels of the training split once, not once per batch.
   config.data.cache_features = True
+  config.data.log_mel = ml_collections.ConfigDict()  # features.MelSpec
 
   config.model = ml_collections.ConfigDict()
   config.model.audio_encoder = "time_conv"
@@ -64,29 +54,27 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       {"features": (16, 32, 64), "hidden_dim": 128}
   )
 
+  # Margin 0.2 on L2-normalised embeddings (FaceNet's value); plain L2.
   config.loss = ml_collections.ConfigDict()
   config.loss.margin = 0.2
   config.loss.metric = "euclidean"
 
   stage1_steps, stage2_steps = 800, 800
-  config.optimizer = ml_collections.ConfigDict()
-  config.optimizer.name = "adam"
   config.optimizer.learning_rate = 1e-3
-  config.optimizer.schedule = "warmup_cosine"
   config.optimizer.warmup_steps = 50
-  config.optimizer.end_lr_fraction = 0.05
 
   config.log_every = 20
-  config.checkpoint_every = 200
   config.eval_every = 400
   config.eval_batch_size = 512
-  config.max_checkpoints_to_keep = 3
+  config.evals.retrieval = common.retrieval_eval(
+      "audio", "visual", relevance="label", plot=True
+  )
 
   if "heldout" in variants:
     config.data.name = "av_digits/pairs_heldout"
   if "ave" in variants or "vegas" in variants:
     if {"ave", "vegas"} <= variants:
-      raise ValueError("configs/tstl_ca.py: choose one of 'ave' or 'vegas'")
+      raise ValueError(f"{_NAME}: choose one of 'ave' or 'vegas'")
     config.data.name = "ave/avcmr15" if "ave" in variants else "vegas/default"
     config.model.audio_encoder = config.model.visual_encoder = "mlp"
     config.model.embed_dim = 128
@@ -109,13 +97,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.eval_every = 0
 
   if "steps" in settings:
-    steps = positive_int_setting(settings, "steps", 0, "configs/tstl_ca.py")
+    steps = config_utils.positive_int_setting(settings, "steps", 0, _NAME)
     stage1_steps = steps // 2
     stage2_steps = steps - stage1_steps
-  semihard = _stage(name="semihard", steps=stage1_steps, loss="semihard")
-  curriculum = _stage(
-      name="curriculum",
-      steps=stage2_steps,
+  # Stage 2: hardest negatives among real ones and each anchor's own
+  # synthetic ones, interpolated towards it with α rising 0 → 0.5.
+  curriculum = common.stage(
+      "curriculum",
+      stage2_steps,
       loss="interpolated_hard",
       alpha_start=0.0,
       alpha_end=0.5,
@@ -123,10 +112,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   )
   if "one_stage" in variants:
     config.stages = (
-        _stage(
-            name="semihard", steps=stage1_steps + stage2_steps, loss="semihard"
-        ),
+        common.stage("semihard", stage1_steps + stage2_steps, loss="semihard"),
     )
   else:
-    config.stages = (semihard, curriculum)
+    config.stages = (
+        common.stage("semihard", stage1_steps, loss="semihard"),
+        curriculum,
+    )
   return config

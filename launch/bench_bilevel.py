@@ -46,22 +46,22 @@ def _build(config, batch):
   """(jitted step, initial state) of one variant."""
   import jax  # pylint: disable=import-outside-toplevel
 
+  from avjax.methods import base  # pylint: disable=import-outside-toplevel
   from avjax.methods import mama  # pylint: disable=import-outside-toplevel
   from avjax.train import loop  # pylint: disable=import-outside-toplevel
-  from avjax.train.stages import StageScheduler  # pylint: disable=import-outside-toplevel
   from avjax.train.state import TrainState  # pylint: disable=import-outside-toplevel
 
   method = mama.MAMA(config)
-  scheduler = StageScheduler(config.stages)
+  run = base.RunInfo.from_config(config)
   rng = jax.random.PRNGKey(config.seed)
   params = method.init_params(rng, batch)
   state = TrainState.create(
       params,
-      method.make_optimizer(scheduler[0], scheduler.total_steps),
+      method.make_optimizer(run.stages[0], run),
       jax.random.PRNGKey(config.seed + 1),
       aux=method.init_aux(rng, params),
   )
-  step = jax.jit(loop.checked_train_step(method, scheduler[0]))
+  step = jax.jit(loop.checked_train_step(method, run.stages[0], run))
   return step, state
 
 

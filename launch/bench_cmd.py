@@ -42,20 +42,21 @@ def _build(config, batch):
 
   import jax  # pylint: disable=import-outside-toplevel
 
+  from avjax.methods import base  # pylint: disable=import-outside-toplevel
   from avjax.methods import cmd as cmd_lib  # pylint: disable=import-outside-toplevel
-  from avjax.train import optim  # pylint: disable=import-outside-toplevel
-  from avjax.train.stages import StageScheduler  # pylint: disable=import-outside-toplevel
   from avjax.train.state import TrainState  # pylint: disable=import-outside-toplevel
 
   method = cmd_lib.CMD(config)
-  scheduler = StageScheduler(config.stages)
+  run = base.RunInfo.from_config(config)
   params = method.init_params(jax.random.PRNGKey(config.seed), batch)
   state = TrainState.create(
       params,
-      optim.make_optimizer(config.optimizer, scheduler.total_steps),
+      method.make_optimizer(run.stages[0], run),
       jax.random.PRNGKey(config.seed + 1),
   )
-  step = jax.jit(functools.partial(method.train_step, stage=scheduler[0]))
+  step = jax.jit(
+      functools.partial(method.train_step, stage=run.stages[0], run=run)
+  )
   return step, state, method
 
 
@@ -86,7 +87,7 @@ def main(argv):
   batch = jax.device_put(next(iterator))
 
   built = {
-      "cmd": _build(config, batch),
+      "with_head": _build(config, batch),
       "contrastive": _build(baseline_config, batch),
   }
   timed = timing.interleaved_step_times(
@@ -96,7 +97,7 @@ def main(argv):
       _STEPS.value,
   )
 
-  params = timed["cmd"]["state"].params
+  params = timed["with_head"]["state"].params
   result = {
       "config": _CONFIG.value,
       "batch_size": int(config.data.batch_size),
@@ -110,7 +111,7 @@ def main(argv):
     result[f"{name}_step_ms"] = v["step_ms"]
     result[f"{name}_compile_s"] = v["compile_s"]
   result["step_time_ratio"] = (
-      result["cmd_step_ms"] / result["contrastive_step_ms"]
+      result["with_head_step_ms"] / result["contrastive_step_ms"]
   )
   timing.print_and_save(result, _OUT.value)
 

@@ -169,13 +169,13 @@ def _timed(fn, n: int) -> float:
 class _StageBench:
   """One jitted training step of one stage of one config."""
 
-  def __init__(self, spec: str, config, method, stage, state, batch):
+  def __init__(self, spec: str, config, method, stage, run, state, batch):
     import jax  # pylint: disable=import-outside-toplevel
     from avjax.train import loop  # pylint: disable=import-outside-toplevel
 
     self.name = f"{spec} [{stage.name}]"
     self.batch_size = int(config.data.batch_size)
-    fn = loop.checked_train_step(method, stage)
+    fn = loop.checked_train_step(method, stage, run)
     self.analytic_flops = matmul_conv_flops(jax.make_jaxpr(fn)(state, batch))
     t0 = time.perf_counter()
     compiled = jax.jit(fn).lower(state, batch).compile()
@@ -211,8 +211,8 @@ def _build(
 
   from avjax import methods  # pylint: disable=import-outside-toplevel
   from avjax.config_utils import load_config_file  # pylint: disable=import-outside-toplevel
+  from avjax.train import loop  # pylint: disable=import-outside-toplevel
   from avjax.train import sharding  # pylint: disable=import-outside-toplevel
-  from avjax.train.stages import StageScheduler  # pylint: disable=import-outside-toplevel
   from avjax.train.state import TrainState  # pylint: disable=import-outside-toplevel
 
   path, _, arg = spec.partition(":")
@@ -222,8 +222,8 @@ def _build(
   if batch_size is not None:
     config.data.batch_size = batch_size
   method = methods.get_method(config)
-  scheduler = StageScheduler(config.stages)
   mesh = sharding.make_mesh()
+  run = methods.RunInfo.from_config(config, mesh)
   iterator = method.train_iterator(config.data.batch_size, config.seed, 0, 1)
   host_batch = next(iterator)
   params_rng, aux_rng = jax.random.split(jax.random.PRNGKey(config.seed))
@@ -231,13 +231,14 @@ def _build(
   aux = method.init_aux(aux_rng, params)
   batch = sharding.shard_batch(host_batch, mesh)
   benches = []
-  for stage in scheduler:
-    tx = method.make_optimizer(stage, scheduler.total_steps)
+  txs, _ = loop.stage_optimizers(method, run)
+  for stage in run.stages:
+    tx = txs[stage.index]
     state = TrainState.create(params, tx, jax.random.PRNGKey(1), aux=aux)
     state = sharding.replicate(
         state.replace(step=jax.numpy.int32(stage.start)), mesh
     )
-    benches.append(_StageBench(spec, config, method, stage, state, batch))
+    benches.append(_StageBench(spec, config, method, stage, run, state, batch))
   return benches, iterator
 
 

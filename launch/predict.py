@@ -3,7 +3,7 @@ r"""Uses a trained workdir: search your own files, or predict video offsets.
 Usage (files may follow a list flag, space- or comma-separated):
   python launch/predict.py --workdir runs/q --queries a.wav b.wav \
       --gallery photos/ --k 5 --out results.json
-  python launch/predict.py --workdir runs/q --query_modality image \
+  python launch/predict.py --workdir runs/q --query_modality visual \
       --queries digit.png --gallery recordings/ --save_gallery g.npz
   python launch/predict.py --workdir runs/q --queries a.wav --gallery g.npz
   python launch/predict.py --workdir runs/sync_q --videos clip.mp4 \

@@ -4,7 +4,7 @@ Every README results table comes from one command of this script, e.g.:
 
   python launch/sweep.py --config configs/tstl_ca.py \
       --variants 'one_stage;' --seeds 0,1,2 \
-      --metrics map_a2v,map_v2a,map_mean --workdir runs/tstl_ca_table
+      --metrics map_audio2visual,map_visual2audio,map_mean --workdir runs/tstl_ca_table
 
 ``--variants`` is a ';'-separated list of config arguments (an empty item is
 the default config); each run uses ``<variant>,seed=<s>`` and trains in

@@ -19,6 +19,8 @@ from avjax.methods import avc
 from avjax.train import loop
 from avjax.train.stages import StageScheduler
 
+from eval_helpers import evaluate
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _spec = importlib.util.spec_from_file_location(
     "avc_config", os.path.join(ROOT, "configs", "avc.py")
@@ -80,9 +82,9 @@ def _config(arg: str = "", **overrides) -> ml_collections.ConfigDict:
       {"features": (4,), "hidden_dim": 16}
   )
   config.model.head_hidden_dims = (16,)
-  config.probe.steps = 30
-  config.probe.fewshot_per_class = 2
-  config.probe.fewshot_draws = 1
+  config.evals.probe.steps = 30
+  config.evals.probe.fewshot_per_class = 2
+  config.evals.probe.fewshot_draws = 1
   config.stages = (ml_collections.ConfigDict({"name": "s", "steps": 8}),)
   config.log_every = 2
   config.checkpoint_every = 4
@@ -146,7 +148,7 @@ def test_hard_negatives_in_the_step_are_closest_other_class_visuals():
   method = SyntheticAVC(_config("strategy=hard"))
   batch = _first_batch(method)
   params = method.init_params(jax.random.PRNGKey(0), batch)
-  a, v = method._embed_jit(params, batch["audio"], batch["visual"])
+  a, v = jax.jit(method.encode)(params, batch["audio"], batch["visual"])
   part = jax.jit(method.partners)(
       jax.random.PRNGKey(3), a, v, batch["label"], batch["id"]
   )
@@ -249,10 +251,10 @@ MIXED = {
 def test_training_is_deterministic_and_resumes_exactly(tmp_path):
   full = _train(tmp_path / "full", **MIXED)
   for key in (
-      "probe_audio_acc",
-      "probe_visual_acc",
-      "fewshot_audio_acc",
-      "fewshot_visual_acc",
+      "probe_acc_audio",
+      "probe_acc_visual",
+      "fewshot_acc_audio",
+      "fewshot_acc_visual",
   ):
     assert 0.0 <= full[key] <= 1.0
   # A second fresh run, interrupted after step 4: drop the newer checkpoint
@@ -274,26 +276,30 @@ def test_training_is_deterministic_and_resumes_exactly(tmp_path):
 def test_evaluate_keys_per_objective():
   method = SyntheticAVC(_config("strategy=supervised"))
   params = method.init_params(jax.random.PRNGKey(0), _first_batch(method))
-  out = method.evaluate(params, "validation")
+  out = evaluate(method, params, "validation")
   assert {
-      "probe_audio_acc",
-      "probe_visual_acc",
-      "probe_audio_val_acc",
-      "fewshot_audio_acc",
-      "classifier_audio_acc",
-      "classifier_visual_acc",
+      "probe_acc_audio",
+      "probe_acc_visual",
+      "probe_val_acc_audio",
+      "fewshot_acc_audio",
+      "classifier_acc_audio",
+      "classifier_acc_visual",
   } <= set(out)
   assert "avc_acc" not in out
   # On validation the probe scores the split it selected L2 on.
-  assert out["probe_audio_acc"] == out["probe_audio_val_acc"]
-  subset = SyntheticAVC(_config("per_class=6", **{"probe.fit_on": "subset"}))
+  assert out["probe_acc_audio"] == out["probe_val_acc_audio"]
+  subset = SyntheticAVC(
+      _config("per_class=6", **{"evals.probe.fit_on": "subset"})
+  )
   p2 = subset.init_params(jax.random.PRNGKey(0), _first_batch(subset))
-  assert set(subset.evaluate(p2, "test")) >= {
-      "fewshot_visual_acc",
-      "probe_visual_acc",
+  assert set(evaluate(subset, p2, "test")) >= {
+      "fewshot_acc_visual",
+      "probe_acc_visual",
   }
-  with pytest.raises(ValueError, match="probe.fit_on='half'"):
-    SyntheticAVC(_config(**{"probe.fit_on": "half"})).evaluate(p2, "test")
+  with pytest.raises(ValueError, match="fit_on='half'"):
+    evaluate(
+        SyntheticAVC(_config(**{"evals.probe.fit_on": "half"})), p2, "test"
+    )
 
 
 def test_head_accuracy_uses_a_derangement():

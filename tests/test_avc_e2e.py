@@ -7,6 +7,8 @@ import sys
 
 import pytest
 
+from workdir_helpers import assert_refused_resume
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MAIN = os.path.join(ROOT, "launch", "main.py")
 
@@ -34,21 +36,21 @@ def test_quick_soft_positive_run_writes_probe_metrics(
   with open(tmp_path / "metrics.json") as f:
     metrics = json.load(f)
   for key in (
-      "probe_audio_acc",
-      "probe_visual_acc",
-      "probe_audio_val_acc",
-      "probe_visual_val_acc",
-      "fewshot_audio_acc",
-      "fewshot_visual_acc",
+      "probe_acc_audio",
+      "probe_acc_visual",
+      "probe_val_acc_audio",
+      "probe_val_acc_visual",
+      "fewshot_acc_audio",
+      "fewshot_acc_visual",
   ):
     assert 0.0 <= metrics[key] <= 1.0, key
   # Ten balanced classes: chance is 0.1. This quick config measured probe
   # accuracies audio 0.893 / visual 0.770 and few-shot 0.630 / 0.488 on the
   # 2-core CPU machine; the floors sit a margin below.
-  assert metrics["probe_audio_acc"] > 0.84
-  assert metrics["probe_visual_acc"] > 0.72
-  assert metrics["fewshot_audio_acc"] > 0.55
-  assert metrics["fewshot_visual_acc"] > 0.40
+  assert metrics["probe_acc_audio"] > 0.84
+  assert metrics["probe_acc_visual"] > 0.72
+  assert metrics["fewshot_acc_audio"] > 0.55
+  assert metrics["fewshot_acc_visual"] > 0.40
   assert "training_curves.png" in os.listdir(tmp_path / "plots")
   with open(tmp_path / "log.jsonl") as f:
     logged = [json.loads(line) for line in f]
@@ -58,6 +60,15 @@ def test_quick_soft_positive_run_writes_probe_metrics(
       if "train/soft_positive_frac" in r
   ]
   assert soft and min(soft) > 0.9  # Batches of 64 over 10 classes.
+  # A method-specific setting changed on the same workdir: refused.
+  assert_refused_resume(
+      lambda *flags: _run(
+          tmp_path, av_digits_pairs_dir, "quick,strategy=soft", *flags
+      ),
+      tmp_path,
+      "--config.loss.temperature.init=0.9",
+      "loss.temperature.init",
+  )
 
 
 @pytest.mark.slow

@@ -12,9 +12,13 @@ import optax
 import pytest
 
 from avjax.data.builders.av_digits import AvDigits, AvDigitsConfig
+from avjax import methods
+from avjax.methods import base
 from avjax.methods import cmd as cmd_lib
 from avjax.train.stages import StageScheduler
 from avjax.train.state import TrainState
+
+from eval_helpers import evaluate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -122,11 +126,11 @@ def test_retrieval_outputs_identical_without_head(tiny):
   trained = dict(params)  # A head with arbitrary (non-init) values.
   trained["cmd_head"] = jax.tree.map(lambda x: x + 1.0, params["cmd_head"])
   without = {k: v for k, v in params.items() if k != "cmd_head"}
-  embed = jax.jit(tiny.method.embed)
-  s0, i0 = embed(without, batch["audio"], batch["audio_mask"], batch["image"])
-  s, i = embed(trained, batch["audio"], batch["audio_mask"], batch["image"])
-  np.testing.assert_array_equal(s, s0)
-  np.testing.assert_array_equal(i, i0)
+  embed = base.jitted_predictions(tiny.method, ("embed_speech", "embed_image"))
+  inputs = {k: batch[k] for k in ("audio", "audio_mask", "image")}
+  got0, got = embed(without, inputs), embed(trained, inputs)
+  for key in got:
+    np.testing.assert_array_equal(got[key], got0[key])
 
 
 def test_cmd_gradients_reach_both_encoders(tiny):
@@ -280,10 +284,8 @@ def test_head_distances_on_a_hand_computed_case():
   head["speech_mask_token"] = jnp.zeros(2)
   out = head["speech_from_image"]["params"]["out_proj"]
   out["bias"] = jnp.array([1.0, 2.0])  # The kernel is zero-initialised.
-  sums = jax.device_get(
-      method._head_eval_jit(head, speech, image)  # pylint: disable=protected-access
-  )
-  sums = {k: float(np.sum(v)) for k, v in sums.items() if k != "maps"}
+  sums = jax.device_get(jax.jit(method.head_distances)(head, speech, image))
+  sums = {k: float(np.sum(v)) for k, v in sums.items()}
   # Reconstruction (1, 2) on the 3 valid frames: 0, (2² + 2²) / 2 = 4 and
   # (4² + 3²) / 2 = 12.5; corrupted input (0, 0): 2.5, 12.5 and 25.
   assert sums["cmd_frames"] == 3.0
@@ -391,7 +393,7 @@ def test_trained_head_reconstructs_better_from_the_matched_image(context):
       {
           k: float(np.sum(v))
           for k, v in jax.device_get(
-              method._head_eval_jit(head, s, i)  # pylint: disable=protected-access
+              jax.jit(method.head_distances)(head, s, i)
           ).items()
           if k != "maps"
       }
@@ -415,9 +417,10 @@ def test_temperature_is_projected_into_range(tiny):
   p = dict(tiny.params, log_temperature=jnp.asarray(math.log(5.0)))
   assert float(method.temperature(p)) == pytest.approx(0.5, rel=1e-6)
   state = TrainState.create(p, optax.sgd(10.0), jax.random.PRNGKey(0))
-  state, _ = jax.jit(lambda s: method.train_step(s, tiny.batch, tiny.stage))(
-      state
-  )
+  run = methods.RunInfo.from_config(method.config)
+  state, _ = jax.jit(
+      lambda s: method.train_step(s, tiny.batch, tiny.stage, run)
+  )(state)
   assert float(state.params["log_temperature"]) == pytest.approx(
       math.log(0.5), rel=1e-6
   )
@@ -539,12 +542,16 @@ def test_evaluate_same_retrieval_without_head(
   )
   it = method.train_iterator(8, 0, 0, 1)
   params = method.init_params(jax.random.PRNGKey(0), next(it))
-  with_head = method.evaluate(params, "test", plot_dir=str(tmp_path))
-  without = method.evaluate(
-      {k: v for k, v in params.items() if k != "cmd_head"}, "test"
+  with_head = evaluate(method, params, "test", plot_dir=str(tmp_path))
+  without = evaluate(
+      method, {k: v for k, v in params.items() if k != "cmd_head"}, "test"
   )
-  retrieval_keys = [k for k in with_head if k.startswith(("r", "map_"))]
-  assert "r1_s2i" in retrieval_keys and "r10_i2s" in retrieval_keys
+  retrieval_keys = [
+      k for k in with_head if k.startswith(("r", "map_", "exact_"))
+  ]
+  assert "r1_speech2image" in retrieval_keys
+  assert "r10_image2speech" in retrieval_keys
+  assert "exact_r1_speech2image" in retrieval_keys
   for key in retrieval_keys:
     assert with_head[key] == without[key], key
   assert with_head["head_params"] > 0 and without["head_params"] == 0

@@ -36,6 +36,8 @@ from avjax.train import loop
 from avjax.train.stages import StageScheduler
 from avjax.train.state import TrainState
 
+from eval_helpers import embeddings
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -60,8 +62,8 @@ def _init_only_workdir(config, workdir: str, step: int = 1, batch=None) -> str:
     params = jax.jit(method.init_params)(rng, batch)
   except jax.errors.JAXTypeError:  # init_params reads values (np.asarray).
     params = method.init_params(rng, batch)
-  stages = StageScheduler(config.stages)
-  tx = method.make_optimizer(stages.stage_at(0), stages.total_steps)
+  run = methods.RunInfo.from_config(config)
+  tx = loop.stage_optimizers(method, run)[0][0]
   state = TrainState.create(params, tx, jax.random.PRNGKey(1))
   ckpt = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"))
   ckpt.save(
@@ -70,6 +72,7 @@ def _init_only_workdir(config, workdir: str, step: int = 1, batch=None) -> str:
       {
           "stage": 0,
           "config": loop.run_fingerprint(config),
+          "config_format": 2,
           "avjax_version": avjax.__version__,
       },
   )
@@ -172,17 +175,20 @@ def test_tstl_embed_equals_evaluation_and_search_gives_its_r1(
   _, metrics = tstl
   model = tstl_model
   audio = model.embed("audio", [r["audio"] for r in pairs_test])
-  image = model.embed("image", [r["image"] for r in pairs_test])
+  image = model.embed("visual", [r["image"] for r in pairs_test])
   assert audio.dtype == np.float32 and audio.shape == (len(pairs_test), 64)
-  ref = model.method.embed_split(model.params, "test")
+  ref = embeddings(model.method, model.params, "test", ("audio", "visual"))
   np.testing.assert_allclose(audio, ref["audio"], atol=1e-6, rtol=0)
   np.testing.assert_allclose(image, ref["visual"], atol=1e-6, rtol=0)
   # metrics.json: the loop's final evaluation of these very params.
   labels = np.asarray([r["label"] for r in pairs_test])
-  for q, g, key in ((audio, image, "r1_a2v"), (image, audio, "r1_v2a")):
+  for q, g, key in (
+      (audio, image, "r1_audio2visual"),
+      (image, audio, "r1_visual2audio"),
+  ):
     top = model.search(q, g, k=1).indices[:, 0]
     assert np.mean(labels[top] == labels) == pytest.approx(metrics[key])
-  assert 0.15 < metrics["r1_a2v"]  # trained: above chance (0.1)
+  assert 0.15 < metrics["r1_audio2visual"]  # trained: above chance (0.1)
 
 
 def test_search_against_numpy_reference_and_gallery_roundtrip(tmp_path):
@@ -267,7 +273,7 @@ def test_other_rates_channels_and_sizes_match_the_training_format(
     files96.append(str(path))
   small = [digits_lib.resize_digit(im, 32) for im in images[:40]]
   _assert_same_content(
-      model.embed("image", files96), model.embed("image", small), tolerance
+      model.embed("visual", files96), model.embed("visual", small), tolerance
   )
 
 
@@ -300,7 +306,7 @@ def test_bad_inputs_are_errors_naming_the_file(
       model.embed("audio", [good, str(bad)])
     assert str(bad) in str(e.value)
   with pytest.raises(inference.UnreadableFileError, match="too small") as e:
-    model.embed("image", [str(pixel)])
+    model.embed("visual", [str(pixel)])
   assert str(pixel) in str(e.value)
   emb, skipped = model.embed(
       "audio", [str(not_audio), good, str(empty)], skip_bad_files=True
@@ -336,7 +342,7 @@ def test_cmd_embed_equals_evaluation_and_search_gives_its_r1(
   speech_in = [r["audio"][: int(r["audio_length"])] for r in recs]
   s = model.embed("speech", speech_in)
   i = model.embed("image", [r["image"] for r in recs])
-  ref = model.method.embed_split(model.params, "test")
+  ref = embeddings(model.method, model.params, "test", ("speech", "image"))
   np.testing.assert_allclose(s, ref["speech"], atol=1e-6, rtol=0)
   np.testing.assert_allclose(i, ref["image"], atol=1e-6, rtol=0)
   ids = ref["image_id"]
@@ -532,7 +538,7 @@ def test_mama_embed_equals_evaluation_and_takes_video_files(
   recs = [source[i] for i in range(len(source))]
   video = model.embed("video", [r["frames"] for r in recs])
   text = model.embed("text", [r["caption"].decode() for r in recs])
-  ref = model.method.embed_split(model.params, "test")
+  ref = embeddings(model.method, model.params, "test", ("video", "text"))
   np.testing.assert_allclose(video, ref["video"], atol=1e-6, rtol=0)
   np.testing.assert_allclose(text, ref["text"], atol=1e-6, rtol=0)
   # Text needs only the workdir: its tokenizer.json, not the dataset (which
@@ -575,8 +581,8 @@ def test_avc_embed_equals_evaluation(av_digits_pairs_dir, pairs_test, tmp_path):
   batch = methods.get_method(config).transform(raw)  # Shapes, not training.
   workdir = _init_only_workdir(config, str(tmp_path / "avc"), batch=batch)
   model = inference.load(workdir)
-  ref = model.method.embed_split(model.params, "test")
-  for modality, key in (("audio", "audio"), ("image", "visual")):
-    got = model.embed(modality, [r[modality] for r in pairs_test])
-    np.testing.assert_allclose(got, ref[key], atol=1e-6, rtol=0)
-  assert model.metric == "cosine" and model.other_modality("audio") == "image"
+  ref = embeddings(model.method, model.params, "test", ("audio", "visual"))
+  for modality, key in (("audio", "audio"), ("visual", "image")):
+    got = model.embed(modality, [r[key] for r in pairs_test])
+    np.testing.assert_allclose(got, ref[modality], atol=1e-6, rtol=0)
+  assert model.metric == "cosine" and model.other_modality("audio") == "visual"

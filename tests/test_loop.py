@@ -7,10 +7,15 @@ import shutil
 import numpy as np
 import pytest
 
+from avjax import methods
+from avjax.config_utils import load_config_file
 from avjax.train import loop
 
 from avjax.train import checkpoint as checkpoint_lib
 from toy_method import ToyFrozenSecondStage, ToyRegression, toy_config
+from workdir_helpers import tree_listing
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _run(workdir, triggers=None, method_cls=ToyRegression, **overrides):
@@ -98,17 +103,6 @@ def test_nan_loss_stops_with_step_and_keeps_checkpoint(tmp_path):
   assert np.isfinite(metrics["mse"])
 
 
-def _tree_listing(root):
-  """Relative path -> (size, mtime) of every file under ``root``."""
-  out = {}
-  for dirpath, _, files in os.walk(root):
-    for name in files:
-      path = os.path.join(dirpath, name)
-      st = os.stat(path)
-      out[os.path.relpath(path, root)] = (st.st_size, st.st_mtime_ns)
-  return out
-
-
 def test_nan_gradient_with_finite_loss_is_never_saved(tmp_path):
   # Step index 7 (the 8th step) gets a NaN gradient, its loss stays finite;
   # step 8 is a checkpoint step, so before the fix NaN params were saved.
@@ -135,9 +129,42 @@ def _abstract_toy_tree():
   method = ToyRegression(config)
   params = {"w": jax.numpy.zeros(3)}
   state = TrainState.create(
-      params, method.make_optimizer(None, 12), jax.random.PRNGKey(0)
+      params,
+      method.make_optimizer(None, methods.RunInfo.from_config(config)),
+      jax.random.PRNGKey(0),
   )
   return state.checkpoint_tree()
+
+
+def test_resume_free_keys_may_change(tmp_path):
+  """Logging, checkpoint and evaluation settings are not part of the run."""
+  _run(tmp_path)
+  metrics, _ = _run(
+      tmp_path, log_every=3, eval_every=5, eval_batch_size=7, checkpoint_every=2
+  )
+  assert np.isfinite(metrics["mse"])
+  with open(tmp_path / "config.json", encoding="utf-8") as f:
+    assert json.load(f)["log_every"] == 3
+
+
+def test_run_fingerprint_is_the_whole_config_but_the_free_keys():
+  config = toy_config()
+  fingerprint = loop.run_fingerprint(config)
+  assert fingerprint["toy"] == {"unused": 0.5}
+  assert fingerprint["stages"][1]["scale"] == 2.0
+  for key in ("log_every", "eval_every", "checkpoint_every", "evals"):
+    assert key in config and key not in fingerprint
+
+
+def test_checkpoint_of_an_older_format_is_an_error(tmp_path):
+  """A config record of avjax < 0.2 (a few blocks only) is not compared."""
+  _run(tmp_path)
+  for meta_file in (tmp_path / "checkpoints").glob("*/meta/metadata"):
+    meta = json.loads(meta_file.read_text())
+    del meta["config_format"]
+    meta_file.write_text(json.dumps(meta))
+  with pytest.raises(checkpoint_lib.CheckpointMismatch, match="older avjax"):
+    _run(tmp_path)
 
 
 @pytest.mark.parametrize(
@@ -147,6 +174,8 @@ def _abstract_toy_tree():
         {"optimizer.learning_rate": 0.1},
         {"data.batch_size": 16},
         {"seed": 1},
+        {"toy.unused": 1.5},  # a method's own block, read by no shared code
+        {"compute_dtype": "bfloat16"},
         {
             "stages": (
                 {"name": "first", "steps": 6, "scale": 1.0},
@@ -159,14 +188,14 @@ def test_changed_config_is_an_error_and_keeps_every_checkpoint(
     tmp_path, override
 ):
   _run(tmp_path)
-  before = _tree_listing(tmp_path / "checkpoints")
+  before = tree_listing(tmp_path / "checkpoints")
   with pytest.raises(checkpoint_lib.CheckpointMismatch) as info:
     _run(tmp_path, **override)
   message = str(info.value)
   assert str(tmp_path) in message and "new --workdir" in message
   key = next(iter(override))
   assert key in message  # names what differs
-  assert _tree_listing(tmp_path / "checkpoints") == before
+  assert tree_listing(tmp_path / "checkpoints") == before
   assert not os.path.exists(tmp_path / "checkpoints_damaged")
   # The unchanged command still resumes (and re-evaluates) the run.
   metrics, _ = _run(tmp_path)
@@ -315,3 +344,41 @@ def test_killed_at_random_point_resumes_exactly(
   resumed = json.loads(out.stdout.strip().splitlines()[-1])
   assert resumed == uninterrupted_killable_run  # exactly, not approximately
   assert not (tmp_path / "checkpoints_damaged").exists()
+
+
+@pytest.mark.parametrize(
+    "method,changed",
+    [
+        ("tstl_ca", {"loss.margin": 0.3}),
+        ("avc", {"sampling.num_negatives": 2}),
+        ("cmd", {"cmd.weight": 0.5}),
+        ("synchformer", {"data.audio_noise": 0.5}),
+        ("mama", {"loss.margin": 0.3}),
+    ],
+)
+def test_every_method_refuses_a_workdir_of_another_setting(
+    tmp_path, method, changed
+):
+  """A method-specific key changed between runs: the error names the key
+  and the workdir, before any model or data is built; nothing is moved."""
+  config = load_config_file(
+      os.path.join(ROOT, "configs", f"{method}.py"), "quick"
+  )
+  ckpt = checkpoint_lib.Checkpointer(str(tmp_path / "checkpoints"))
+  ckpt.save(
+      4,
+      {"x": np.zeros(3, np.float32)},
+      {
+          "stage": 0,
+          "config": loop.run_fingerprint(config),
+          "config_format": 2,
+      },
+  )
+  ckpt.close()
+  before = tree_listing(tmp_path / "checkpoints")
+  config.update_from_flattened_dict(changed)
+  with pytest.raises(checkpoint_lib.CheckpointMismatch) as info:
+    loop.train_and_evaluate(config, str(tmp_path))
+  key = next(iter(changed))
+  assert f"{key}: " in str(info.value) and str(tmp_path) in str(info.value)
+  assert tree_listing(tmp_path / "checkpoints") == before

@@ -9,6 +9,9 @@ import time
 
 import pytest
 
+from workdir_helpers import assert_refused_resume
+from workdir_helpers import tree_listing
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MAIN = os.path.join(ROOT, "launch", "main.py")
 
@@ -34,18 +37,6 @@ def _run(workdir, data_dir, *extra, **kwargs):
   )
 
 
-def _listing(root):
-  """Relative path -> (size, mtime) of every file under ``root``."""
-  return {
-      os.path.relpath(os.path.join(d, f), root): (
-          os.stat(os.path.join(d, f)).st_size,
-          os.stat(os.path.join(d, f)).st_mtime_ns,
-      )
-      for d, _, files in os.walk(root)
-      for f in files
-  }
-
-
 def _metrics(workdir):
   with open(os.path.join(workdir, "metrics.json")) as f:
     return json.load(f)
@@ -57,14 +48,16 @@ def test_quick_run_then_kill_and_resume(tmp_path, av_digits_pairs_dir):
   out = _run(full, av_digits_pairs_dir)
   assert out.returncode == 0, out.stderr[-3000:]
   metrics = _metrics(full)
-  for key in ("map_a2v", "map_v2a", "map_mean"):
+  for key in ("map_audio2visual", "map_visual2audio", "map_mean"):
     assert 0.0 < metrics[key] <= 1.0
   assert "map_mean" in out.stdout  # printed at the end
   # Chance MAP for 10 balanced classes is ~0.1. This quick config measured
   # map_mean 0.370 (a2v 0.206, v2a 0.535) on the 2-core CPU machine; the
   # floors sit a margin below, so a regression of a few points fails.
   assert metrics["map_mean"] > 0.33
-  assert metrics["map_v2a"] > 0.48 and metrics["map_a2v"] > 0.17
+  assert (
+      metrics["map_visual2audio"] > 0.48 and metrics["map_audio2visual"] > 0.17
+  )
   assert {
       "precision_recall.png",
       "retrieval_examples.png",
@@ -101,17 +94,23 @@ def test_quick_run_then_kill_and_resume(tmp_path, av_digits_pairs_dir):
   resumed = _metrics(killed)
   assert resumed == metrics  # exactly: same data order, same updates
 
-  # The finished run rerun with another optimiser: a clear error naming the
-  # workdir and the field, and every checkpoint left as it was.
-  ckpt_dir = full / "checkpoints"
-  before = _listing(ckpt_dir)
+  # The finished run rerun with another optimiser, or another margin (a
+  # method-specific key): a clear error naming the workdir and the field,
+  # and every checkpoint left as it was.
+  before = tree_listing(full / "checkpoints")
   out = _run(full, av_digits_pairs_dir, "--config.optimizer.name=sgd")
   assert out.returncode != 0
   assert str(full) in out.stderr and "optimizer.name: 'adam' → 'sgd'" in (
       out.stderr
   )
   assert "new --workdir" in out.stderr
-  assert _listing(ckpt_dir) == before
+  assert tree_listing(full / "checkpoints") == before
+  assert_refused_resume(
+      lambda *flags: _run(full, av_digits_pairs_dir, *flags),
+      full,
+      "--config.loss.margin=0.3",
+      "loss.margin: 0.2 → 0.3",
+  )
   assert not (full / "checkpoints_damaged").exists()
 
 

@@ -102,7 +102,7 @@ def _check_cmd(metrics: dict, run_dir: str) -> None:
   CMD run (launch/main.py itself is the same ``train_and_evaluate``, run
   end to end by the other methods' tests).
   """
-  for direction in ("s2i", "i2s"):
+  for direction in ("speech2image", "image2speech"):
     for k in (1, 5, 10):
       assert 0.0 <= metrics[f"r{k}_{direction}"] <= 1.0
   assert metrics["r10_mean"] >= metrics["r1_mean"]

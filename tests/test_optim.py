@@ -1,15 +1,26 @@
-import ml_collections
+import os
+
 import numpy as np
 import optax
 import pytest
 
+from avjax import config_utils
 from avjax.train import optim
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_COMMON = config_utils.import_sibling(
+    os.path.join(ROOT, "configs", "x.py"), "common"
+)
 
 
 def _cfg(**kw):
-  base = {"name": "adam", "learning_rate": 1.0, "schedule": "constant"}
-  base.update(kw)
-  return ml_collections.ConfigDict(base)
+  """The shared optimiser block (configs/common.py) with overrides."""
+  cfg = _COMMON.base_config("any").optimizer
+  cfg.update(
+      {"learning_rate": 1.0, "schedule": "constant", "end_lr_fraction": 0.0}
+  )
+  cfg.update(kw)
+  return cfg
 
 
 def test_warmup_cosine_shape():

@@ -91,7 +91,7 @@ def test_search_from_the_command_line(quick_workdir, files):
   # The same ranking as the library on the same files.
   model = inference.load(quick_workdir)
   want = model.search(
-      model.embed("audio", queries), model.gallery("image", gallery), k=3
+      model.embed("audio", queries), model.gallery("visual", gallery), k=3
   )
   for row, names, scores in zip(result["results"], want.names, want.scores):
     assert [m["name"] for m in row["matches"]] == names

@@ -34,63 +34,104 @@ def test_row_slice():
     sharded.RowSlice(list(range(10)), 3, 11)
 
 
-def _toy_embed(params, a, b):
-  return jnp.tanh(a @ params["w"]), jnp.tanh(b @ params["w"]) * 2.0
-
-
-def test_single_process_embed_equals_plain_loop():
-  rng = np.random.default_rng(0)
-  data = {
-      "audio": rng.normal(size=(23, 4)).astype(np.float32),
-      "visual": rng.normal(size=(23, 4)).astype(np.float32),
+def _toy_embed(params, inputs):
+  w = params["w"]
+  return {
+      "audio": jnp.tanh(inputs["audio"] @ w),
+      "visual": jnp.tanh(inputs["visual"] @ w) * 2.0,
   }
-  params = {"w": jnp.asarray(rng.normal(size=(4, 3)), jnp.float32)}
-  out = sharded.sharded_embed(jax.jit(_toy_embed), params, data, 5)
-  want_a, want_b = _toy_embed(params, data["audio"], data["visual"])
-  np.testing.assert_allclose(out["audio"], want_a, rtol=1e-5, atol=1e-6)
-  np.testing.assert_allclose(out["visual"], want_b, rtol=1e-5, atol=1e-6)
 
 
-def test_sharded_map_keeps_real_rows_of_padded_batches():
-  data = np.arange(23, dtype=np.float32)[:, None]
+def _records(n):
+  rng = np.random.default_rng(0)
+  audio = rng.normal(size=(n, 4)).astype(np.float32)
+  visual = rng.normal(size=(n, 4)).astype(np.float32)
+  return [
+      {
+          "audio": audio[i],
+          "visual": visual[i],
+          "label": np.int32(i % 3),
+          "caption": f"row {i} " + "é" * i,
+      }
+      for i in range(n)
+  ]
 
-  def make_batch(i, j):  # padded to 5 rows, as methods with fixed shapes do
-    rows = data[i:j]
-    return np.concatenate([rows, np.repeat(rows[-1:], 5 - len(rows), 0)]), j - i
 
-  out = sharded.sharded_map(
-      lambda p, b: {"double": b * p, "sum": b.sum(1)}, 2.0, 23, make_batch, 5
+def _prepare(batch):
+  return {"audio": batch["audio"], "visual": batch["visual"]}, {
+      "label": batch["label"],
+      "caption": batch["caption"],
+  }
+
+
+def test_single_process_map_split_equals_plain_loop():
+  rows = _records(23)
+  params = {"w": jnp.asarray(np.random.default_rng(1).normal(size=(4, 3)))}
+  calls = []
+
+  def embed(p, inputs):
+    calls.append({k: v.shape for k, v in inputs.items()})
+    return _toy_embed(p, inputs)
+
+  out = sharded.map_split(embed, params, rows, _prepare, 5)
+  audio = np.stack([r["audio"] for r in rows])
+  visual = np.stack([r["visual"] for r in rows])
+  want = _toy_embed(params, {"audio": audio, "visual": visual})
+  np.testing.assert_allclose(out["audio"], want["audio"], rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(
+      out["visual"], want["visual"], rtol=1e-5, atol=1e-6
   )
-  np.testing.assert_array_equal(out["double"], 2 * data)
-  np.testing.assert_array_equal(out["sum"], data[:, 0])
-  assert sharded.gather_strings(["a", "b"], 2) == ["a", "b"]
+  np.testing.assert_array_equal(out["label"], np.arange(23) % 3)
+  assert out["caption"] == [r["caption"] for r in rows]
+  # Every call sees one shape: the last batch is padded to 5 rows.
+  assert len(calls) == 5 and all(c["audio"] == (5, 4) for c in calls)
+
+
+def test_stack_records_decodes_text_and_stacks_arrays():
+  batch = sharded.stack_records(
+      [{"x": np.ones(2), "t": b"caf\xc3\xa9"}, {"x": np.zeros(2), "t": "b"}]
+  )
+  assert batch["t"] == ["café", "b"]
+  np.testing.assert_array_equal(batch["x"], [[1, 1], [0, 0]])
+
+
+def test_map_split_rejects_an_empty_split():
+  with pytest.raises(ValueError, match="empty split"):
+    sharded.map_split(_toy_embed, {}, [], _prepare, 4)
 
 
 _TWO_PROCESS_SCRIPT = """
 import json, sys
 import jax
 jax.distributed.initialize(sys.argv[1], 2, int(sys.argv[2]))
-import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from avjax.eval import sharded
 
 rng = np.random.default_rng(0)
-data = {"audio": rng.normal(size=(23, 4)).astype(np.float32),
-        "visual": rng.normal(size=(23, 4)).astype(np.float32)}
+audio = rng.normal(size=(23, 4)).astype(np.float32)
+visual = rng.normal(size=(23, 4)).astype(np.float32)
+rows = [{"audio": audio[i], "visual": visual[i], "caption": "row %d " % i + "é" * i}
+        for i in range(23)]
 w = rng.normal(size=(4, 3)).astype(np.float32)
 mesh = Mesh(np.asarray(jax.devices()), ("data",))
 params = {"w": jax.device_put(w, NamedSharding(mesh, P()))}  # global
 seen = []
 
-def embed(p, a, b):
-  seen.append(len(a))
-  return np.tanh(a @ np.asarray(p["w"])), np.tanh(b @ np.asarray(p["w"])) * 2
-out = sharded.sharded_embed(embed, params, data, 5)
-lo, hi = sharded.process_block(23)
-text = sharded.gather_strings(["row %d " % i + "é" * i for i in range(lo, hi)], 23)
-print(json.dumps({"rows": sum(seen), "audio": out["audio"].tolist(),
-                  "visual": out["visual"].tolist(), "text": text}))
+def embed(p, x):
+  seen.append(x["audio"].shape[0])
+  return {"audio": np.tanh(x["audio"] @ np.asarray(p["w"])),
+          "visual": np.tanh(x["visual"] @ np.asarray(p["w"])) * 2}
+
+def prepare(batch):
+  seen_rows.append(len(batch["audio"]))
+  return {"audio": batch["audio"], "visual": batch["visual"]}, {
+      "caption": batch["caption"]}
+
+seen_rows = []
+out = sharded.map_split(embed, params, rows, prepare, 5)
+print(json.dumps({"rows": sum(seen_rows), "audio": out["audio"].tolist(),
+                  "visual": out["visual"].tolist(), "text": out["caption"]}))
 """
 
 

@@ -1,6 +1,14 @@
-"""A tiny in-memory method for testing the shared loop without datasets."""
+"""Tiny in-memory methods for testing the shared code without datasets.
+
+``ToyRegression`` (and ``ToyFrozenSecondStage``) exercise the loop: stages,
+resumption, non-finite steps. ``ToyRetrieval`` implements only the
+``Method`` contract — training, prediction and evaluation through a shared
+evaluator — and is the walk-through of README "Adding a method".
+"""
 
 from __future__ import annotations
+
+import os
 
 import grain
 import jax
@@ -9,7 +17,9 @@ import ml_collections
 import numpy as np
 import optax
 
-from avjax.methods.base import Method
+from avjax import config_utils
+from avjax import losses
+from avjax.methods import base
 
 
 @jax.custom_vjp
@@ -40,6 +50,10 @@ def toy_config(**overrides) -> ml_collections.ConfigDict:
               "name": "adam",
               "learning_rate": 0.3,
               "schedule": "constant",
+              "end_lr_fraction": 0.0,
+              "b1": 0.9,
+              "b2": 0.999,
+              "grad_clip_norm": 0.0,
           },
           "stages": (
               {"name": "first", "steps": 6, "scale": 1.0},
@@ -49,13 +63,16 @@ def toy_config(**overrides) -> ml_collections.ConfigDict:
           "checkpoint_every": 4,
           "eval_every": 0,
           "max_checkpoints_to_keep": 5,
+          "eval_batch_size": 16,
+          "evals": {},
+          "toy": {"unused": 0.5},
       }
   )
   config.update_from_flattened_dict(overrides)
   return config
 
 
-class ToyRegression(Method):
+class ToyRegression(base.Method):
   """Linear regression y = x·w* on 64 fixed examples; stage scales the loss.
 
   Test triggers (not config fields, so a resumed run has the same config):
@@ -97,7 +114,8 @@ class ToyRegression(Method):
     loss = _scale_gradient(loss, poison)
     return loss, {"progress": stage.progress(step)}
 
-  def evaluate(self, params, split, plot_dir=None):
+  def evaluate(self, state, split, run, plot_dir=None):
+    params = state.params
     err = self.x @ np.asarray(params["w"]) - self.y
     return {
         "mse": float(np.mean(err**2)),
@@ -121,17 +139,18 @@ class ToyFrozenSecondStage(ToyRegression):
     err = batch["x"] @ params["w"] + params["b"] - batch["y"] - 1.0
     return stage.options.scale * jnp.mean(err**2), {}
 
-  def make_optimizer(self, stage, total_steps):
-    if stage.index == 0:
-      return super().make_optimizer(stage, total_steps)
-    if getattr(self, "_frozen_tx", None) is None:
-      self._frozen_tx = optax.multi_transform(
-          {"train": optax.sgd(0.05), "frozen": optax.set_to_zero()},
-          {"w": "frozen", "b": "train"},
-      )
-    return self._frozen_tx
+  stage_optimizers = "per_stage"
 
-  def evaluate(self, params, split, plot_dir=None):
+  def make_optimizer(self, stage, run):
+    if stage.index == 0:
+      return super().make_optimizer(stage, run)
+    return optax.multi_transform(
+        {"train": optax.sgd(0.05), "frozen": optax.set_to_zero()},
+        {"w": "frozen", "b": "train"},
+    )
+
+  def evaluate(self, state, split, run, plot_dir=None):
+    params = state.params
     w, b = np.asarray(params["w"]), float(params["b"])
     err = self.x @ w + b - self.y - 1.0
     return {
@@ -139,3 +158,106 @@ class ToyFrozenSecondStage(ToyRegression):
         "b": b,
         **{f"w{i}": float(v) for i, v in enumerate(w)},
     }
+
+
+_COMMON = config_utils.import_sibling(
+    os.path.join(os.path.dirname(__file__), os.pardir, "configs", "x.py"),
+    "common",
+)
+
+
+def toy_retrieval_config(**overrides) -> ml_collections.ConfigDict:
+  """The config of ``ToyRetrieval``: ``configs/common.py``'s base, the
+  method's own blocks, one evaluator entry."""
+  config = _COMMON.base_config("toy_retrieval", 0)
+  config.data.name = "toy_pairs"
+  config.data.batch_size = 16
+  config.data.num_classes = 4
+  config.model = ml_collections.ConfigDict({"embed_dim": 8})
+  config.loss = ml_collections.ConfigDict({"temperature": 0.1})
+  config.optimizer.learning_rate = 0.05
+  config.optimizer.warmup_steps = 0
+  config.stages = (_COMMON.stage("train", 30),)
+  config.log_every = 10
+  config.checkpoint_every = 15
+  config.eval_batch_size = 32
+  config.evals.retrieval = _COMMON.retrieval_eval("a", "b", relevance="label")
+  config.update_from_flattened_dict(overrides)
+  return config
+
+
+def toy_pairs(split: str, num_classes: int = 4) -> list[dict[str, np.ndarray]]:
+  """Paired 6-d vectors of two "modalities" seen through different fixed
+  maps of a class prototype, plus noise; 64 (train) or 32 rows."""
+  protos = np.random.default_rng(0).normal(size=(num_classes, 3))
+  maps = np.random.default_rng(1).normal(size=(2, 3, 6))
+  rng = np.random.default_rng({"train": 2, "validation": 3, "test": 4}[split])
+  n = 64 if split == "train" else 32
+  labels = np.arange(n) % num_classes
+  rows = []
+  for i, c in enumerate(labels):
+    a = protos[c] @ maps[0] + 0.3 * rng.normal(size=6)
+    b = protos[c] @ maps[1] + 0.3 * rng.normal(size=6)
+    rows.append(
+        {
+            "a": a.astype(np.float32),
+            "b": b.astype(np.float32),
+            "label": np.int32(c),
+            "id": np.int32(i),
+        }
+    )
+  return rows
+
+
+class ToyRetrieval(base.Method):
+  """Two linear towers aligned by InfoNCE: the ``Method`` contract alone.
+
+  Training: ``train_iterator``, ``init_params``, ``loss_fn``. Prediction:
+  ``modalities`` (two feature-vector modalities "a" and "b"),
+  ``similarity``, ``embed``, ``modality_inputs``. Evaluation:
+  ``eval_source`` and ``eval_inputs`` feed the retrieval evaluator named in
+  ``config.evals``. Nothing in the shared code knows this class.
+  """
+
+  modalities = {"a": base.FEATURES, "b": base.FEATURES}
+  similarity = "cosine"
+
+  def train_iterator(self, batch_size, seed, process_index, process_count):
+    rows = toy_pairs("train", self.config.data.num_classes)
+    ds = (
+        grain.MapDataset.source(rows)[process_index::process_count]
+        .seed(seed)
+        .shuffle()
+        .repeat()
+        .batch(batch_size, drop_remainder=True)
+    )
+    return iter(ds.to_iter_dataset())
+
+  def init_params(self, rng, batch):
+    dim, width = batch["a"].shape[1], int(self.config.model.embed_dim)
+    ka, kb = jax.random.split(rng)
+    return {
+        "a": jax.random.normal(ka, (dim, width)) / np.sqrt(dim),
+        "b": jax.random.normal(kb, (dim, width)) / np.sqrt(dim),
+    }
+
+  def loss_fn(self, params, batch, rng, stage, step):
+    del rng, stage, step
+    a = self.embed(params, "a", batch)
+    b = self.embed(params, "b", batch)
+    loss = jnp.mean(
+        losses.info_nce(a, b, temperature=self.config.loss.temperature)
+    )
+    return loss, {}
+
+  def embed(self, params, modality, inputs):
+    return inputs[modality] @ params[modality]
+
+  def eval_source(self, split):
+    return toy_pairs(split, self.config.data.num_classes)
+
+  def eval_inputs(self, records):
+    return {"a": records["a"], "b": records["b"]}, {"label": records["label"]}
+
+  def modality_inputs(self, modality, records):
+    return {modality: np.stack(records).astype(np.float32)}

@@ -1,9 +1,15 @@
-"""Evaluators shared by every method: retrieval metrics, linear probe, plots.
+"""Evaluation shared by every method.
 
-Submodules: `retrieval` (similarity, MAP, Recall@K, precision-recall),
-`linear_probe` (its function of the same name is reached as
-`linear_probe.linear_probe`, so the submodule is never shadowed) and `plots`
-(PNG figures). The retrieval functions are also re-exported here.
+`evaluators` is the room of configured evaluators (`config.evals`:
+retrieval, linear probe, multiple choice, sync offset) that run on a
+method's prediction functions; `sharded.map_split` embeds or predicts a
+whole split across processes for all of them. The metric functions they
+use are plain modules: `retrieval` (similarity, MAP, Recall@K,
+precision-recall), `linear_probe` (its function of the same name is reached
+as `linear_probe.linear_probe`, so the submodule is never shadowed),
+`video_text` (multiple choice, weight summaries), `sync` (offset accuracy,
+ROC AUC, evidence hits) and `plots` (PNG figures). The retrieval functions
+are also re-exported here.
 """
 
 from avjax.eval import linear_probe

@@ -8,12 +8,8 @@ gathered so that every process holds all N rows in split order. With one
 process every helper here is the identity, so single-process evaluation is
 unchanged.
 
-Typical use in a method::
-
-    lo, hi = sharded.process_block(len(source))
-    params = sharded.local_replica(params)
-    ... embed rows lo..hi of the split in batches ...
-    rows = sharded.gather_rows({"audio": a, "visual": v}, len(source))
+``map_split`` does all of it for a split's records: every evaluator
+(``avjax.eval.evaluators``) embeds or predicts through it.
 """
 
 from __future__ import annotations
@@ -119,71 +115,101 @@ def gather_strings(strings: Sequence[str], n: int) -> list[str]:
   ]
 
 
-def sharded_map(
+def _is_text(value: Any) -> bool:
+  return isinstance(value, (str, bytes)) or (
+      isinstance(value, np.ndarray) and value.dtype.kind in "SUO"
+  )
+
+
+def _as_str(value: Any) -> str:
+  if isinstance(value, np.ndarray):
+    value = value.item()
+  return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+def stack_records(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+  """Records (dicts) → one dict of stacked rows: numpy arrays [b, ...], or
+  a list of str for text fields (bytes are decoded as UTF-8)."""
+  return {
+      key: (
+          [_as_str(r[key]) for r in records]
+          if _is_text(records[0][key])
+          else np.stack([np.asarray(r[key]) for r in records])
+      )
+      for key in records[0]
+  }
+
+
+def _pad_rows(x: np.ndarray, size: int) -> np.ndarray:
+  """[n, ...] → [size, ...] by repeating the last row (n <= size)."""
+  n = len(x)
+  if n >= size:
+    return x
+  return np.concatenate([x, np.repeat(x[-1:], size - n, axis=0)])
+
+
+def map_split(
     fn,
     params: PyTree,
-    num_rows: int,
-    make_batch,
+    source: Sequence[Any],
+    prepare,
     batch_size: int,
-) -> dict[str, np.ndarray]:
+) -> dict[str, Any]:
   """Per-row outputs of ``fn`` over a whole split, sharded by process.
 
+  The one helper every evaluation embeds or predicts a split with. Rows are
+  read in batches of ``batch_size`` records, stacked (``stack_records``)
+  and turned into model inputs by ``prepare``; every input array is padded
+  to ``batch_size`` rows by repeating its last row, so ``fn`` compiles once.
+
   Args:
-    fn: ``(params, batch) -> {name: [b, ...]}`` (jitted by the caller).
-    params: the model parameters (global or local arrays).
-    num_rows: the split's number of rows N.
-    make_batch: ``(lo, hi) -> (batch, real)``: the inputs of rows
-      ``[lo, hi)``, possibly padded to a fixed shape; the first ``real``
-      output rows are kept.
+    fn: ``(params, inputs) -> {name: [batch_size, ...] or a dict of
+      them}`` (jitted by the caller).
+    params: the model parameters (global or process-local arrays).
+    source: the split's records, random access.
+    prepare: ``stacked records -> (inputs, metadata)``: model inputs (numpy
+      arrays with one row per record) and per-row metadata (arrays or lists
+      of str: labels, ids, captions) returned beside ``fn``'s outputs.
     batch_size: rows per call.
 
   Returns:
-    ``{name: [N, ...]}`` in row order, on every process.
+    ``{name: [N, ...]}`` for every output of ``fn`` and every metadata key
+    (lists of str for text), in source order, on every process.
   """
-  lo, hi = process_block(num_rows)
+  if batch_size < 1:
+    raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+  n = len(source)
+  if n == 0:
+    raise ValueError("cannot evaluate an empty split")
+  lo, hi = process_block(n)
   params = local_replica(params)
   # An empty block computes row 0 and keeps none of it, so that every
   # process knows the output shapes for the gather.
   spans = [(i, min(i + batch_size, hi)) for i in range(lo, hi, batch_size)]
-  outs: dict[str, list[np.ndarray]] = {}
+  outputs: list[PyTree] = []
+  arrays: dict[str, list[np.ndarray]] = {}
+  texts: dict[str, list[str]] = {}
   for i, j in spans or [(0, 1)]:
-    batch, real = make_batch(i, j)
-    for name, value in fn(params, batch).items():
-      outs.setdefault(name, []).append(
-          np.asarray(value)[: real if spans else 0]
-      )
-  return gather_rows({k: np.concatenate(v) for k, v in outs.items()}, num_rows)
-
-
-def sharded_embed(
-    embed_fn,
-    params: PyTree,
-    data: dict[str, np.ndarray],
-    batch_size: int,
-    keys: tuple[str, str] = ("audio", "visual"),
-) -> dict[str, np.ndarray]:
-  """Two-tower embeddings of a whole in-memory split, sharded by process.
-
-  Args:
-    embed_fn: ``(params, x_a [b, ...], x_b [b, ...]) -> (e_a, e_b)``, each
-      ``[b, E]`` (jitted by the caller).
-    params: the model parameters (global or local arrays).
-    data: the split's model inputs; ``data[keys[i]]`` is ``[N, ...]``.
-    batch_size: rows per call.
-    keys: the two input keys; also the output keys.
-
-  Returns:
-    ``{keys[0]: [N, E] float32, keys[1]: [N, E] float32}`` on every process.
-  """
-
-  def fn(p, batch):
-    embedded = embed_fn(p, batch[keys[0]], batch[keys[1]])
-    return {k: np.asarray(e, np.float32) for k, e in zip(keys, embedded)}
-
-  return sharded_map(
-      fn,
-      params,
-      len(data[keys[0]]),
-      lambda i, j: ({k: data[k][i:j] for k in keys}, j - i),
-      batch_size,
+    keep = (j - i) if spans else 0
+    stacked = stack_records([source[k] for k in range(i, j)])
+    inputs, metadata = prepare(stacked)
+    padded = {
+        k: _pad_rows(np.asarray(v), batch_size) for k, v in inputs.items()
+    }
+    outputs.append(
+        jax.tree.map(
+            lambda v, keep=keep: np.asarray(v)[:keep],
+            jax.device_get(fn(params, padded)),
+        )
+    )
+    for name, value in metadata.items():
+      if isinstance(value, list):
+        texts.setdefault(name, []).extend(value[:keep])
+      else:
+        arrays.setdefault(name, []).append(np.asarray(value)[:keep])
+  out = dict(
+      gather_rows(jax.tree.map(lambda *xs: np.concatenate(xs), *outputs), n)
   )
+  out.update(gather_rows({k: np.concatenate(v) for k, v in arrays.items()}, n))
+  out.update({k: gather_strings(v, n) for k, v in texts.items()})
+  return out

@@ -2,12 +2,12 @@
 
   model = avjax.inference.load("runs/q")          # newest checkpoint
   audio = model.embed("audio", ["a.wav", "b.flac"])  # float32 [2, E]
-  hits = model.search(audio, model.gallery("image", "photos/"), k=5)
+  hits = model.search(audio, model.gallery("visual", "photos/"), k=5)
   sync = avjax.inference.load("runs/sync").predict_offset("clip.mp4")
 
 Modules, one job each: ``workdir`` (config + params of a checkpoint),
 ``readers`` (files in), ``records`` (a file as a training-dataset record),
-``embedders`` (records through the method's own transform and embed),
+``embedders`` (records through the ``Method`` contract's transform and embed),
 ``search`` (top-k and saved galleries), ``sync`` (Synchformer offsets),
 ``model`` (the ``Model`` tying them together).
 """

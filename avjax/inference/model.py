@@ -11,6 +11,7 @@ trained and evaluated on.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -22,6 +23,7 @@ from absl import logging
 
 from avjax import methods
 from avjax.inference import embedders as embedders_lib
+from avjax.methods import base
 from avjax.inference import readers
 from avjax.inference import records as records_lib
 from avjax.inference import search as search_lib
@@ -30,12 +32,12 @@ from avjax.inference import workdir as workdir_lib
 
 # File extensions a gallery directory is searched for, per input kind.
 EXTENSIONS = {
-    embedders_lib.AUDIO: (".wav", ".flac", ".ogg", ".mp3", ".m4a", ".aac"),
-    embedders_lib.IMAGE: (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"),
-    embedders_lib.VIDEO: (".mp4", ".mkv", ".avi", ".mov", ".webm"),
-    embedders_lib.TEXT: (".txt",),
+    base.AUDIO: (".wav", ".flac", ".ogg", ".mp3", ".m4a", ".aac"),
+    base.IMAGE: (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"),
+    base.VIDEO: (".mp4", ".mkv", ".avi", ".mov", ".webm"),
+    base.TEXT: (".txt",),
+    base.FEATURES: (),
 }
-_FEATURE_VECTOR_DATASETS = ("ave", "vegas")
 
 
 class Model:
@@ -45,7 +47,8 @@ class Model:
     workdir: the run's directory.
     step: the checkpoint's step.
     config: the run's config (``workdir/config.json``).
-    method: the method object (its ``embed``, transforms, ``_predict``).
+    method: the method object (its ``Method`` contract: modalities,
+      ``embed``, ``modality_inputs``, ``predict_fns``).
     params: the checkpoint's parameters (no optimiser state).
     spec: the training dataset's record shapes.
   """
@@ -56,8 +59,12 @@ class Model:
     self.config = config
     self.method = method
     self.params = params
-    self.spec = records_lib.record_spec(config.data)
-    self._embedder = embedders_lib.make_embedder(method, self.spec)
+
+  @functools.cached_property
+  def spec(self) -> records_lib.RecordSpec:
+    """The training dataset's record shapes (read when a file is first
+    turned into a record)."""
+    return records_lib.record_spec(self.config.data)
 
   def __repr__(self) -> str:
     return (
@@ -68,31 +75,39 @@ class Model:
   # Embedding ----------------------------------------------------------------
   @property
   def modalities(self) -> tuple[str, ...]:
-    """The modalities ``embed`` takes (empty for Synchformer)."""
-    return tuple(self._embedder.modalities) if self._embedder else ()
+    """The modalities ``embed`` takes (``Method.modalities``; empty for a
+    method that predicts rather than embeds, e.g. offsets)."""
+    return tuple(self.method.modalities)
 
   @property
   def metric(self) -> str:
-    """The similarity ``search`` ranks by (the method's evaluation's)."""
-    return self._embedder.metric if self._embedder else "cosine"
+    """The similarity ``search`` ranks by (``Method.similarity``)."""
+    return self.method.similarity
 
   def other_modality(self, modality: str) -> str:
-    """The modality searched with ``modality`` queries (e.g. audio→image)."""
+    """The modality searched with ``modality`` queries (e.g. audio→visual):
+    the other one of a two-modality method."""
     self._check_modality(modality)
-    return self._embedder.pairs[modality]
+    others = [m for m in self.modalities if m != modality]
+    if len(others) != 1:
+      raise ValueError(
+          f"{self.config.method} embeds {list(self.modalities)}; name the "
+          "gallery modality explicitly"
+      )
+    return others[0]
 
   def _check_modality(self, modality: str) -> str:
-    if self._embedder is None:
+    if not self.modalities:
       raise ValueError(
-          f"{self.config.method} models do not embed; use predict_offset "
-          f"(workdir {self.workdir})"
+          f"{self.config.method} models do not embed (they offer "
+          f"{sorted(self.method.predict_fns())}); workdir {self.workdir}"
       )
-    if modality not in self._embedder.modalities:
+    if modality not in self.modalities:
       raise ValueError(
           f"modality {modality!r} is not one of {list(self.modalities)} "
           f"for {self.config.method}"
       )
-    return self._embedder.modalities[modality]
+    return self.method.modalities[modality]
 
   def record(self, modality: str, item: Any, index: int = 0) -> Any:
     """One input (path or array) as a training-dataset record.
@@ -107,13 +122,15 @@ class Model:
     kind = self._check_modality(modality)
     name = records_lib.input_name(item, index)
     is_path = isinstance(item, (str, os.PathLike))
-    dataset = self.config.data.name.split("/")[0]
-    if dataset in _FEATURE_VECTOR_DATASETS and kind != embedders_lib.TEXT:
-      raise ValueError(
-          f"{self.config.data.name} models take pre-extracted feature "
-          "vectors; inference from files is not supported for them"
-      )
-    if kind == embedders_lib.AUDIO:
+    if kind == base.FEATURES:
+      if is_path:
+        raise ValueError(
+            f"{self.config.data.name} models take pre-extracted feature "
+            f"vectors; inference from files is not supported for them "
+            f"({name})"
+        )
+      return records_lib.feature_record(item, name)
+    if kind == base.AUDIO:
       if is_path:
         samples, rate = readers.read_audio(name)
       elif isinstance(item, tuple) and len(item) == 2:
@@ -121,12 +138,12 @@ class Model:
       else:
         samples, rate = item, self.spec.sample_rate
       return records_lib.audio_record(samples, int(rate), self.spec, name)
-    if kind == embedders_lib.IMAGE:
+    if kind == base.IMAGE:
       image = readers.read_image(name) if is_path else item
       return records_lib.image_record(
           image, self.spec.image_size, self.spec.image_channels, name
       )
-    if kind == embedders_lib.VIDEO:
+    if kind == base.VIDEO:
       frames = readers.read_video(name).frames if is_path else item
       return records_lib.frames_record(frames, self.spec, name)
     if not isinstance(item, str) or not item.strip():
@@ -146,8 +163,8 @@ class Model:
     """Embeddings of ``inputs`` with the method's own encoder.
 
     Args:
-      modality: one of ``self.modalities``: TSTL-CA / AVC "audio" /
-        "image", CMD "speech" / "image", MAMA "video" / "text".
+      modality: one of ``self.modalities`` (e.g. "audio" / "visual",
+        "speech" / "image", "video" / "text").
       inputs: file paths or arrays (see ``record``), in any mix.
       batch_size: inputs read, transformed and embedded at once (bounds
         memory; one compilation per modality and size). Default: the
@@ -169,7 +186,7 @@ class Model:
     self._check_modality(modality)
     inputs = list(inputs)
     if batch_size is None:
-      batch_size = int(self.config.get("eval_batch_size", 64))
+      batch_size = int(self.config.eval_batch_size)
     if batch_size < 1:
       raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     show = len(inputs) > batch_size if progress is None else progress
@@ -191,7 +208,9 @@ class Model:
             logging.warning("Skipping %s: %s", e.path, e.reason)
         if recs:
           parts.append(
-              self._embedder.embed_records(self.params, modality, recs, size)
+              embedders_lib.embed_records(
+                  self.method, self.params, modality, recs, size
+              )
           )
         bar.update(len(inputs[start : start + batch_size]))
     dim = parts[0].shape[1] if parts else 0
@@ -275,10 +294,10 @@ class Model:
 
     See ``avjax.inference.sync.predict_offset``.
     """
-    if self.config.method != "synchformer":
+    if sync_lib.SYNC_OFFSETS not in self.method.predict_fns():
       raise ValueError(
-          f"predict_offset needs a synchformer model; {self.workdir} holds "
-          f"a {self.config.method} model"
+          f"predict_offset needs a model that predicts offsets; "
+          f"{self.workdir} holds a {self.config.method} model"
       )
     return sync_lib.predict_offset(
         self.method,

@@ -269,6 +269,22 @@ def frames_record(
   )
 
 
+def feature_record(vector: Any, name: str) -> np.ndarray:
+  """A pre-extracted feature vector (AVE / VEGAS models): float32 [D].
+
+  Raises:
+    UnreadableFileError: not a 1-D real vector of finite values.
+  """
+  x = np.asarray(vector)
+  if x.ndim != 1 or not x.size or not np.issubdtype(x.dtype, np.number):
+    raise UnreadableFileError(
+        name, f"a feature vector must be 1-D and real, got {x.dtype} {x.shape}"
+    )
+  if not np.all(np.isfinite(x)):
+    raise UnreadableFileError(name, "feature vector has NaN or inf values")
+  return x.astype(np.float32)
+
+
 def input_name(item: Any, index: int) -> str:
   """A path's string, or "inputs[i]" for an array."""
   if isinstance(item, (str, os.PathLike)):

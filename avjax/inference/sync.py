@@ -7,8 +7,9 @@ grey video, and the audio stored as int16 as in the datasets. Windows of
 ``crop_frames`` frames (the model's crop, 2.56 s by default) start every
 ``stride`` frames (half a crop by default, and one more window ends at the
 last frame); each is paired with the audio of the same time span and run
-through the method's own ``_predict`` (the evaluation's jitted forward
-pass: offset logits, synchronisability logits, per-segment evidence).
+through the method's ``predict_fns()["sync_offsets"]`` (the evaluation's
+forward pass: offset logits, synchronisability logits, per-segment
+evidence).
 
 Offset convention (``avjax.data.pipeline.sync``): an offset of ``o`` s means
 the audio is ``o`` s *ahead* of the picture (a sound is heard ``o`` s
@@ -28,6 +29,10 @@ from avjax.data.io import audio as audio_io
 from avjax.data.io import video as video_lib
 from avjax.inference import readers
 from avjax.inference import records as records_lib
+from avjax.methods import base
+
+# The prediction a method offers offsets with (``Method.predict_fns``).
+SYNC_OFFSETS = "sync_offsets"
 
 PyTree = Any
 
@@ -223,7 +228,8 @@ def predict_offset(
         "audio_shifted": pad(windows[i : i + batch_size]),
         "audio_check": pad(windows[i : i + batch_size]),
     }
-    for k, v in method._predict(params, batch).items():
+    predict = base.jitted_predictions(method, (SYNC_OFFSETS,))
+    for k, v in predict(params, batch)[SYNC_OFFSETS].items():
       outs.setdefault(k, []).append(np.asarray(v)[:n])
   out = {k: np.concatenate(v) for k, v in outs.items()}
   probs = _softmax(out["offset"])

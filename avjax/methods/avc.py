@@ -48,9 +48,9 @@ Decisions the paper leaves open (all config fields):
     visual; few-label 0.81 / 0.65), the contrastive form's at 0.97 / 0.92
     (0.95 / 0.89); untrained encoders: 0.78 / 0.74 (0.48 / 0.47);
   * the linear probe is fitted on the full training split (every strategy is
-    probed on the same labelled data; ``probe.fit_on="subset"`` uses the
+    probed on the same labelled data; ``evals.probe.fit_on="subset"`` uses the
     training subset instead), L2 chosen on validation; a few-label probe
-    (``probe.fewshot_per_class`` clips per class, fixed draws) is reported as
+    (``evals.probe.fewshot_per_class`` clips per class, fixed draws) is reported as
     well: full-label probes of several strategies saturate near 0.98 on
     AV-digits audio, and the paper's claim is about scarce labels;
   * training features are computed once per split and served from memory
@@ -78,12 +78,11 @@ from avjax.data.pipeline import features as features_lib
 from avjax.data.pipeline import iterators
 from avjax.data.pipeline import sources
 from avjax.data.pipeline import subsets
-from avjax.eval import linear_probe as probe_lib
-from avjax.eval.sharded import sharded_embed
+from avjax.methods import base
 from avjax.methods import sampling
-from avjax.methods.base import Method
 from avjax.models import encoders
 from avjax.models import heads
+from avjax.models import temperature as temperature_lib
 from avjax.train.stages import Stage
 
 OBJECTIVES = ("binary", "contrastive", "info_nce", "supervised")
@@ -124,7 +123,7 @@ def _check_choice(value: str, valid: tuple[str, ...], field: str) -> None:
     raise ValueError(f"{field}={value!r} is not one of {list(valid)}")
 
 
-class AVC(Method):
+class AVC(base.Method):
   """Audio-visual correspondence with configurable partner sampling."""
 
   def __init__(self, config: ml_collections.ConfigDict):
@@ -149,20 +148,36 @@ class AVC(Method):
       )
     self.towers = encoders.TwoTower(
         audio_encoder=encoders.make_encoder(
-            m.audio_encoder, m.embed_dim, **dict(m.get("audio_kwargs", {}))
+            m.audio_encoder, m.embed_dim, **dict(m.audio_kwargs)
         ),
         visual_encoder=encoders.make_encoder(
-            m.visual_encoder, m.embed_dim, **dict(m.get("visual_kwargs", {}))
+            m.visual_encoder, m.embed_dim, **dict(m.visual_kwargs)
         ),
-        normalize=m.get("normalize", False),
+        normalize=m.normalize,
     )
     self.head = heads.CorrespondenceHead(
-        hidden_dims=tuple(m.get("head_hidden_dims", (64,))),
-        fusion=m.get("fusion", "concat"),
+        hidden_dims=tuple(m.head_hidden_dims),
+        fusion=m.fusion,
     )
     self.num_classes = int(config.data.num_classes)
     self.classifier = heads.LinearClassifier(self.num_classes)
-    self.transform = batch_transform(dict(config.data.get("log_mel", {})))
+    self.transform = batch_transform(dict(config.data.log_mel))
+    temperature = temperature_lib.LearnedTemperature.from_config(
+        config.loss.temperature
+    )
+    if temperature.learn:
+      raise ValueError(
+          "config.loss.temperature.learn=True: AVC's objectives use a fixed "
+          "temperature"
+      )
+    self.temperature = temperature.init
+
+  # Contract -----------------------------------------------------------------
+  modalities = {"audio": base.AUDIO, "visual": base.IMAGE}
+
+  @property
+  def similarity(self) -> str:
+    return "cosine" if self.config.sampling.metric == "cosine" else "euclidean"
 
   # Data -------------------------------------------------------------------
   def _source(self, split: str):
@@ -175,9 +190,9 @@ class AVC(Method):
     key = (
         d.name,
         split,
-        d.get("data_dir"),
-        d.get("manual_dir"),
-        tuple(sorted(dict(d.get("log_mel", {})).items())),
+        d.data_dir,
+        d.manual_dir,
+        tuple(sorted(dict(d.log_mel).items())),
     )
     if key not in _SPLIT_CACHE:
       _SPLIT_CACHE[key] = iterators.load_split(
@@ -192,16 +207,16 @@ class AVC(Method):
     labels = self.split_arrays("train")["true_label"]
     return subsets.subset_indices(
         labels,
-        per_class=d.get("per_class") or None,
-        imbalance_ratio=float(d.get("imbalance_ratio", 1.0)),
+        per_class=d.per_class or None,
+        imbalance_ratio=float(d.imbalance_ratio),
         seed=int(self.config.seed),
-        min_per_class=int(d.get("min_per_class", 2)),
+        min_per_class=int(d.min_per_class),
     )
 
   @functools.cached_property
   def sampling_labels(self) -> np.ndarray | None:
     """int32 [N_train] labels from ``sampling.labels_file``, or None."""
-    path = self.config.sampling.get("labels_file")
+    path = self.config.sampling.labels_file
     if not path:
       return None
     return labels_file.labels_for_clips(
@@ -214,8 +229,8 @@ class AVC(Method):
       d = self.config.data
       raise ValueError(
           f"The training subset has {len(idx)} examples (data.per_class="
-          f"{d.get('per_class')}, data.imbalance_ratio="
-          f"{d.get('imbalance_ratio')}), fewer than data.batch_size="
+          f"{d.per_class}, data.imbalance_ratio="
+          f"{d.imbalance_ratio}), fewer than data.batch_size="
           f"{batch_size}; lower the batch size or enlarge the subset"
       )
     # Features are computed once per split (cached) and served from memory:
@@ -254,7 +269,7 @@ class AVC(Method):
       params["cls_visual"] = self.classifier.init(k_v, v)
     return params
 
-  def embed(self, params, audio=None, visual=None, rng=None):
+  def encode(self, params, audio=None, visual=None, rng=None):
     """(audio [B, E], visual [B, E]) embeddings; dropout when rng given."""
     train = rng is not None
     return self.towers.apply(
@@ -276,8 +291,8 @@ class AVC(Method):
   def partners(self, rng, a, v, labels, ids) -> dict[str, jax.Array]:
     """``sampling.sample_partners`` with this config's mix and distances."""
     s = self.config.sampling
-    needs_emb = self.negatives.get("hard", 0) > 0 or (
-        self.negatives.get("easy", 0) > 0 and s.easy_distance == "embedding"
+    needs_emb = self.negatives.get("hard", 0.0) > 0 or (
+        self.negatives.get("easy", 0.0) > 0 and s.easy_distance == "embedding"
     )
     distances = self._distances(a, v) if needs_emb else None
     easy = (
@@ -291,13 +306,13 @@ class AVC(Method):
         self.negatives,
         distances=distances,
         easy_distances=easy,
-        num_negatives=int(s.get("num_negatives", 1)),
+        num_negatives=int(s.num_negatives),
     )
 
   def loss_fn(self, params, batch, rng, stage: Stage, step):
     del stage, step
     k_drop, k_sample = jax.random.split(rng)
-    a, v = self.embed(params, batch["audio"], batch["visual"], rng=k_drop)
+    a, v = self.encode(params, batch["audio"], batch["visual"], rng=k_drop)
     labels = jnp.asarray(batch["label"])
     if self.objective == "supervised":
       ce = [
@@ -326,9 +341,7 @@ class AVC(Method):
     }
     v_pos = v[part["positive"]]  # [B, E]
     if self.objective == "info_nce":
-      loss = jnp.mean(
-          losses.info_nce(a, v_pos, temperature=self.config.avc.temperature)
-      )
+      loss = jnp.mean(losses.info_nce(a, v_pos, temperature=self.temperature))
       return loss, metrics
     v_neg = v[part["negative"]]  # [B, K, E]
     if self.objective == "contrastive":
@@ -336,8 +349,8 @@ class AVC(Method):
       an = encoders.l2_normalize(a)
       s_pos = jnp.sum(an * encoders.l2_normalize(v_pos), -1)
       s_neg = jnp.einsum("be,bke->bk", an, encoders.l2_normalize(v_neg))
-      logits = jnp.concatenate([s_pos[:, None], s_neg], axis=1) / (
-          self.config.avc.temperature
+      logits = (
+          jnp.concatenate([s_pos[:, None], s_neg], axis=1) / self.temperature
       )
       logits = jnp.where(
           jnp.concatenate(
@@ -371,96 +384,55 @@ class AVC(Method):
     )
     return 0.5 * (pos_loss + neg_loss), dict(metrics, avc_acc=acc)
 
-  # Eval -------------------------------------------------------------------
-  @functools.cached_property
-  def _embed_jit(self):
-    return jax.jit(lambda p, a, v: self.embed(p, a, v))
-
-  def embed_split(self, params, split: str) -> dict[str, np.ndarray]:
-    """{'audio', 'visual' float32 [N, E], 'label' int32 [N] (annotation)}.
-
-    Each process embeds its block of rows; every process gets all rows.
-    """
-    data = self.split_arrays(split)
-    emb = sharded_embed(
-        self._embed_jit,
+  # Prediction and evaluation -------------------------------------------------
+  def embed(self, params, modality, inputs):
+    a, v = self.encode(
         params,
-        data,
-        int(self.config.get("eval_batch_size", 512)),
+        inputs["audio"] if modality == "audio" else None,
+        inputs["visual"] if modality == "visual" else None,
     )
-    return dict(emb, label=data["true_label"])
+    return a if modality == "audio" else v
 
-  def evaluate(self, params, split, plot_dir=None):
-    """Linear-probe accuracies (and head accuracies) on ``split``.
+  def eval_source(self, split):
+    return iterators.ArraySource(self.split_arrays(split))
 
-    The probe is fitted on train features (full split or the training
-    subset, ``probe.fit_on``), its L2 chosen on validation, and scored on
-    ``split`` (on validation itself when ``split == "validation"``).
-    """
-    del plot_dir  # The loop plots the training curves; nothing else here.
-    p = self.config.probe
-    train = full_train = self.embed_split(params, "train")
-    if p.get("fit_on", "full") == "subset":
-      train = {k: x[self.train_indices] for k, x in train.items()}
-    elif p.get("fit_on", "full") != "full":
-      raise ValueError(
-          f"config.probe.fit_on={p.fit_on!r} is not one of "
-          "['full', 'subset']"
-      )
-    val = self.embed_split(params, "validation")
-    test = val if split == "validation" else self.embed_split(params, split)
-    probe = functools.partial(
-        probe_lib.linear_probe,
-        num_classes=self.num_classes,
-        l2_grid=tuple(p.l2_grid),
-        steps=int(p.steps),
+  def eval_inputs(self, records):
+    # Probes and retrieval read the annotation, never a labels file's.
+    return {"audio": records["audio"], "visual": records["visual"]}, {
+        "label": records["true_label"]
+    }
+
+  def modality_inputs(self, modality, records):
+    if modality == "audio":  # Records are (waveform, valid length).
+      raw = {"audio": np.stack([w for w, _ in records])}
+      return {"audio": self._features(raw)["audio"]}
+    return {"visual": self._features({"image": np.stack(records)})["image"]}
+
+  @functools.cached_property
+  def _features(self):
+    return features_lib.PairsFeatures(
+        features_lib.MelSpec(**dict(self.config.data.log_mel))
     )
+
+  def train_subset(self):
+    return self.train_indices
+
+  def extra_metrics(self, context, run):
+    """The trained heads' own test accuracy: ``avc_acc`` (binary
+    correspondence head) or ``classifier_acc_<m>`` (supervised)."""
+    del run
+    if self.objective not in ("binary", "supervised"):
+      return {}
+    emb = context.embeddings(("audio", "visual"))
+    params = context.params
+    if self.objective == "binary":
+      return {"avc_acc": self._head_accuracy(params, emb)}
     out = {}
     for mod in ("audio", "visual"):
-      r = probe(
-          train[mod],
-          train["label"],
-          val[mod],
-          val["label"],
-          test[mod],
-          test["label"],
+      logits = self.classifier.apply(params[f"cls_{mod}"], emb[mod])
+      out[f"classifier_acc_{mod}"] = float(
+          np.mean(np.argmax(np.asarray(logits), -1) == emb["label"])
       )
-      out[f"probe_{mod}_acc"] = r["accuracy"]
-      out[f"probe_{mod}_val_acc"] = r["val_accuracy"]
-    shots = int(p.get("fewshot_per_class", 0))
-    if shots:
-      # Draw d has its own stream, and avoids the clips of a small training
-      # subset (their labels may have steered soft / easy / hard sampling).
-      # With the full split every clip was trained on; draws then come from
-      # all of them. Runs with different subsets thus probe different shots.
-      accs = {"audio": [], "visual": []}
-      trained = self.train_indices
-      full = len(trained) == len(full_train["label"])
-      for draw in range(int(p.get("fewshot_draws", 1))):
-        idx = subsets.fewshot_indices(
-            full_train["label"], shots, draw, exclude=None if full else trained
-        )
-        for mod in accs:
-          accs[mod].append(
-              probe(
-                  full_train[mod][idx],
-                  full_train["label"][idx],
-                  val[mod],
-                  val["label"],
-                  test[mod],
-                  test["label"],
-              )["accuracy"]
-          )
-      for mod, values in accs.items():
-        out[f"fewshot_{mod}_acc"] = float(np.mean(values))
-    if self.objective == "binary":
-      out["avc_acc"] = self._head_accuracy(params, test)
-    elif self.objective == "supervised":
-      for mod in ("audio", "visual"):
-        logits = self.classifier.apply(params[f"cls_{mod}"], test[mod])
-        out[f"classifier_{mod}_acc"] = float(
-            np.mean(np.argmax(np.asarray(logits), -1) == test["label"])
-        )
     return out
 
   def _head_accuracy(self, params, emb: dict[str, np.ndarray]) -> float:

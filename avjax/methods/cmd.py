@@ -52,7 +52,6 @@ Decisions the paper leaves open (config fields in ``configs/cmd.py``):
 from __future__ import annotations
 
 import functools
-import math
 import os
 from typing import Any, Sequence
 
@@ -68,12 +67,12 @@ from avjax.data.pipeline import iterators
 from avjax.data.pipeline import sources
 from avjax.eval import retrieval
 from avjax.eval import sharded
-from avjax.methods.base import Method
+from avjax.methods import base
 from avjax.models import corruption
 from avjax.models import denoiser
 from avjax.models import speech_image
+from avjax.models import temperature as temperature_lib
 from avjax.train.stages import Stage
-from avjax.train.state import TrainState
 
 PyTree = Any
 HEAD = "cmd_head"
@@ -195,7 +194,8 @@ class _FixedLengthAudio:
           f"shape {audio.shape}"
       )
     length = min(
-        int(record.get("audio_length", audio.shape[0])), self.num_samples
+        int(record["audio_length"]) if "audio_length" in record else len(audio),
+        self.num_samples,
     )
     return {
         "audio": features_lib.pad_or_crop(audio, self.num_samples),
@@ -205,7 +205,7 @@ class _FixedLengthAudio:
     }
 
 
-class CMD(Method):
+class CMD(base.Method):
   """Contrastive speech–image retrieval with a cross-modal denoising head."""
 
   def __init__(self, config: ml_collections.ConfigDict):
@@ -219,7 +219,7 @@ class CMD(Method):
     )
     cmd = config.cmd
     self.use_cmd = float(cmd.weight) > 0.0
-    self.symmetric = self.use_cmd and bool(cmd.get("symmetric", False))
+    self.symmetric = self.use_cmd and bool(cmd.symmetric)
     if cmd.distance not in _DISTANCES:
       raise ValueError(
           f"config.cmd.distance={cmd.distance!r} is not one of "
@@ -230,7 +230,7 @@ class CMD(Method):
           f"config.cmd.loss_on={cmd.loss_on!r} is not one of "
           f"{list(_LOSS_ON)}"
       )
-    if cmd.get("context", "matched") not in _CONTEXTS:
+    if cmd.context not in _CONTEXTS:
       raise ValueError(
           f"config.cmd.context={cmd.context!r} is not one of "
           f"{list(_CONTEXTS)}"
@@ -243,18 +243,10 @@ class CMD(Method):
             f"= {c.mask_fraction + c.swap_fraction} exceeds 1"
         )
     self.head = denoiser.CrossModalDenoiser(**dict(cmd.head))
-    t = config.contrastive
-    if not 0 < t.temperature_min <= t.temperature_init <= t.temperature_max:
-      raise ValueError(
-          "config.contrastive needs 0 < temperature_min <= temperature_init "
-          f"<= temperature_max, got {t.temperature_min}, "
-          f"{t.temperature_init}, {t.temperature_max}"
-      )
-    self._log_t_bounds = (
-        math.log(t.temperature_min),
-        math.log(t.temperature_max),
+    self._temperature = temperature_lib.LearnedTemperature.from_config(
+        config.loss.temperature
     )
-    mel = features_lib.MelSpec(**dict(config.data.get("log_mel", {})))
+    mel = features_lib.MelSpec(**dict(config.data.log_mel))
     self._train_transform = features_lib.CaptionsFeatures(mel)
     self._eval_transform = features_lib.CaptionsFeatures(mel, keep_text=True)
 
@@ -262,7 +254,7 @@ class CMD(Method):
   def _source(self, split: str):
     d = self.config.data
     source = sources.load_config_source(d, split)
-    seconds = d.get("max_audio_seconds")
+    seconds = d.max_audio_seconds
     if seconds:
       source = _FixedLengthAudio(source, int(round(seconds * 16000)))
     return source
@@ -308,9 +300,7 @@ class CMD(Method):
     enc = self.model.init(rng_enc, audio, mask, image)
     params = {
         "encoders": enc,
-        "log_temperature": jnp.asarray(
-            math.log(self.config.contrastive.temperature_init), jnp.float32
-        ),
+        "log_temperature": self._temperature.init_param(),
     }
     if self.use_cmd:
       s, i = self.model.apply(enc, audio, mask, image)
@@ -335,11 +325,15 @@ class CMD(Method):
     return head
 
   def temperature(self, params) -> jax.Array:
-    """τ = exp(log_temperature) clipped to [temperature_min, max]."""
-    lo, hi = self._log_t_bounds
-    if not self.config.contrastive.learn_temperature:
-      return jnp.asarray(self.config.contrastive.temperature_init, jnp.float32)
-    return jnp.exp(jnp.clip(params["log_temperature"], lo, hi))
+    """τ (``config.loss.temperature``, ``avjax.models.temperature``)."""
+    return self._temperature.value(params["log_temperature"])
+
+  def project_params(self, params):
+    """Keeps the learned log τ inside its bounds after every update."""
+    return dict(
+        params,
+        log_temperature=self._temperature.project(params["log_temperature"]),
+    )
 
   # Model ------------------------------------------------------------------
   def encode(
@@ -411,10 +405,10 @@ class CMD(Method):
     target = queries.features
     if cfg.stop_gradient_target:
       target = jax.lax.stop_gradient(target)
-    if cfg.get("context", "matched") == "shuffled":
+    if cfg.context == "shuffled":
       context = shuffle_context(context)
     inputs = queries.features
-    if cfg.get("stop_gradient_input", False):
+    if cfg.stop_gradient_input:
       inputs = jax.lax.stop_gradient(inputs)
     token = head_params[direction.split("_")[0] + "_mask_token"]
     corr = corruption.corrupt(
@@ -453,10 +447,8 @@ class CMD(Method):
   def augment(self, batch, rng):
     """Training-time input augmentation (``config.augment``): SpecAugment
     masks on the log-mels, random translations of the images."""
-    cfg = self.config.get("augment")
+    cfg = self.config.augment
     audio, image = batch["audio"], batch["image"]
-    if not cfg:
-      return audio, image
     rng_a, rng_i = jax.random.split(rng)
     if cfg.time_masks or cfg.freq_masks:
       audio = speech_image.spec_augment(
@@ -498,202 +490,172 @@ class CMD(Method):
       loss = loss + cfg.weight * cmd_loss
     return loss, metrics
 
-  def train_step(
-      self, state: TrainState, batch, stage: Stage
-  ) -> tuple[TrainState, dict]:
-    """The default step, then log τ is projected back into its range."""
-    state, metrics = super().train_step(state, batch, stage)
-    lo, hi = self._log_t_bounds
-    params = dict(state.params)
-    params["log_temperature"] = jnp.clip(params["log_temperature"], lo, hi)
-    return state.replace(params=params), metrics
+  # Prediction and evaluation -------------------------------------------------
+  modalities = {"speech": base.AUDIO, "image": base.IMAGE}
+  similarity = "cosine"
 
-  # Eval -------------------------------------------------------------------
-  @functools.cached_property
-  def _embed_jit(self):
-    return jax.jit(lambda p, a, m, x: self.encode(p, a, m, x))
+  def embed(self, params, modality, inputs):
+    if modality == "speech":
+      s, _ = self.encode(
+          params["encoders"], inputs["audio"], inputs["audio_mask"], None
+      )
+      return s.embedding
+    _, i = self.encode(params["encoders"], None, None, inputs["image"])
+    return i.embedding
 
-  @functools.cached_property
-  def _head_eval_jit(self):
-    """(head params, speech out, image out) → a dict of per-example sums
-    over frames [B] (speech direction, fixed corruption key):
-    "cmd_recon_dist" (reconstruction from the pair's image vs the clean
-    frames), "cmd_recon_dist_shuffled" (the same from another example's
-    image, see `shuffle_context`), "cmd_corrupt_dist" (the corrupted input
-    vs the clean frames) and "cmd_frames" (valid frames); and "maps", the
-    last decoder layer's head-averaged cross-attention [B, Q, P] on clean
-    frames.
+  def predict_fns(self):
+    fns = super().predict_fns()
+    if self.use_cmd:
+      fns["denoiser_distances"] = self._denoiser_outputs
+      fns["denoiser_attention"] = lambda p, x: self._denoiser_outputs(
+          p, x, attention=True
+      )["maps"]
+    return fns
+
+  def eval_source(self, split):
+    return self._source(split)
+
+  def eval_inputs(self, records):
+    out = self._eval_transform(records)
+    inputs = {k: out[k] for k in ("audio", "audio_mask", "image")}
+    return inputs, {"image_id": out["image_id"], "group": relevance_groups(out)}
+
+  def modality_inputs(self, modality, records):
+    if modality == "image":
+      return {"image": features_lib.image_to_float(np.stack(records))}
+    # Spoken captions are (waveform, valid length) of any length: padded to
+    # the longest, the frame mask marks each one's valid frames.
+    length = max(len(w) for w, _ in records)
+    raw = {
+        "audio": np.stack(
+            [np.pad(w, (0, length - len(w))) for w, _ in records]
+        ),
+        "audio_length": np.asarray([n for _, n in records], np.int32),
+    }
+    out = self._eval_transform(raw)
+    return {"audio": out["audio"], "audio_mask": out["audio_mask"]}
+
+  def _denoiser_outputs(self, params, inputs, attention: bool = False):
+    """``head_distances`` of a batch of model inputs (encoders included)."""
+    s, i = self.encode(
+        params["encoders"],
+        inputs["audio"],
+        inputs["audio_mask"],
+        inputs["image"],
+    )
+    return self.head_distances(params[HEAD], s, i, attention)
+
+  def head_distances(self, head_params, s, i, attention: bool = False):
+    """The speech head on encoder outputs, under a fixed corruption key.
+
+    Args:
+      head_params: ``params[HEAD]``.
+      s, i: the speech and image ``EncoderOutput``s of a batch.
+      attention: also return the attention maps.
+
+    Returns:
+      Per-example sums over valid frames [B]: "cmd_recon_dist" (the
+      reconstruction from the pair's image vs the clean frames),
+      "cmd_recon_dist_shuffled" (the same from another example's image, see
+      `shuffle_context`), "cmd_corrupt_dist" (the corrupted input vs the
+      clean frames) and "cmd_frames" (valid frames); with ``attention``,
+      also "maps", the last decoder layer's head-averaged cross-attention
+      [B, Q, P] on clean frames.
     """
     cfg = self.config.cmd
-
-    def run(head_params, s, i):
-      corr = corruption.corrupt(
-          jax.random.PRNGKey(0),
-          s.features,
-          s.mask,
-          noise_std=cfg.speech_corruption.noise_std,
-          mask_fraction=cfg.speech_corruption.mask_fraction,
-          swap_fraction=cfg.speech_corruption.swap_fraction,
-          fill=head_params["speech_mask_token"],
-      )
-      recon, _ = self.denoise(
-          head_params, corr.features, i.features, s.mask, i.mask
-      )
-      other = shuffle_context(i)
-      recon_shuffled, _ = self.denoise(
-          head_params, corr.features, other.features, s.mask, other.mask
-      )
+    corr = corruption.corrupt(
+        jax.random.PRNGKey(0),
+        s.features,
+        s.mask,
+        noise_std=cfg.speech_corruption.noise_std,
+        mask_fraction=cfg.speech_corruption.mask_fraction,
+        swap_fraction=cfg.speech_corruption.swap_fraction,
+        fill=head_params["speech_mask_token"],
+    )
+    recon, _ = self.denoise(
+        head_params, corr.features, i.features, s.mask, i.mask
+    )
+    other = shuffle_context(i)
+    recon_shuffled, _ = self.denoise(
+        head_params, corr.features, other.features, s.mask, other.mask
+    )
+    dist = functools.partial(
+        frame_distance, distance=cfg.distance, normalize=cfg.normalize
+    )
+    per_row = lambda d: jnp.sum(d * s.mask, axis=1)
+    out = {
+        "cmd_recon_dist": per_row(dist(recon, s.features)),
+        "cmd_recon_dist_shuffled": per_row(dist(recon_shuffled, s.features)),
+        "cmd_corrupt_dist": per_row(dist(corr.features, s.features)),
+        "cmd_frames": jnp.sum(s.mask, axis=1),
+    }
+    if attention:
       _, maps = self.denoise(
           head_params, s.features, i.features, s.mask, i.mask
       )
-      dist = functools.partial(
-          frame_distance, distance=cfg.distance, normalize=cfg.normalize
-      )
-      per_row = lambda d: jnp.sum(d * s.mask, axis=1)
-      return {
-          "cmd_recon_dist": per_row(dist(recon, s.features)),
-          "cmd_recon_dist_shuffled": per_row(dist(recon_shuffled, s.features)),
-          "cmd_corrupt_dist": per_row(dist(corr.features, s.features)),
-          "cmd_frames": jnp.sum(s.mask, axis=1),
-          "maps": jnp.mean(maps[-1], axis=1),
-      }
-
-    return jax.jit(run)
-
-  def embed_split(self, params, split: str) -> dict[str, Any]:
-    """Embeds a split batch by batch (padded to one jit shape).
-
-    Returns a dict with "speech" [N, E], "image" [N, E], "image_id" [N],
-    "group" [N] (retrieval relevance groups, see `relevance_groups`),
-    "source" (the split's source), "first_batch" (the first transformed
-    batch, for plots) and, when the head is in ``params``, the sums over
-    valid frames of the speech head's distances under the configured
-    corruption (see `_head_eval_jit`: "cmd_recon_dist",
-    "cmd_recon_dist_shuffled", "cmd_corrupt_dist"), "cmd_frames" (their
-    number) and "first_maps" (the head's last-layer cross-attention
-    [B, Q, P] on the first batch's clean frames). Each process embeds its
-    block of rows (its own first batch for the plots); the rows and sums
-    cover the whole split on every process.
-    """
-    source = self._source(split)
-    bs = int(self.config.get("eval_batch_size", 256))
-    has_head = HEAD in params
-    params = sharded.local_replica(params)
-    lo, hi = sharded.process_block(len(source))
-    # An empty block reads row 0 and keeps none of it (shapes for the gather).
-    block = (
-        sharded.RowSlice(source, lo, hi)
-        if hi > lo
-        else (sharded.RowSlice(source, 0, 1))
-    )
-    keep = hi - lo
-    rows: dict[str, list[np.ndarray]] = {}
-    out: dict[str, Any] = {}
-    for batch in iterators.iterate_split(block, self._eval_transform, bs):
-      n = len(batch["image_id"])
-      pad = (
-          lambda x: np.concatenate(  # One jit shape for every batch.
-              [x, np.repeat(x[-1:], bs - n, axis=0)]
-          )
-          if n < bs
-          else x
-      )
-      s, i = self._embed_jit(
-          params["encoders"],
-          pad(batch["audio"]),
-          pad(batch["audio_mask"]),
-          pad(batch["image"]),
-      )
-      got = {
-          "speech": np.asarray(s.embedding)[:n],
-          "image": np.asarray(i.embedding)[:n],
-          "image_id": np.asarray(batch["image_id"]),
-          "group": relevance_groups(batch),
-      }
-      if has_head:
-        head = jax.device_get(self._head_eval_jit(params[HEAD], s, i))
-        out.setdefault("first_maps", head.pop("maps")[:n])
-        got.update({k: v[:n] for k, v in head.items()})
-      for key, value in got.items():
-        rows.setdefault(key, []).append(value)
-      out.setdefault("first_batch", batch)
-    gathered = sharded.gather_rows(
-        {k: np.concatenate(v)[:keep] for k, v in rows.items()}, len(source)
-    )
-    out.update(
-        speech=gathered["speech"],
-        image=gathered["image"],
-        image_id=gathered["image_id"],
-        group=gathered["group"],
-        source=source,
-    )
-    if has_head:
-      out.update(
-          {k: float(np.sum(gathered[k], dtype=np.float64)) for k in _HEAD_SUMS}
-      )
+      out["maps"] = jnp.mean(maps[-1], axis=1)
     return out
 
-  def evaluate(self, params, split, plot_dir=None):
-    """Retrieval metrics (relevance by `relevance_groups`; "exact_*": by
-    image id), temperature, parameter counts and, with the head, its mean
-    per-frame distances to the clean frames: "cmd_recon_dist" (the head's
-    reconstruction from the pair's image), "cmd_recon_dist_shuffled" (from
-    another example's image), "cmd_corrupt_dist" (the corrupted input) and
-    "cmd_recon_ratio" = cmd_recon_dist / cmd_corrupt_dist (< 1: the head
-    brings the frames closer to the clean ones than its input was)."""
-    emb = self.embed_split(params, split)
-    # The gallery holds each image once (several captions may share it).
-    _, first = np.unique(emb["image_id"], return_index=True)
-    gallery = np.sort(first)
-    args = (
-        emb["speech"],
-        emb["image"][gallery],
-        emb["image_id"],
-        emb["image_id"][gallery],
-    )
-    result = retrieval.cross_modal_retrieval_metrics(
-        *args,
-        names=("s", "i"),
-        metric="cosine",
-        audio_groups=emb["group"],
-        visual_groups=emb["group"][gallery],
-    )
-    result.update(
-        retrieval.cross_modal_retrieval_metrics(
-            *args, names=("s", "i"), metric="cosine", prefix="exact_"
-        )
-    )
-    result["temperature"] = float(self.temperature(params))
+  def extra_metrics(self, context, run):
+    """Temperature, parameter counts and, with the head, its mean
+    per-frame distances to the clean frames (``head_distance_metrics``);
+    retrieval examples and denoiser attention maps when plotting."""
+    del run
+    params = context.params
+    result = {
+        "temperature": float(self.temperature(params)),
+        "head_params": float(count_params(params[HEAD]))
+        if HEAD in params
+        else 0.0,
+        "encoder_params": float(count_params(params["encoders"])),
+    }
     if HEAD in params:
-      result.update(head_distance_metrics(emb))
-      result["head_params"] = float(count_params(params[HEAD]))
-    else:
-      result["head_params"] = 0.0
-    result["encoder_params"] = float(count_params(params["encoders"]))
-    if plot_dir:
-      self._plot_retrieval(emb, gallery, plot_dir)
+      head = context.predictions(["denoiser_distances"])["denoiser_distances"]
+      result.update(
+          head_distance_metrics(
+              {k: float(np.sum(head[k], dtype=np.float64)) for k in _HEAD_SUMS}
+          )
+      )
+    if context.plot_dir:
+      source = self._source(context.split)
+      first = self._eval_transform(
+          sharded.stack_records(
+              [
+                  source[k]
+                  for k in range(
+                      min(len(source), int(self.config.eval_batch_size))
+                  )
+              ]
+          )
+      )
+      emb = context.embeddings(("speech", "image"))
+      self._plot_retrieval(emb, first, source, context.plot_dir)
       if HEAD in params:
-        self._plot_attention(emb, plot_dir)
+        maps = context.predictions(["denoiser_attention"])["denoiser_attention"]
+        self._plot_attention(first, maps, context.plot_dir)
     return result
 
   # Plots ------------------------------------------------------------------
   def _plot_retrieval(
       self,
       emb,
-      gallery: np.ndarray,
+      batch,
+      source,
       plot_dir: str,
       num_queries: int = 6,
       top_k: int = 5,
   ) -> None:
+    """Top images of the first spoken captions (``batch``: the split's
+    first rows, transformed); the gallery holds each image once."""
     from avjax.eval import plots  # matplotlib only when plotting.
 
-    batch = emb["first_batch"]
+    _, first = np.unique(emb["image_id"], return_index=True)
+    gallery = np.sort(first)
     q = np.arange(min(num_queries, len(batch["image_id"])))
     scores = retrieval.similarity_matrix(
         emb["speech"][q], emb["image"][gallery], "cosine"
     )
     top = np.argsort(-scores, axis=1, kind="stable")[:, :top_k]
-    source = emb["source"]
     images = np.stack(
         [
             [
@@ -716,10 +678,11 @@ class CMD(Method):
         query_kind="spectrogram",
     )
 
-  def _plot_attention(self, emb, plot_dir: str) -> None:
+  def _plot_attention(self, batch, maps, plot_dir: str) -> None:
+    """Denoiser attention of one caption of ``batch`` (the split's first
+    rows) over its image, one map per spoken digit; ``maps`` [N, Q, P]."""
     from avjax.eval import plots  # matplotlib only when plotting.
 
-    batch, maps = emb["first_batch"], emb["first_maps"]
     example, words = _attention_example(batch)
     strides = tuple(self.config.model.speech.conv_strides)
     frame_mask = speech_image.subsample_mask(

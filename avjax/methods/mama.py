@@ -388,7 +388,7 @@ class MAMA(Method):
     return jnp.mean(per_sample), metrics
 
   def train_step(
-      self, state: TrainState, batch, stage: Stage
+      self, state: TrainState, batch, stage: Stage, run
   ) -> tuple[TrainState, dict]:
     """The bilevel step (or the plain one), then log s is projected."""
     if self.meta_enabled:
@@ -411,7 +411,7 @@ class MAMA(Method):
           jnp.sum(1 - noisy), 1.0
       )
     else:
-      state, metrics = super().train_step(state, batch, stage)
+      state, metrics = super().train_step(state, batch, stage, run)
     params = dict(state.params)
     params["log_scale"] = jnp.minimum(params["log_scale"], self._max_log_scale)
     if self.meta_enabled:
@@ -496,7 +496,9 @@ class MAMA(Method):
       out["noisy"].append(batch["noisy"][:n])
     return {k: np.concatenate(v) for k, v in out.items()}
 
-  def evaluate(self, params, split, plot_dir=None):
+  def evaluate(self, state, split, run, plot_dir=None):
+    del run
+    params = state.params
     emb = self.embed_split(params, split)
     result = vt_eval.retrieval_metrics(emb["video"], emb["text"])
     choices, answers = vt_eval.make_choices(emb["captions"], 5, seed=0)

@@ -251,9 +251,12 @@ class Synchformer(Method):
         c.temperature_max,
     )
 
-  def make_optimizer(self, stage: Stage, total_steps: int):
+  # Each stage trains other parameters, with a fresh optimiser state.
+  stage_optimizers = "per_stage"
+
+  def make_optimizer(self, stage: Stage, run):
     """Stage ``stage``'s optimiser: trains only its ``train`` prefixes."""
-    del total_steps  # Each stage's schedule spans the stage.
+    del run  # Each stage's schedule spans the stage.
     if stage.index not in self._txs:
       cfg = ml_collections.ConfigDict(self.config.optimizer.to_dict())
       cfg.update(dict(stage.options.get("optimizer", {})))
@@ -328,25 +331,30 @@ class Synchformer(Method):
     gv, ga = jax.grad(chosen, argnums=(0, 1))(fv, fa)
     return jnp.abs(jnp.sum(gv * fv, -1)), jnp.abs(jnp.sum(ga * fa, -1))
 
+  def predict_fns(self):
+    return {"sync_offsets": self.predict}
+
+  def predict(self, params, batch):
+    """Offset and synchronisability logits, per-segment evidence and the
+    log-mel of a batch with "video", "audio_shifted", "audio_check"."""
+    video, mel = self._inputs(batch, "shifted")
+    fv, fa = self.features(params, video, mel, self.stride)
+    offset = self.sync.apply({"params": params["sync"]}, fv, fa)["offset"]
+    score_v, score_a = self._attribution(params, fv, fa)
+    video_c, mel_c = self._inputs(batch, "check")
+    fv_c, fa_c = self.features(params, video_c, mel_c, self.stride)
+    sync = self.sync.apply({"params": params["sync"]}, fv_c, fa_c)["sync"]
+    return {
+        "offset": offset,
+        "sync": sync,
+        "score_video": score_v,
+        "score_audio": score_a,
+        "mel": mel,
+    }
+
   @functools.cached_property
   def _predict(self):
-    def predict(params, batch):
-      video, mel = self._inputs(batch, "shifted")
-      fv, fa = self.features(params, video, mel, self.stride)
-      offset = self.sync.apply({"params": params["sync"]}, fv, fa)["offset"]
-      score_v, score_a = self._attribution(params, fv, fa)
-      video_c, mel_c = self._inputs(batch, "check")
-      fv_c, fa_c = self.features(params, video_c, mel_c, self.stride)
-      sync = self.sync.apply({"params": params["sync"]}, fv_c, fa_c)["sync"]
-      return {
-          "offset": offset,
-          "sync": sync,
-          "score_video": score_v,
-          "score_audio": score_a,
-          "mel": mel,
-      }
-
-    return jax.jit(predict)
+    return jax.jit(self.predict)
 
   def eval_data(self, split: str) -> dict[str, np.ndarray]:
     """The split's fixed evaluation examples (cached)."""
@@ -379,7 +387,9 @@ class Synchformer(Method):
         count, self.segment_length / spec.fps, self.stride / spec.fps
     )
 
-  def evaluate(self, params, split, plot_dir=None):
+  def evaluate(self, state, split, run, plot_dir=None):
+    del run
+    params = state.params
     data = self.eval_data(split)
     pred = self.predict_split(params, split)
     probs = jax.nn.softmax(pred["sync"], axis=-1)[:, 1]

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import functools
 import os
-from typing import Any
 
 import jax
 import ml_collections
@@ -38,8 +37,7 @@ from avjax.data.pipeline import iterators
 from avjax.data.pipeline import sources
 from avjax.eval import plots
 from avjax.eval import retrieval
-from avjax.eval.sharded import sharded_embed
-from avjax.methods.base import Method
+from avjax.methods import base
 from avjax.models import encoders
 from avjax.train.stages import Stage
 
@@ -48,7 +46,7 @@ _FEATURE_VECTOR_DATASETS = ("ave", "vegas")
 
 def _batch_transform(data_cfg: ml_collections.ConfigDict):
   """Numpy batch → model inputs: {'audio', 'visual', 'label'}."""
-  if sources.split_name(data_cfg.name)[0] in _FEATURE_VECTOR_DATASETS:
+  if _uses_feature_vectors(data_cfg):
 
     def transform(batch):
       return {
@@ -59,7 +57,7 @@ def _batch_transform(data_cfg: ml_collections.ConfigDict):
 
   else:
     pairs = features_lib.PairsFeatures(
-        features_lib.MelSpec(**dict(data_cfg.get("log_mel", {})))
+        features_lib.MelSpec(**dict(data_cfg.log_mel))
     )
 
     def transform(batch):
@@ -73,7 +71,7 @@ def _batch_transform(data_cfg: ml_collections.ConfigDict):
   return transform
 
 
-class TSTLCA(Method):
+class TSTLCA(base.Method):
   """Cross-modal triplet retrieval with the two-stage curriculum."""
 
   def __init__(self, config: ml_collections.ConfigDict):
@@ -81,14 +79,25 @@ class TSTLCA(Method):
     m = config.model
     self.model = encoders.TwoTower(
         audio_encoder=encoders.make_encoder(
-            m.audio_encoder, m.embed_dim, **dict(m.get("audio_kwargs", {}))
+            m.audio_encoder, m.embed_dim, **dict(m.audio_kwargs)
         ),
         visual_encoder=encoders.make_encoder(
-            m.visual_encoder, m.embed_dim, **dict(m.get("visual_kwargs", {}))
+            m.visual_encoder, m.embed_dim, **dict(m.visual_kwargs)
         ),
-        normalize=m.get("normalize", True),
+        normalize=m.normalize,
     )
     self.transform = _batch_transform(config.data)
+    self._feature_vectors = _uses_feature_vectors(config.data)
+
+  # Contract -----------------------------------------------------------------
+  @property
+  def modalities(self) -> dict[str, str]:
+    kind = base.FEATURES if self._feature_vectors else None
+    return {"audio": kind or base.AUDIO, "visual": kind or base.IMAGE}
+
+  @property
+  def similarity(self) -> str:
+    return "cosine" if self.config.loss.metric == "cosine" else "euclidean"
 
   # Data -------------------------------------------------------------------
   def _source(self, split: str):
@@ -102,18 +111,19 @@ class TSTLCA(Method):
         batch_transform=self.transform,
         process_index=process_index,
         process_count=process_count,
-        cache=self.config.data.get("cache_features", False),
+        cache=self.config.data.cache_features,
     )
 
   # Model ------------------------------------------------------------------
   def init_params(self, rng, batch):
-    # One compiled program instead of ~180 op-by-op compilations (about 10 s
-    # of every run's start-up on 2 CPU cores); the values are bit-identical.
+    # One compiled program instead of ~180 op-by-op compilations (seconds
+    # of every run's start-up on CPU); the values are bit-identical.
     return jax.jit(self.model.init)(
         rng, np.asarray(batch["audio"][:2]), np.asarray(batch["visual"][:2])
     )
 
-  def embed(self, params, audio=None, visual=None, rng=None):
+  def encode(self, params, audio=None, visual=None, rng=None):
+    """(audio [B, E], visual [B, E]) embeddings; dropout when rng given."""
     train = rng is not None
     return self.model.apply(
         params,
@@ -123,16 +133,24 @@ class TSTLCA(Method):
         rngs={"dropout": rng} if train else None,
     )
 
+  def embed(self, params, modality, inputs):
+    a, v = self.encode(
+        params,
+        inputs["audio"] if modality == "audio" else None,
+        inputs["visual"] if modality == "visual" else None,
+    )
+    return a if modality == "audio" else v
+
   # Loss -------------------------------------------------------------------
   def loss_fn(self, params, batch, rng, stage: Stage, step):
     cfg = self.config.loss
-    a, v = self.embed(params, batch["audio"], batch["visual"], rng=rng)
+    a, v = self.encode(params, batch["audio"], batch["visual"], rng=rng)
     labels = batch["label"]
     triplet = functools.partial(
         losses.cross_modal_triplet, margin=cfg.margin, metric=cfg.metric
     )
     opts = stage.options
-    kind = opts.get("loss", "semihard")
+    kind = opts.loss
     if kind == "semihard":
       loss = 0.5 * (
           triplet(a, labels, v, labels, mining="semihard")
@@ -147,7 +165,7 @@ class TSTLCA(Method):
           self._interpolated_hard(a, v, labels, alpha)
           + self._interpolated_hard(v, a, labels, alpha)
       )
-      w = opts.get("semihard_weight", 0.0)
+      w = opts.semihard_weight
       if w:
         loss = loss + w * 0.5 * (
             triplet(a, labels, v, labels, mining="semihard")
@@ -171,58 +189,69 @@ class TSTLCA(Method):
         metric=cfg.metric,
     )
 
-  # Eval -------------------------------------------------------------------
+  # Prediction and evaluation -------------------------------------------------
+  def eval_source(self, split):
+    return self._source(split)
+
+  def eval_inputs(self, records):
+    out = self.transform(records)
+    return {"audio": out["audio"], "visual": out["visual"]}, {
+        "label": out["label"]
+    }
+
+  def modality_inputs(self, modality, records):
+    if self._feature_vectors:
+      return {modality: np.stack(records).astype(np.float32)}
+    if modality == "audio":  # Records are (waveform, valid length).
+      return {
+          "audio": self._features({"audio": np.stack([w for w, _ in records])})[
+              "audio"
+          ]
+      }
+    return {"visual": self._features({"image": np.stack(records)})["image"]}
+
   @functools.cached_property
-  def _embed_jit(self):
-    return jax.jit(lambda p, a, v: self.embed(p, a, v))
-
-  def embed_split(self, params, split: str) -> dict[str, np.ndarray]:
-    """Embeds a whole split: {'audio', 'visual' [N, E], 'label' [N]}.
-
-    Each process embeds its block of rows; every process gets all rows.
-    """
-    data = iterators.load_split(self._source(split), self.transform)
-    emb = sharded_embed(
-        self._embed_jit,
-        params,
-        data,
-        int(self.config.get("eval_batch_size", 512)),
+  def _features(self):
+    return features_lib.PairsFeatures(
+        features_lib.MelSpec(**dict(self.config.data.log_mel))
     )
-    return dict(emb, label=data["label"], inputs=data)
 
-  def evaluate(self, params, split, plot_dir=None):
-    emb = self.embed_split(params, split)
-    metric = "euclidean" if self.config.loss.metric != "cosine" else "cosine"
-    result = retrieval.cross_modal_retrieval_metrics(
-        emb["audio"],
-        emb["visual"],
-        emb["label"],
-        emb["label"],
-        names=("a", "v"),
-        metric=metric,
-    )
-    if plot_dir:
-      self._plots(emb, metric, plot_dir)
-    return result
+  def extra_metrics(self, context, run):
+    """Top-5 images of spoken-digit queries (``plots/``, test split)."""
+    del run
+    if context.plot_dir and not self._feature_vectors:
+      emb = context.embeddings(("audio", "visual"))
+      self._plot_retrieval_examples(emb, context.plot_dir)
+    return {}
 
-  def _plots(self, emb: dict[str, Any], metric: str, plot_dir: str) -> None:
-    rel = emb["label"][:, None] == emb["label"][None, :]
-    s_av = retrieval.similarity_matrix(emb["audio"], emb["visual"], metric)
-    s_va = retrieval.similarity_matrix(emb["visual"], emb["audio"], metric)
-    plots.plot_precision_recall(
-        {"audio→visual": s_av, "visual→audio": s_va},
-        {"audio→visual": rel, "visual→audio": rel},
-        os.path.join(plot_dir, "precision_recall.png"),
-        title="TSTL-CA precision–recall (test)",
+  def _plot_retrieval_examples(self, emb, plot_dir: str) -> None:
+    source = self._source("test")
+    queries = np.arange(min(6, len(emb["label"])))
+    scores = retrieval.similarity_matrix(
+        emb["audio"][queries], emb["visual"], self.similarity
     )
-    inputs = emb["inputs"]
-    if inputs["visual"].ndim == 4:  # Images: show audio queries' top hits.
-      queries = np.arange(min(6, len(rel)))
-      top = np.argsort(-s_av[queries], axis=1, kind="stable")[:, :5]
-      plots.plot_retrieval_examples(
-          inputs["audio"][queries],
-          inputs["visual"][top],
-          rel[queries[:, None], top],
-          os.path.join(plot_dir, "retrieval_examples.png"),
-          title="Spoken-digit queries → top-5 images (test)",
+    top = np.argsort(-scores, axis=1, kind="stable")[:, :5]
+    raw = {"audio": [], "visual": []}
+    for q in queries:
+      raw["audio"].append(self.transform(_one(source[int(q)]))["audio"][0])
+    for row in top:
+      raw["visual"].append(
+          [self.transform(_one(source[int(j)]))["visual"][0] for j in row]
       )
+    labels = np.asarray(emb["label"])
+    plots.plot_retrieval_examples(
+        np.stack(raw["audio"]),
+        np.asarray(raw["visual"]),
+        labels[queries][:, None] == labels[top],
+        os.path.join(plot_dir, "retrieval_examples.png"),
+        title="Spoken-digit queries → top-5 images (test)",
+    )
+
+
+def _one(record) -> dict:
+  """One record as a batch of one."""
+  return {k: np.asarray(v)[None] for k, v in record.items()}
+
+
+def _uses_feature_vectors(data_cfg: ml_collections.ConfigDict) -> bool:
+  return sources.split_name(data_cfg.name)[0] in _FEATURE_VECTOR_DATASETS

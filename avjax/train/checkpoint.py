@@ -169,6 +169,27 @@ class Checkpointer:
     )
     return dict(restored.meta)
 
+  def check_latest(self, check: CheckFn) -> None:
+    """Runs ``check`` on the newest checkpoint whose meta is readable.
+
+    Reads no state, so a run can refuse a workdir of another config before
+    it builds its model and data; damaged checkpoints are skipped here and
+    moved aside by ``restore_latest``.
+
+    Raises:
+      CheckpointMismatch: from ``check``.
+    """
+    candidates = multihost.broadcast_ints(
+        sorted(self._manager.all_steps(), reverse=True)
+    )
+    for step in candidates:
+      try:
+        meta = self._read(step, "meta", lambda s=step: self.read_meta(s))
+      except Exception:  # pylint: disable=broad-except
+        continue
+      check(step, meta)
+      return
+
   def restore_latest(
       self, template: PyTree | TemplateFn, check: CheckFn | None = None
   ) -> tuple[int, PyTree, dict[str, Any]] | None:

@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 import tqdm
 from absl import logging
 
@@ -79,36 +80,47 @@ def _write_json_atomic(path: str, obj: Any) -> None:
   os.replace(tmp, path)
 
 
-# Config fields that may change between a run and its resumption: where the
-# data lives and how it is read, not what it is.
-_RESUME_FREE_DATA_KEYS = frozenset(
-    {"data_dir", "manual_dir", "image_root", "skip_bad_files", "cache_features"}
+# Config keys that may change between a run and its resumption (dotted
+# paths; a path covers everything under it): how often the run logs,
+# evaluates and checkpoints, how it evaluates, and where its data lives and
+# how it is read — never what is trained. Every other key must equal the
+# checkpoint's, or the resumed run would be one that neither config
+# describes (another schedule, data order, loss or model).
+RESUME_FREE_KEYS = (
+    "log_every",
+    "eval_every",
+    "checkpoint_every",
+    "max_checkpoints_to_keep",
+    "eval_batch_size",
+    "evals",
+    "data.data_dir",
+    "data.manual_dir",
+    "data.image_root",
+    "data.skip_bad_files",
+    "data.cache_features",
 )
+# Saved beside the fingerprint; checkpoints of avjax < 0.2 recorded a few
+# config blocks only and cannot be compared key by key.
+_FINGERPRINT_FORMAT = 2
+
+
+def _without(cfg: dict[str, Any], dotted: str) -> None:
+  head, _, rest = dotted.partition(".")
+  if head in cfg:
+    if rest:
+      if isinstance(cfg[head], dict):
+        _without(cfg[head], rest)
+    else:
+      del cfg[head]
 
 
 def run_fingerprint(config: ml_collections.ConfigDict) -> dict[str, Any]:
-  """The part of ``config`` a resumed run must share with the saved one.
-
-  Method, seed, dataset and batch (all ``config.data`` fields but paths and
-  caching), model, loss, optimiser and stages (names, steps, options): a
-  change to any of them would silently give a run that neither config
-  describes (another schedule, another data order, other shapes).
-  """
+  """The whole config but ``RESUME_FREE_KEYS``: what a resumed run must
+  share with the checkpoint's (as JSON-compatible values)."""
   cfg = json.loads(config.to_json_best_effort())
-  data = {
-      k: v
-      for k, v in (cfg.get("data") or {}).items()
-      if k not in _RESUME_FREE_DATA_KEYS
-  }
-  return {
-      "method": cfg.get("method"),
-      "seed": cfg.get("seed"),
-      "data": data,
-      "model": cfg.get("model"),
-      "loss": cfg.get("loss"),
-      "optimizer": cfg.get("optimizer"),
-      "stages": cfg.get("stages"),
-  }
+  for key in RESUME_FREE_KEYS:
+    _without(cfg, key)
+  return cfg
 
 
 def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -152,6 +164,13 @@ def _resume_check(
           "checked.",
           step,
           workdir,
+      )
+    elif meta.get("config_format") != _FINGERPRINT_FORMAT:
+      raise checkpoint_lib.CheckpointMismatch(
+          f"The checkpoint at step {step} in {workdir} was written by an "
+          f"older avjax ({meta.get('avjax_version', 'unknown version')}) "
+          "whose config record cannot be compared with this config; use a "
+          "new --workdir (the checkpoints are left untouched)."
       )
     else:
       diffs = fingerprint_differences(saved, fingerprint)
@@ -236,7 +255,39 @@ def _all_finite(tree: Any) -> jax.Array:
   return jnp.all(jnp.stack(checks)) if checks else jnp.array(True)
 
 
-def checked_train_step(method: methods.Method, stage: Any):
+_STAGE_OPTIMIZERS = ("shared", "per_stage")
+
+
+def stage_optimizers(
+    method: methods.Method, run: methods.RunInfo
+) -> tuple[list[optax.GradientTransformation], list[int]]:
+  """Each stage's optimiser and optimiser group, as the method declares.
+
+  Returns:
+    ``(txs, groups)``: ``txs[i]`` trains stage ``i``; stages with equal
+    ``groups[i]`` share one optimiser and carry its state across their
+    boundary, a stage of a new group starts with a fresh optimiser state.
+    ``Method.stage_optimizers`` "shared": one group; "per_stage": one per
+    stage.
+  """
+  mode = method.stage_optimizers
+  if mode not in _STAGE_OPTIMIZERS:
+    raise ValueError(
+        f"{type(method).__name__}.stage_optimizers={mode!r} is not one of "
+        f"{_STAGE_OPTIMIZERS}"
+    )
+  stages = list(run.stages)
+  if mode == "shared":
+    tx = method.make_optimizer(stages[0], run)
+    return [tx] * len(stages), [0] * len(stages)
+  return [method.make_optimizer(s, run) for s in stages], list(
+      range(len(stages))
+  )
+
+
+def checked_train_step(
+    method: methods.Method, stage: Any, run: methods.RunInfo
+):
   """``method.train_step`` for ``stage``, plus a finiteness flag.
 
   The flag covers the updated params, optimiser state and aux, so a
@@ -245,7 +296,7 @@ def checked_train_step(method: methods.Method, stage: Any):
   """
 
   def step(state: TrainState, batch: Any) -> tuple[TrainState, dict]:
-    new_state, metrics = method.train_step(state, batch, stage)
+    new_state, metrics = method.train_step(state, batch, stage, run)
     finite = _all_finite((new_state.params, new_state.opt_state, new_state.aux))
     return new_state, dict(metrics, **{_STATE_FINITE: finite})
 
@@ -284,6 +335,16 @@ def train_and_evaluate(
   mesh = sharding.make_mesh()
   local_batch_size = sharding.check_batch_size(config.data.batch_size, mesh)
   fingerprint = run_fingerprint(config)
+  ckpt = checkpoint_lib.Checkpointer(
+      os.path.join(workdir, "checkpoints"),
+      max_to_keep=config.max_checkpoints_to_keep,
+  )
+  resume_check = _resume_check(fingerprint, scheduler, workdir)
+  try:  # Refuse a workdir of another run before building model and data.
+    ckpt.check_latest(resume_check)
+  except checkpoint_lib.CheckpointMismatch:
+    ckpt.close()
+    raise
 
   train_iter = method.train_iterator(
       local_batch_size, config.seed, jax.process_index(), jax.process_count()
@@ -291,14 +352,16 @@ def train_and_evaluate(
   init_rng, train_rng = jax.random.split(jax.random.PRNGKey(config.seed))
   params_rng, aux_rng = jax.random.split(init_rng)
   params = method.init_params(params_rng, _peek(train_iter))
-  txs = [method.make_optimizer(stage, total_steps) for stage in scheduler]
+  run = methods.RunInfo(config=config, stages=scheduler, mesh=mesh)
+  txs, groups = stage_optimizers(method, run)
 
-  def for_stage(state: TrainState, index: int) -> TrainState:
-    """``state`` with stage ``index``'s optimiser (fresh state if new)."""
-    if state.tx is txs[index]:
+  def for_stage(state: TrainState, old: int, new: int) -> TrainState:
+    """``state`` moved from stage ``old`` to ``new``: the new stage's
+    optimiser, with a fresh state when it is another group's."""
+    if groups[old] == groups[new]:
       return state
-    opt_state = sharding.replicate(jax.jit(txs[index].init)(state.params), mesh)
-    return state.replace(tx=txs[index], opt_state=opt_state)
+    opt_state = sharding.replicate(jax.jit(txs[new].init)(state.params), mesh)
+    return state.replace(tx=txs[new], opt_state=opt_state)
 
   state = TrainState.create(
       params, txs[0], train_rng, aux=method.init_aux(aux_rng, params)
@@ -314,20 +377,16 @@ def train_and_evaluate(
       jax.device_count(),
   )
 
-  ckpt = checkpoint_lib.Checkpointer(
-      os.path.join(workdir, "checkpoints"),
-      max_to_keep=config.get("max_checkpoints_to_keep", 3),
-  )
   restored = ckpt.restore_latest(
       lambda step, meta: for_stage(
-          state, scheduler.stage_at(step).index
+          state, 0, scheduler.stage_at(step).index
       ).checkpoint_tree(),
-      check=_resume_check(fingerprint, scheduler, workdir),
+      check=resume_check,
   )
   start_step = 0
   if restored is not None:
     start_step, tree, meta = restored
-    state = for_stage(state, scheduler.stage_at(start_step).index)
+    state = for_stage(state, 0, scheduler.stage_at(start_step).index)
     state = state.from_checkpoint_tree(tree)
     train_iter.set_state(_own_iterator_state(meta["data_iterator"]))
     logging.info(
@@ -343,9 +402,9 @@ def train_and_evaluate(
   writer = logging_utils.MetricWriter(workdir, enabled=is_host)
   step_fns: dict[int, Any] = {}
   pending = _PendingMetrics()
-  log_every = int(config.get("log_every", 50))
-  ckpt_every = int(config.get("checkpoint_every", 200))
-  eval_every = int(config.get("eval_every", 0))
+  log_every = int(config.log_every)
+  ckpt_every = int(config.checkpoint_every)
+  eval_every = int(config.eval_every)
   bar = tqdm.tqdm(
       total=total_steps,
       initial=start_step,
@@ -359,7 +418,7 @@ def train_and_evaluate(
       stage = scheduler.stage_at(step)
       if stage.index not in step_fns:
         step_fns[stage.index] = jax.jit(
-            checked_train_step(method, stage), donate_argnums=0
+            checked_train_step(method, stage, run), donate_argnums=0
         )
       batch = sharding.shard_batch(next(train_iter), mesh)
       state, metrics = step_fns[stage.index](state, batch)
@@ -380,7 +439,7 @@ def train_and_evaluate(
       if done == stage.end and done < total_steps:
         # Switch optimisers before saving, so the checkpoint at a stage
         # boundary already has the next stage's structure, as its meta says.
-        state = for_stage(state, stage.index + 1)
+        state = for_stage(state, stage.index, stage.index + 1)
       if at_save:
         ckpt.save(
             done,
@@ -389,13 +448,14 @@ def train_and_evaluate(
                 "stage": scheduler.stage_at(done).index,
                 "stage_name": scheduler.stage_at(done).name,
                 "config": fingerprint,
+                "config_format": _FINGERPRINT_FORMAT,
                 "data_iterator": _iterator_states(train_iter),
                 # Read by avjax.inference.load to refuse other versions.
                 "avjax_version": avjax.__version__,
             },
         )
       if at_eval:
-        val = method.evaluate(state.params, "validation")
+        val = method.evaluate(state, "validation", run)
         writer.write_scalars(done, {f"val/{k}": v for k, v in val.items()})
         logging.info("step %d validation: %s", done, val)
   finally:
@@ -409,9 +469,7 @@ def train_and_evaluate(
     os.makedirs(plot_dir, exist_ok=True)
   final = {
       k: float(v)
-      for k, v in method.evaluate(
-          state.params, "test", plot_dir=plot_dir
-      ).items()
+      for k, v in method.evaluate(state, "test", run, plot_dir=plot_dir).items()
   }
   writer.write_scalars(total_steps, {f"test/{k}": v for k, v in final.items()})
   if is_host:

@@ -19,8 +19,8 @@ def learning_rate_schedule(
   ``cfg.warmup_steps`` steps, then cosine decay).
   """
   lr = float(cfg.learning_rate)
-  name = cfg.get("schedule", "constant")
-  end = lr * float(cfg.get("end_lr_fraction", 0.0))
+  name = cfg.schedule
+  end = lr * float(cfg.end_lr_fraction)
   if name == "constant":
     return optax.constant_schedule(lr)
   if name == "cosine":
@@ -28,7 +28,7 @@ def learning_rate_schedule(
         lr, max(total_steps, 1), alpha=end / lr if lr else 0.0
     )
   if name == "warmup_cosine":
-    warmup = int(cfg.get("warmup_steps", 0))
+    warmup = int(cfg.warmup_steps)
     return optax.warmup_cosine_decay_schedule(
         0.0,
         lr,
@@ -52,21 +52,21 @@ def make_optimizer(
   schedule = learning_rate_schedule(cfg, total_steps)
   name = cfg.name
   if name == "adam":
-    opt = optax.adam(schedule, b1=cfg.get("b1", 0.9), b2=cfg.get("b2", 0.999))
+    opt = optax.adam(schedule, b1=cfg.b1, b2=cfg.b2)
   elif name == "adamw":
     opt = optax.adamw(
         schedule,
-        b1=cfg.get("b1", 0.9),
-        b2=cfg.get("b2", 0.999),
-        weight_decay=cfg.get("weight_decay", 1e-4),
+        b1=cfg.b1,
+        b2=cfg.b2,
+        weight_decay=cfg.weight_decay,
     )
   elif name == "sgd":
-    opt = optax.sgd(schedule, momentum=cfg.get("momentum", 0.9) or None)
+    opt = optax.sgd(schedule, momentum=cfg.momentum or None)
   else:
     raise ValueError(
         f"config.optimizer.name={name!r} is not one of {_OPTIMIZERS}"
     )
-  clip = float(cfg.get("grad_clip_norm", 0.0) or 0.0)
+  clip = float(cfg.grad_clip_norm or 0.0)
   if clip > 0:
     opt = optax.chain(optax.clip_by_global_norm(clip), opt)
   return opt

@@ -402,7 +402,7 @@ def load_config_source(data_cfg: Mapping[str, Any], split: str):
   return load_source(
       data_cfg["name"],
       split,
-      data_dir=data_cfg.get("data_dir"),
-      manual_dir=data_cfg.get("manual_dir"),
+      data_dir=data_cfg.data_dir,
+      manual_dir=data_cfg.manual_dir,
       builder_kwargs=config_builder_kwargs(data_cfg),
   )
