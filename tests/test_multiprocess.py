@@ -13,9 +13,11 @@ uninterrupted 2-process run did.
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -151,6 +153,22 @@ def test_two_processes_equal_one_and_resume(
             ["--coordinator_address=127.0.0.1:1", "--num_processes=2"],
             "needs --num_processes and --process_id",
         ),
+        (
+            [
+                "--coordinator_address=localhost",
+                "--num_processes=2",
+                "--process_id=0",
+            ],
+            "--coordinator_address='localhost' is not host:port",
+        ),
+        (
+            [
+                "--coordinator_address=localhost:99999",
+                "--num_processes=2",
+                "--process_id=0",
+            ],
+            "is not host:port",
+        ),
     ],
 )
 def test_bad_process_flags_are_named(tmp_path, flags, message):
@@ -162,7 +180,116 @@ def test_bad_process_flags_are_named(tmp_path, flags, message):
       text=True,
       timeout=120,
   )
-  assert out.returncode != 0 and message in out.stderr
+  assert out.returncode == 1 and message in out.stderr, out.stderr[-2000:]
+
+
+def test_workdir_that_is_a_file_is_a_flag_error(tmp_path):
+  workdir = tmp_path / "file"
+  workdir.write_text("not a directory")
+  out = subprocess.run(
+      _args(workdir, tmp_path),
+      cwd=ROOT,
+      env=_env(1),
+      capture_output=True,
+      text=True,
+      timeout=120,
+  )
+  assert out.returncode == 1, out.stderr[-2000:]
+  assert f"--workdir={workdir} is a file" in out.stderr
+
+
+@pytest.mark.slow
+def test_lonely_process_0_stops_in_time_naming_the_address(tmp_path):
+  """Process 0 whose peer never comes: a message naming the coordinator
+  within twice --distributed_timeout_s (JAX alone aborts, exit 134, after
+  the timeout plus its own grace, naming no address)."""
+  timeout = 10
+  address = f"127.0.0.1:{_free_port()}"
+  start = time.monotonic()
+  out = subprocess.run(
+      _args(tmp_path / "w", tmp_path)
+      + [
+          f"--coordinator_address={address}",
+          "--num_processes=2",
+          "--process_id=0",
+          f"--distributed_timeout_s={timeout}",
+      ],
+      cwd=ROOT,
+      env=_env(1),
+      capture_output=True,
+      text=True,
+      timeout=120,
+  )
+  elapsed = time.monotonic() - start
+  assert out.returncode == 1, out.stderr[-3000:]
+  assert elapsed < 2 * timeout, elapsed
+  assert f"Process 0 hosts the coordinator at {address}" in out.stderr
+  assert f"--distributed_timeout_s={timeout} s; not all came" in out.stderr
+
+
+def _wait_for(path, text, timeout):
+  deadline = time.monotonic() + timeout
+  while time.monotonic() < deadline:
+    if os.path.exists(path) and text in path.read_text(errors="replace"):
+      return
+    time.sleep(0.5)
+  raise AssertionError(f"{text!r} not in {path} after {timeout} s")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("victim", [1, 0])
+def test_survivor_of_a_dead_peer_says_so_in_bounded_time(
+    tmp_path, av_digits_pairs_dir, victim
+):
+  """Once both processes joined, one is killed (-9); the other stops within
+  the heartbeat timeout plus slack, saying a peer died and that rerunning
+  resumes. Victim 0 takes the coordinator with it (JAX aborts the survivor
+  at once); victim 1 leaves the survivor's collectives or the heartbeat
+  check to notice."""
+  heartbeat = 5
+  port = _free_port()
+  workdir = tmp_path / "w"
+  logs = [tmp_path / f"process{i}.log" for i in range(2)]
+  procs = []
+  for i in range(2):
+    with open(logs[i], "w") as log:
+      procs.append(
+          subprocess.Popen(
+              _args(workdir, av_digits_pairs_dir)
+              + [
+                  f"--coordinator_address=127.0.0.1:{port}",
+                  "--num_processes=2",
+                  f"--process_id={i}",
+                  "--distributed_timeout_s=120",
+                  f"--distributed_heartbeat_timeout_s={heartbeat}",
+              ],
+              cwd=ROOT,
+              env=_env(2),
+              stdout=log,
+              stderr=subprocess.STDOUT,
+          )
+      )
+  try:
+    for i in range(2):
+      _wait_for(logs[i], f"JAX process {i} / 2", 180)
+    procs[victim].send_signal(signal.SIGKILL)
+    killed = time.monotonic()
+    survivor = procs[1 - victim]
+    survivor.wait(timeout=heartbeat + 60)
+    elapsed = time.monotonic() - killed
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+        p.wait()
+  text = logs[1 - victim].read_text(errors="replace")
+  assert survivor.returncode == 1, text[-3000:]
+  assert elapsed < heartbeat + 45, elapsed
+  assert "another process of the run died or became unreachable" in text
+  assert (
+      "Rerun the same command on every process: training resumes from the "
+      f"newest checkpoint in {workdir}" in text
+  )
 
 
 def test_silent_coordinator_is_an_error_naming_it(tmp_path):
