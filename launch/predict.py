@@ -17,7 +17,10 @@ top ``--k`` gallery items are printed with their scores (the method's own
 similarity: higher is closer). Synchformer: ``--videos`` prints the offset
 (seconds; > 0 means the audio is ahead of the picture), its probability and
 the synchronisability probability per file, and per window with --windows.
-``--out`` writes everything as JSON.
+``--out`` writes everything as JSON. A saved gallery records the model that
+embedded it (method, config fingerprint, step, avjax version) and its
+modality; searching it with another model or as another modality is an
+error unless --allow_other_model / --allow_other_modality.
 """
 
 from __future__ import annotations
