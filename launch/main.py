@@ -11,19 +11,22 @@ tensorboard/ events, log.jsonl and plots/*.png.
 
 Multi-host: pass --coordinator_address/--num_processes/--process_id, or
 --distributed to let ``jax.distributed.initialize`` auto-detect (TPU pods,
-SLURM).
+SLURM). A run that does not form within --distributed_timeout_s, and a
+process whose peer dies, stop with a message naming the coordinator
+(``avjax.train.cluster``); rerunning the command on every process resumes.
 """
 
 from __future__ import annotations
 
-import socket
+import os
 import sys
-import time
 
 from absl import app
 from absl import flags
 from absl import logging
 from ml_collections import config_flags
+
+from avjax.train import cluster
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config",
@@ -51,11 +54,23 @@ _INIT_TIMEOUT = flags.DEFINE_integer(
     300,
     "Seconds to wait for every process to join the coordinator.",
 )
+_HEARTBEAT_TIMEOUT = flags.DEFINE_integer(
+    "distributed_heartbeat_timeout_s",
+    100,
+    "Seconds without heartbeats after which a process of a multi-process "
+    "run counts as dead; the others then stop, saying so (at most this long "
+    "after a peer dies).",
+)
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-def _check_process_flags() -> None:
-  """Clear errors for process flags that cannot describe a run."""
+def _check_flags() -> None:
+  """Clear errors for flags that cannot describe a run."""
+  if os.path.exists(_WORKDIR.value) and not os.path.isdir(_WORKDIR.value):
+    raise app.UsageError(
+        f"--workdir={_WORKDIR.value} is a file; give a directory (new, or "
+        "the workdir of the run to resume)."
+    )
   if _COORDINATOR.value is None:
     if _NUM_PROCESSES.value is not None or _PROCESS_ID.value is not None:
       raise app.UsageError(
@@ -63,6 +78,10 @@ def _check_process_flags() -> None:
           "--coordinator_address (or use --distributed)."
       )
     return
+  try:
+    cluster.parse_address(_COORDINATOR.value)
+  except ValueError as e:
+    raise app.UsageError(str(e)) from e
   if _NUM_PROCESSES.value is None or _PROCESS_ID.value is None:
     raise app.UsageError(
         "--coordinator_address needs --num_processes and " "--process_id."
@@ -77,73 +96,40 @@ def _check_process_flags() -> None:
         f"{_NUM_PROCESSES.value}) for --num_processes="
         f"{_NUM_PROCESSES.value}."
     )
-
-
-def _wait_for_coordinator(address: str, timeout_s: float) -> None:
-  """Polls ``host:port`` until it accepts a TCP connection, or errors.
-
-  JAX's distributed client aborts the whole process (a C++ fatal error)
-  when the coordinator never answers; probing first turns that into an
-  error that names the address.
-  """
-  host, _, port = address.rpartition(":")
-  if not host or not port.isdigit():
-    raise app.UsageError(
-        f"--coordinator_address={address!r} is not " "host:port."
-    )
-  deadline = time.monotonic() + timeout_s
-  while True:
-    try:
-      with socket.create_connection((host.strip("[]"), int(port)), timeout=2.0):
-        return
-    except OSError as e:
-      if time.monotonic() >= deadline:
-        raise RuntimeError(
-            f"No coordinator answered at {address} within {timeout_s:g} s "
-            f"({type(e).__name__}: {e}). Start process 0 (which hosts the "
-            "coordinator) with the same --coordinator_address, or check the "
-            "address."
-        ) from e
-      time.sleep(0.5)
-
-
-def _initialize_distributed(jax) -> None:
-  if _COORDINATOR.value and _PROCESS_ID.value:
-    _wait_for_coordinator(_COORDINATOR.value, _INIT_TIMEOUT.value)
-  logging.info(
-      "Joining the distributed run at %s as process %s of %s "
-      "(waiting up to %d s for all processes).",
-      _COORDINATOR.value or "<auto-detected>",
-      _PROCESS_ID.value,
-      _NUM_PROCESSES.value,
-      _INIT_TIMEOUT.value,
-  )
-  try:
-    jax.distributed.initialize(
-        _COORDINATOR.value,
-        _NUM_PROCESSES.value,
-        _PROCESS_ID.value,
-        initialization_timeout=_INIT_TIMEOUT.value,
-    )
-  except Exception as e:  # pylint: disable=broad-except
-    where = _COORDINATOR.value or "the auto-detected coordinator"
-    raise RuntimeError(
-        f"Could not join the distributed run at {where} within "
-        f"{_INIT_TIMEOUT.value} s (process {_PROCESS_ID.value} of "
-        f"{_NUM_PROCESSES.value}): {type(e).__name__}: {str(e)[:300]}. Is "
-        "process 0 running, reachable at that address, and started with "
-        "the same --num_processes?"
-    ) from e
+  for flag in (_INIT_TIMEOUT, _HEARTBEAT_TIMEOUT):
+    if flag.value < 1:
+      raise app.UsageError(f"--{flag.name}={flag.value} must be >= 1.")
 
 
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  _check_process_flags()
+  _check_flags()
+  distributed = bool(_COORDINATOR.value or _DISTRIBUTED.value)
+  workdir = os.path.abspath(_WORKDIR.value)
+  if distributed:  # Before JAX starts threads: see cluster.supervise.
+    cluster.supervise(
+        _PROCESS_ID.value, _NUM_PROCESSES.value, _COORDINATOR.value, workdir
+    )
   import jax  # After flag parsing, so XLA_FLAGS set by users apply.
 
-  if _COORDINATOR.value or _DISTRIBUTED.value:
-    _initialize_distributed(jax)
+  if distributed:
+    logging.info(
+        "Joining the distributed run at %s as process %s of %s "
+        "(waiting up to %d s for all processes).",
+        _COORDINATOR.value or "<auto-detected>",
+        _PROCESS_ID.value,
+        _NUM_PROCESSES.value,
+        _INIT_TIMEOUT.value,
+    )
+    cluster.initialize(
+        jax,
+        _COORDINATOR.value,
+        _NUM_PROCESSES.value,
+        _PROCESS_ID.value,
+        _INIT_TIMEOUT.value,
+        heartbeat_timeout_s=_HEARTBEAT_TIMEOUT.value,
+    )
   from avjax.train import logging_utils
   from avjax.train import loop
 
@@ -156,7 +142,18 @@ def main(argv: list[str]) -> None:
       jax.local_device_count(),
       jax.default_backend(),
   )
-  metrics = loop.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  try:
+    metrics = loop.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  except Exception as e:  # pylint: disable=broad-except
+    if jax.process_count() > 1:
+      cluster.exit_after_error(
+          e,
+          jax.process_index(),
+          jax.process_count(),
+          _COORDINATOR.value,
+          workdir,
+      )
+    raise
   if jax.process_index() == 0:
     print("Final test metrics:")
     for key, value in sorted(metrics.items()):

@@ -17,7 +17,10 @@ top ``--k`` gallery items are printed with their scores (the method's own
 similarity: higher is closer). Synchformer: ``--videos`` prints the offset
 (seconds; > 0 means the audio is ahead of the picture), its probability and
 the synchronisability probability per file, and per window with --windows.
-``--out`` writes everything as JSON.
+``--out`` writes everything as JSON. A saved gallery records the model that
+embedded it (method, config fingerprint, step, avjax version) and its
+modality; searching it with another model or as another modality is an
+error unless --allow_other_model / --allow_other_modality.
 """
 
 from __future__ import annotations
@@ -72,6 +75,17 @@ _DATA_DIR = flags.DEFINE_string(
 _OTHER_VERSION = flags.DEFINE_bool(
     "allow_other_version", False, "Use a checkpoint of another avjax version."
 )
+_OTHER_MODEL = flags.DEFINE_bool(
+    "allow_other_model",
+    False,
+    "Search a saved gallery that another model (method, config, step or "
+    "avjax version) embedded.",
+)
+_OTHER_MODALITY = flags.DEFINE_bool(
+    "allow_other_modality",
+    False,
+    "Search a saved gallery of another modality than --gallery_modality.",
+)
 flags.mark_flags_as_required(["workdir"])
 
 
@@ -101,15 +115,22 @@ def _retrieval(model, queries: list[str]) -> dict:
         else _GALLERY.value
     )
     gallery = model.gallery(gmod, source, **kwargs)
+    skipped += gallery.skipped
     if _SAVE_GALLERY.value:
       print(f"Saved the gallery to {gallery.save(_SAVE_GALLERY.value)}")
-  emb = model.embed(qmod, queries, **kwargs)
-  names = list(queries)
-  if _SKIP.value:
-    emb, bad = emb
-    skipped += bad
-    names = [q for q in queries if q not in {p for p, _ in bad}]
-  result = model.search(emb, gallery, k=_K.value)
+  # Embedded as a gallery: its names stay aligned with the readable rows.
+  embedded = model.gallery(qmod, queries, **kwargs)
+  skipped += embedded.skipped
+  names = embedded.names
+  result = model.search(
+      embedded.embeddings,
+      gallery,
+      k=_K.value,
+      query_modality=qmod,
+      gallery_modality=gmod,
+      allow_other_model=_OTHER_MODEL.value,
+      allow_other_modality=_OTHER_MODALITY.value,
+  )
   rows = []
   print(
       f"{model.config.method}: {qmod} queries → {gallery.modality or gmod} "

@@ -320,6 +320,156 @@ def test_bad_inputs_are_errors_naming_the_file(
     model.embed("speech", [good])
 
 
+def test_load_takes_a_step_string_and_never_warns_about_metadata(tstl, caplog):
+  workdir, _ = tstl
+  caplog.set_level("WARNING")
+  assert inference.load(workdir, step="10").step == 10
+  # orbax's "Metadata file does not exist" came on every load.
+  assert not [r for r in caplog.records if "Metadata" in r.getMessage()]
+  with pytest.raises(ValueError, match="step must be a checkpoint step"):
+    inference.load(workdir, step="ten")
+  with pytest.raises(inference.WorkdirError, match="is a file"):
+    inference.load(os.path.join(workdir, "config.json"))
+
+
+def test_gallery_records_its_model_and_refuses_another(
+    tstl, tstl_model, pairs_test, tmp_path
+):
+  model = tstl_model
+  images = [r["image"] for r in pairs_test[:6]]
+  path = model.gallery("visual", images).save(tmp_path / "g.npz")
+  saved = inference.Gallery.load(path)
+  assert saved.model == model.identity and saved.modality == "visual"
+  assert set(saved.model) >= {"method", "fingerprint", "step"}
+  queries = model.embed("audio", [r["audio"] for r in pairs_test[:3]])
+  want = model.search(queries, saved.embeddings, k=3)
+  got = model.search(queries, path, k=3, query_modality="audio")
+  np.testing.assert_array_equal(got.indices, want.indices)
+
+  other_step = inference.load(tstl[0], step=10)
+  with pytest.raises(inference.GalleryMismatchError) as e:
+    other_step.search(queries, path)
+  assert path in str(e.value) and "step: gallery 20, model 10" in str(e.value)
+  other_step.search(queries, path, allow_other_model=True)
+  # Another method / config (as from another workdir): each field named.
+  foreign = inference.Gallery.load(path)
+  foreign.model = dict(foreign.model, method="avc", fingerprint="0" * 16)
+  with pytest.raises(inference.GalleryMismatchError, match="method: gallery"):
+    model.search(queries, foreign)
+  # visual -> visual: the gallery's modality is not the one paired with
+  # visual queries.
+  with pytest.raises(inference.GalleryMismatchError, match="holds visual"):
+    model.search(
+        model.embed("visual", images[:2]), path, query_modality="visual"
+    )
+  model.search(
+      model.embed("visual", images[:2]),
+      path,
+      query_modality="visual",
+      allow_other_modality=True,
+  )
+  # A gallery saved before provenance was recorded.
+  legacy = str(tmp_path / "legacy.npz")
+  np.savez(
+      legacy,
+      embeddings=saved.embeddings,
+      names=np.asarray(saved.names),
+      modality=np.asarray("visual"),
+      metric=np.asarray("cosine"),
+  )
+  with pytest.raises(inference.GalleryMismatchError, match="does not record"):
+    model.search(queries, legacy)
+  model.search(queries, legacy, allow_other_model=True)
+
+
+def test_skipped_files_keep_names_aligned_and_are_listed(
+    tstl_model, pairs_test, tmp_path
+):
+  model = tstl_model
+  files = []
+  for i in range(4):
+    files.append(str(tmp_path / f"d{i}.png"))
+    Image.fromarray(pairs_test[i]["image"]).save(files[-1])
+  bad = tmp_path / "bad.png"
+  bad.write_text("not an image")
+  inputs = [files[0], str(bad), files[1], files[2], files[3]]
+  names = ["zero", "broken", "one", "two", "three"]
+  gallery = model.gallery("visual", inputs, names=names, skip_bad_files=True)
+  assert gallery.names == ["zero", "one", "two", "three"]
+  np.testing.assert_allclose(
+      gallery.embeddings, model.embed("visual", files), atol=1e-6, rtol=0
+  )
+  assert [n for n, _ in gallery.skipped] == [str(bad)]
+  # Nothing readable: [0, E] embeddings, and a gallery is an error.
+  emb, skipped = model.embed("visual", [str(bad)], skip_bad_files=True)
+  assert emb.shape == (0, 64) and [n for n, _ in skipped] == [str(bad)]
+  with pytest.raises(ValueError, match="no readable visual input") as e:
+    model.gallery("visual", [str(bad)], skip_bad_files=True)
+  assert str(bad) in str(e.value)
+
+
+def test_truncated_wav_string_input_and_directory_are_named(
+    tstl_model, pairs_test, tmp_path
+):
+  model = tstl_model
+  good = _write_wav(tmp_path / "good.wav", pairs_test[0]["audio"], 16000)
+  # One path as a string is one input (it was read character by character).
+  np.testing.assert_array_equal(
+      model.embed("audio", good), model.embed("audio", [good])
+  )
+  data = open(good, "rb").read()
+  truncated = tmp_path / "truncated.wav"
+  truncated.write_bytes(data[: len(data) // 2])  # the header promises more
+  with pytest.raises(inference.UnreadableFileError, match="truncated") as e:
+    model.embed("audio", [str(truncated)])
+  assert str(truncated) in str(e.value)
+  with pytest.raises(inference.UnreadableFileError, match="directory") as e:
+    model.embed("audio", [str(tmp_path)])
+  assert str(tmp_path) in str(e.value)
+  with pytest.raises(inference.UnreadableFileError, match="sample rate"):
+    model.embed("audio", [(pairs_test[0]["audio"], -16000)])
+
+
+def test_records_take_unsigned_audio_and_float_images_at_their_scale():
+  spec = records_lib.RecordSpec(
+      "x", audio_samples=16000, image_size=(32, 32), image_channels=1
+  )
+  rng = np.random.default_rng(2)
+  # 8-bit WAV samples are unsigned around 128: (x - 128) * 256 in int16.
+  wave8 = rng.integers(0, 256, 16000, dtype=np.uint8)
+  want = (wave8.astype(np.int16) - 128) * 256
+  got, _ = records_lib.audio_record(wave8, 16000, spec, "w")
+  np.testing.assert_array_equal(got, want)
+  got, _ = records_lib.audio_record(
+      np.stack([wave8, wave8], axis=1), 16000, spec, "w"
+  )
+  np.testing.assert_array_equal(got, want)
+  # Float audio at int16 scale is an error, not a clipped square wave.
+  with pytest.raises(inference.UnreadableFileError, match="peak") as e:
+    records_lib.audio_record(want.astype(np.float32), 16000, spec, "loud")
+  assert "loud" in str(e.value)
+  for rate in (-16000, 0, 16000.5, "fast"):
+    with pytest.raises(inference.UnreadableFileError, match="sample rate"):
+      records_lib.audio_record(want, rate, spec, "w")
+  # Float images in [0, 1] are scaled by 255; others must lie in [0, 255].
+  image = rng.integers(0, 256, (32, 32), dtype=np.uint8)
+  np.testing.assert_array_equal(
+      records_lib.image_record(image / 255.0, (32, 32), 1, "i"), image
+  )
+  np.testing.assert_array_equal(
+      records_lib.image_record(image.astype(np.float32), (32, 32), 1, "i"),
+      image,
+  )
+  np.testing.assert_array_equal(
+      records_lib.image_record(image.astype(np.uint16) * 257, (32, 32), 1, "i"),
+      image,
+  )
+  for bad in (image * 4.0, image - 300.0, np.full((32, 32), np.nan)):
+    with pytest.raises(inference.UnreadableFileError, match="image") as e:
+      records_lib.image_record(bad, (32, 32), 1, "pic")
+    assert "pic" in str(e.value)
+
+
 @pytest.fixture(scope="module")
 def cmd_model(tmp_path_factory, av_digits_captions_dir):
   config = _config("cmd", "quick", av_digits_captions_dir)
@@ -560,6 +710,17 @@ def test_mama_embed_equals_evaluation_and_takes_video_files(
   want = video_text.retrieval_metrics(ref["video"], ref["text"])
   top = model.search(text, video, k=1).indices[:, 0]
   assert np.mean(top == np.arange(len(recs))) == pytest.approx(want["r1_t2v"])
+  # A directory of .txt files is a gallery of their contents, not paths.
+  captions = tmp_path / "captions"
+  captions.mkdir()
+  for i, r in enumerate(recs[:5]):
+    (captions / f"c{i}.txt").write_text(r["caption"].decode() + "\n")
+  gallery = model.gallery("text", str(captions))
+  assert gallery.names == [str(captions / f"c{i}.txt") for i in range(5)]
+  np.testing.assert_allclose(gallery.embeddings, text[:5], atol=1e-5)
+  np.testing.assert_allclose(
+      model.embed("text", [str(captions / "c0.txt")]), text[:1], atol=1e-5
+  )
   # A video file at 25 fps and 64x64 RGB: 8 frames sampled uniformly and
   # resized back to the stored 32x32 grey.
   frames = np.repeat(np.repeat(recs[0]["frames"], 2, 1), 2, 2)
@@ -572,6 +733,29 @@ def test_mama_embed_equals_evaluation_and_takes_video_files(
       / np.linalg.norm(video[0])
   )
   assert cos > 0.99, cos
+
+
+@pytest.mark.slow
+def test_mama_tokenizer_is_checked_against_the_model(av_digits_dir, tmp_path):
+  config = _config("mama", "quick", av_digits_dir.prepare("video_text"))
+  workdir = _init_only_workdir(config, str(tmp_path / "mama"))
+  path = os.path.join(workdir, "tokenizer.json")
+  with open(path, encoding="utf-8") as f:
+    original = f.read()
+  # A word mapped beyond the model's token table (NaN embeddings before).
+  tok = json.loads(original)
+  rows = max(tok["model"]["vocab"].values()) + 1
+  tok["model"]["vocab"]["zebra"] = rows + 5
+  with open(path, "w", encoding="utf-8") as f:
+    json.dump(tok, f)
+  with pytest.raises(inference.WorkdirError, match=str(rows + 5)) as e:
+    inference.load(workdir)
+  assert path in str(e.value)
+  with open(path, "w", encoding="utf-8") as f:
+    f.write(original[: len(original) // 2])
+  with pytest.raises(inference.WorkdirError, match="truncated") as e:
+    inference.load(workdir)
+  assert path in str(e.value)
 
 
 @pytest.mark.slow

@@ -57,6 +57,26 @@ def test_trains_and_writes_outputs(tmp_path):
   assert saved["stages"][1]["name"] == "second"
 
 
+def test_outputs_never_write_through_a_symlink(tmp_path):
+  """config.json and metrics.json replace a symlink at their path instead
+  of writing into its target (a file outside the workdir)."""
+  outside = tmp_path / "outside.txt"
+  outside.write_text("keep me")
+  workdir = tmp_path / "run"
+  workdir.mkdir()
+  for name in ("config.json", "metrics.json"):
+    os.symlink(outside, workdir / name)
+  metrics, _ = _run(workdir)
+  assert outside.read_text() == "keep me"
+  for name in ("config.json", "metrics.json"):
+    assert not os.path.islink(workdir / name)
+  with open(workdir / "config.json") as f:
+    assert json.load(f)["method"] == "toy"
+  with open(workdir / "metrics.json") as f:
+    assert json.load(f) == metrics
+  assert not [n for n in os.listdir(workdir) if n.endswith(".tmp")]
+
+
 def test_resume_equals_uninterrupted(tmp_path):
   full, _ = _run(tmp_path / "full")
   # A run stopped after 8 steps: keep only the checkpoints up to step 8.

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -128,19 +129,36 @@ def test_command_line_errors_name_the_file_or_workdir(
       f"--gallery={gallery}",
   )
   assert out.returncode != 0 and str(bad) in out.stderr
+  with_bad = tmp_path / "gallery"
+  shutil.copytree(gallery, with_bad)
+  bad_image = with_bad / "digit05_broken.png"
+  bad_image.write_text("not an image")
   skipped = _run(
       PREDICT,
       f"--workdir={quick_workdir}",
       f"--queries={queries[0]},{bad}",
-      f"--gallery={gallery}",
+      f"--gallery={with_bad}",
       "--skip_bad_files",
       f"--out={tmp_path / 'r.json'}",
   )
   assert skipped.returncode == 0, skipped.stderr[-3000:]
   with open(tmp_path / "r.json", encoding="utf-8") as f:
     result = json.load(f)
-  assert [s["file"] for s in result["skipped"]] == [str(bad)]
+  # Gallery files and queries alike are listed (gallery files were not).
+  assert [s["file"] for s in result["skipped"]] == [str(bad_image), str(bad)]
   assert len(result["results"]) == 1
+  assert str(bad_image) not in json.dumps(result["results"])
+  # Nothing readable left: an error naming the files, not a shape mismatch.
+  nothing = _run(
+      PREDICT,
+      f"--workdir={quick_workdir}",
+      f"--queries={bad}",
+      f"--gallery={with_bad}",
+      "--skip_bad_files",
+  )
+  assert nothing.returncode != 0
+  assert "no readable audio input" in nothing.stderr
+  assert str(bad) in nothing.stderr
   empty = tmp_path / "empty_workdir"
   empty.mkdir()
   with open(os.path.join(quick_workdir, "config.json")) as src:

@@ -16,6 +16,7 @@ from avjax.inference.model import Model
 from avjax.inference.model import load
 from avjax.inference.readers import UnreadableFileError
 from avjax.inference.search import Gallery
+from avjax.inference.search import GalleryMismatchError
 from avjax.inference.search import SearchResult
 from avjax.inference.search import search
 from avjax.inference.sync import OffsetPrediction
@@ -23,6 +24,7 @@ from avjax.inference.workdir import WorkdirError
 
 __all__ = [
     "Gallery",
+    "GalleryMismatchError",
     "Model",
     "OffsetPrediction",
     "SearchResult",

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import os
+import pathlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,6 +22,7 @@ import numpy as np
 import tqdm
 from absl import logging
 
+import avjax
 from avjax import methods
 from avjax.inference import embedders as embedders_lib
 from avjax.methods import base
@@ -53,12 +55,22 @@ class Model:
     spec: the training dataset's record shapes.
   """
 
-  def __init__(self, workdir: str, step: int, config, method, params):
+  def __init__(
+      self,
+      workdir: str,
+      step: int,
+      config,
+      method,
+      params,
+      fingerprint: str = "",
+  ):
     self.workdir = workdir
     self.step = step
     self.config = config
     self.method = method
     self.params = params
+    self.fingerprint = fingerprint
+    self._dims: dict[str, int] = {}
 
   @functools.cached_property
   def spec(self) -> records_lib.RecordSpec:
@@ -71,6 +83,19 @@ class Model:
         f"Model({self.config.method!r}, workdir={self.workdir!r}, "
         f"step={self.step}, modalities={self.modalities})"
     )
+
+  @property
+  def identity(self) -> dict[str, Any]:
+    """What a saved gallery records of the model that embedded it: method,
+    config fingerprint (``workdir.config_fingerprint``), checkpoint step,
+    avjax version, and the workdir (for messages only)."""
+    return {
+        "method": self.config.method,
+        "fingerprint": self.fingerprint,
+        "step": int(self.step),
+        "avjax_version": avjax.__version__,
+        "workdir": self.workdir,
+    }
 
   # Embedding ----------------------------------------------------------------
   @property
@@ -114,7 +139,8 @@ class Model:
 
     Audio: a path, an array at the dataset's rate, or (array, rate).
     Images: a path or a uint8 [H, W] / [H, W, 3] array. Video: a path or
-    uint8 frames [T, H, W(, 3)]. Text: a string.
+    uint8 frames [T, H, W(, 3)]. Text: a string, or a UTF-8 text file
+    (a ``pathlib.Path``, or a string ending in ".txt" without spaces).
 
     Raises:
       UnreadableFileError: naming the input when it cannot be used.
@@ -146,6 +172,8 @@ class Model:
     if kind == base.VIDEO:
       frames = readers.read_video(name).frames if is_path else item
       return records_lib.frames_record(frames, self.spec, name)
+    if _is_text_file(item):
+      return readers.read_text(item)
     if not isinstance(item, str) or not item.strip():
       raise readers.UnreadableFileError(
           name, "text input must be a non-empty string"
@@ -165,7 +193,8 @@ class Model:
     Args:
       modality: one of ``self.modalities`` (e.g. "audio" / "visual",
         "speech" / "image", "video" / "text").
-      inputs: file paths or arrays (see ``record``), in any mix.
+      inputs: file paths or arrays (see ``record``), in any mix; a single
+        path or string is one input.
       batch_size: inputs read, transformed and embedded at once (bounds
         memory; one compilation per modality and size). Default: the
         evaluation's (``config.eval_batch_size``), with which the
@@ -176,14 +205,25 @@ class Model:
 
     Returns:
       float32 [N, E] numpy array; with ``skip_bad_files``, the pair
-      (embeddings of the readable inputs, list of (name, reason) of the
-      skipped ones).
+      (embeddings of the readable inputs, [R, E] with R >= 0, list of
+      (name, reason) of the skipped ones).
 
     Raises:
       UnreadableFileError: an input cannot be read (naming it), unless
         ``skip_bad_files``.
     """
+    out, skipped = self._embed(
+        modality, inputs, batch_size, skip_bad_files, progress
+    )
+    if not skip_bad_files:
+      return out
+    return out, [(name, reason) for _, name, reason in skipped]
+
+  def _embed(self, modality, inputs, batch_size, skip_bad_files, progress):
+    """``embed``, with each skipped input as (index, name, reason)."""
     self._check_modality(modality)
+    if isinstance(inputs, (str, bytes, os.PathLike)):
+      inputs = [inputs]
     inputs = list(inputs)
     if batch_size is None:
       batch_size = int(self.config.eval_batch_size)
@@ -204,7 +244,7 @@ class Model:
           except readers.UnreadableFileError as e:
             if not skip_bad_files:
               raise
-            skipped.append((e.path, e.reason))
+            skipped.append((i, e.path, e.reason))
             logging.warning("Skipping %s: %s", e.path, e.reason)
         if recs:
           parts.append(
@@ -213,9 +253,32 @@ class Model:
               )
           )
         bar.update(len(inputs[start : start + batch_size]))
-    dim = parts[0].shape[1] if parts else 0
-    out = np.concatenate(parts) if parts else np.zeros((0, dim), np.float32)
-    return (out, skipped) if skip_bad_files else out
+    if parts:
+      return np.concatenate(parts), skipped
+    return np.zeros((0, self._dim(modality, size)), np.float32), skipped
+
+  def _dim(self, modality: str, size: int) -> int:
+    """E of ``modality``'s embeddings (of a placeholder input, once)."""
+    if modality not in self._dims:
+      kind = self._check_modality(modality)
+      spec = self.spec
+      if kind == base.FEATURES:  # The input width is not recorded.
+        return 0
+      if kind == base.AUDIO:
+        item = np.zeros((spec.audio_samples or spec.sample_rate,), np.int16)
+      elif kind == base.TEXT:
+        item = "a"
+      elif kind == base.IMAGE:
+        item = np.zeros(tuple(spec.image_size), np.uint8)
+      else:
+        shape = (spec.video_frames or 1,) + tuple(spec.video_size)
+        item = np.zeros(shape, np.uint8)
+      rec = self.record(modality, item)
+      emb = embedders_lib.embed_records(
+          self.method, self.params, modality, [rec], size
+      )
+      self._dims[modality] = int(emb.shape[1])
+    return self._dims[modality]
 
   def gallery(
       self,
@@ -226,22 +289,56 @@ class Model:
   ) -> search_lib.Gallery:
     """Embeds a gallery (files, arrays, or a directory of files).
 
-    Skipped files (``skip_bad_files=True``) are left out of the gallery.
-    Save it with ``.save(path)``, reload with ``Gallery.load``.
+    Skipped files (``skip_bad_files=True``) are left out of the gallery
+    and listed in its ``skipped``. The gallery records this model's
+    ``identity``; save it with ``.save(path)``, reload with
+    ``Gallery.load``. A directory of ``.txt`` files is a text gallery of
+    their contents.
+
+    Raises:
+      ValueError: ``names`` is not one name per input, or no input is
+        readable (naming the skipped ones).
     """
     kind = self._check_modality(modality)
     if isinstance(inputs, (str, os.PathLike)) and os.path.isdir(inputs):
       inputs = search_lib.gallery_files(inputs, EXTENSIONS[kind])
+      if kind == base.TEXT:  # Files, not captions.
+        inputs = [pathlib.Path(p) for p in inputs]
+    elif isinstance(inputs, (str, bytes, os.PathLike)):
+      inputs = [inputs]
     inputs = list(inputs)
     if names is None:
       names = [records_lib.input_name(x, i) for i, x in enumerate(inputs)]
     names = list(names)
-    emb = self.embed(modality, inputs, **embed_kwargs)
-    if embed_kwargs.get("skip_bad_files"):
-      emb, skipped = emb
-      bad = {p for p, _ in skipped}
-      names = [n for n in names if n not in bad]
-    return search_lib.Gallery(emb, names, modality=modality, metric=self.metric)
+    if len(names) != len(inputs):
+      raise ValueError(
+          f"gallery got {len(names)} names for {len(inputs)} inputs"
+      )
+    kwargs = dict(embed_kwargs)
+    emb, skipped = self._embed(
+        modality,
+        inputs,
+        kwargs.pop("batch_size", None),
+        kwargs.pop("skip_bad_files", False),
+        kwargs.pop("progress", None),
+    )
+    if kwargs:
+      raise TypeError(f"unexpected arguments {sorted(kwargs)}")
+    if skipped and not len(emb):
+      raise ValueError(
+          f"no readable {modality} input among the {len(inputs)} given; "
+          "skipped: "
+          + "; ".join(f"{name}: {reason}" for _, name, reason in skipped)
+      )
+    bad = {i for i, _, _ in skipped}
+    return search_lib.Gallery(
+        emb,
+        [n for i, n in enumerate(names) if i not in bad],
+        modality=modality,
+        metric=self.metric,
+        model=self.identity,
+        skipped=[(name, reason) for _, name, reason in skipped],
+    )
 
   # Search -------------------------------------------------------------------
   def search(
@@ -251,6 +348,8 @@ class Model:
       k: int = 5,
       query_modality: str | None = None,
       gallery_modality: str | None = None,
+      allow_other_model: bool = False,
+      allow_other_modality: bool = False,
   ) -> search_lib.SearchResult:
     """Top-``k`` gallery items per query with the method's similarity.
 
@@ -260,9 +359,21 @@ class Model:
         directory, or inputs of ``gallery_modality`` (default: the modality
         paired with ``query_modality``).
       k: results per query.
+      query_modality: the queries' modality (needed to embed inputs; with
+        embeddings, given so that a ``Gallery``'s modality is checked).
+      gallery_modality: the modality the gallery holds (default: the one
+        paired with ``query_modality``).
+      allow_other_model: search a ``Gallery`` that another model (method,
+        config, step or avjax version; see ``identity``) embedded.
+      allow_other_modality: search a ``Gallery`` of another modality than
+        ``gallery_modality`` (e.g. image queries in an image gallery).
 
     Returns:
       ``SearchResult``: indices and scores [Q, k] (and gallery names).
+
+    Raises:
+      GalleryMismatchError: a ``Gallery`` from another model or of another
+        modality, unless allowed.
     """
     if not (isinstance(queries, np.ndarray) and queries.ndim == 2):
       if query_modality is None:
@@ -272,12 +383,18 @@ class Model:
         ".npz"
     ):
       gallery = search_lib.Gallery.load(gallery)
-    if not isinstance(gallery, search_lib.Gallery) and not (
-        isinstance(gallery, np.ndarray) and gallery.ndim == 2
-    ):
-      modality = gallery_modality or (
-          self.other_modality(query_modality) if query_modality else None
+    modality = gallery_modality or (
+        self.other_modality(query_modality) if query_modality else None
+    )
+    if isinstance(gallery, search_lib.Gallery):
+      search_lib.check_gallery(
+          gallery,
+          self.identity,
+          modality,
+          allow_other_model=allow_other_model,
+          allow_other_modality=allow_other_modality,
       )
+    elif not (isinstance(gallery, np.ndarray) and gallery.ndim == 2):
       if modality is None:
         raise ValueError("gallery_modality is needed to embed gallery inputs")
       gallery = self.gallery(modality, gallery)
@@ -330,7 +447,8 @@ def load(
 
   Raises:
     WorkdirError: naming the workdir when it has no config, no
-      checkpoints, a damaged checkpoint, or one of another avjax version.
+      checkpoints, a damaged checkpoint, one of another avjax version, or
+      a tokenizer.json that is damaged or not the model's.
   """
   workdir = os.path.abspath(os.fspath(workdir))
   config = workdir_lib.read_config(workdir)
@@ -341,7 +459,11 @@ def load(
   workdir_lib.check_version(workdir, step, meta, allow_other_version)
   params = workdir_lib.restore_params(workdir, step)
   method = methods.get_method(config)
-  method.load_artifacts(workdir)
+  try:
+    method.load_artifacts(workdir)
+  except (OSError, ValueError) as e:
+    raise workdir_lib.WorkdirError(f"Workdir {workdir}: {e}") from e
+  workdir_lib.check_tokenizer(workdir, method, params)
   logging.info(
       "Loaded %s from %s (step %d) on %s.",
       config.method,
@@ -349,4 +471,23 @@ def load(
       step,
       jax.default_backend(),
   )
-  return Model(workdir, step, config, method, params)
+  return Model(
+      workdir,
+      step,
+      config,
+      method,
+      params,
+      fingerprint=workdir_lib.config_fingerprint(meta, config),
+  )
+
+
+def _is_text_file(item: Any) -> bool:
+  """A text input naming a file: a path object, or a one-word string
+  ending in ".txt" (a caption would hold spaces)."""
+  if isinstance(item, os.PathLike):
+    return True
+  return (
+      isinstance(item, str)
+      and item.lower().endswith(".txt")
+      and not any(c.isspace() for c in item)
+  )

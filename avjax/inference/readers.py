@@ -5,7 +5,7 @@ channels, size and colour mode); turning it into what a model was trained
 on is ``avjax.inference.records``' job. Audio is read with soundfile
 (libsndfile: WAV, FLAC, OGG, ...) and, for anything it does not know
 (mp3, m4a, the audio track of a video), with PyAV; images with Pillow;
-videos with ``avjax.data.io.video``.
+videos with ``avjax.data.io.video``; text files as UTF-8.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import os
 
 import numpy as np
 
+from avjax.data.io import audio as audio_io
 from avjax.data.io import errors
 from avjax.data.io import video as video_lib
 
@@ -28,6 +29,12 @@ class UnreadableFileError(errors.FileError):
 
 
 def _check_file(path: str, what: str) -> None:
+  if os.path.isdir(path):
+    raise UnreadableFileError(
+        path,
+        f"{what} input is a directory, not a file (gallery() takes "
+        "directories)",
+    )
   if not os.path.isfile(path):
     raise UnreadableFileError(path, f"missing {what} file")
   if os.path.getsize(path) == 0:
@@ -68,12 +75,17 @@ def read_audio(path: os.PathLike | str) -> tuple[np.ndarray, int]:
 
   Raises:
     UnreadableFileError: naming the file when it is missing, empty, not
-      audio, or holds zero samples.
+      audio, a WAV shorter than its header declares (as the builders
+      reject it), or holds zero samples.
   """
   import soundfile  # pylint: disable=import-outside-toplevel
 
   path = os.fspath(path)
   _check_file(path, "audio")
+  try:
+    audio_io.check_wav_complete(path)
+  except errors.BadFileError as e:
+    raise UnreadableFileError(path, e.reason) from e
   try:
     samples, rate = soundfile.read(path, dtype="float32", always_2d=True)
   except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError):
@@ -109,6 +121,30 @@ def read_image(path: os.PathLike | str) -> np.ndarray:
   except (OSError, ValueError, Image.DecompressionBombError) as e:
     raise UnreadableFileError(path, f"not a readable image ({e})") from e
   return rgb
+
+
+def read_text(path: os.PathLike | str) -> str:
+  """A text file's content (UTF-8), e.g. one caption per ``.txt`` file.
+
+  Returns:
+    The content with surrounding whitespace removed (non-empty).
+
+  Raises:
+    UnreadableFileError: naming the file when it is missing, a directory,
+      not UTF-8, or holds only whitespace.
+  """
+  path = os.fspath(path)
+  _check_file(path, "text")
+  try:
+    with open(path, encoding="utf-8") as f:
+      text = f.read().strip()
+  except UnicodeDecodeError as e:
+    raise UnreadableFileError(path, f"not a UTF-8 text file ({e})") from e
+  except OSError as e:
+    raise UnreadableFileError(path, f"cannot read the text file ({e})") from e
+  if not text:
+    raise UnreadableFileError(path, "text file holds only whitespace")
+  return text
 
 
 def read_video(path: os.PathLike | str, **kwargs) -> video_lib.Video:

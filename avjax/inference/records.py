@@ -108,19 +108,58 @@ def record_spec(data_cfg: Any) -> RecordSpec:
   return RecordSpec(**kwargs)
 
 
+def _integer_to_unit(samples: np.ndarray) -> np.ndarray:
+  """Integer PCM -> float64 in [-1, 1): signed x / 2^(bits-1); unsigned
+  (WAV's 8-bit format) centred first, (x - 2^(bits-1)) / 2^(bits-1)."""
+  half = 2.0 ** (np.iinfo(samples.dtype).bits - 1)
+  if np.issubdtype(samples.dtype, np.signedinteger):
+    return samples.astype(np.float64) / half
+  return (samples.astype(np.float64) - half) / half
+
+
+# A float waveform peaking above this is integer-scaled, not [-1, 1] with
+# some overshoot (which is clipped, as the builders' conversion does).
+MAX_FLOAT_PEAK = 2.0
+
+
 def to_int16(samples: np.ndarray) -> np.ndarray:
   """float [..] in [-1, 1] -> int16 (x 32768, rounded, clipped); ints as is.
 
   The inverse of ``features.to_float_waveform`` on int16, so an int16 file
-  read as float comes back bit-exact.
+  read as float comes back bit-exact. Other integer types are rescaled to
+  16 bits; unsigned ones (8-bit WAV) are centred on their midpoint first.
   """
   samples = np.asarray(samples)
   if samples.dtype == np.int16:
     return samples
   if np.issubdtype(samples.dtype, np.integer):
-    scale = 32768.0 / (float(np.iinfo(samples.dtype).max) + 1.0)
-    return np.clip(np.round(samples * scale), -32768, 32767).astype(np.int16)
+    samples = _integer_to_unit(samples)
   return np.clip(np.round(samples * 32768.0), -32768, 32767).astype(np.int16)
+
+
+def _check_waveform(samples: np.ndarray, sample_rate: Any, name: str) -> int:
+  """The sample rate as a positive int; errors name the input."""
+  try:
+    rate = float(sample_rate)
+  except (TypeError, ValueError):
+    rate = float("nan")
+  if not (np.isfinite(rate) and rate > 0 and rate == int(rate)):
+    raise UnreadableFileError(
+        name,
+        f"sample rate must be a positive whole number of Hz, got "
+        f"{sample_rate!r}",
+    )
+  if samples.dtype.kind == "f":
+    if not np.all(np.isfinite(samples)):
+      raise UnreadableFileError(name, "audio holds non-finite samples")
+    peak = float(np.max(np.abs(samples))) if samples.size else 0.0
+    if peak > MAX_FLOAT_PEAK:
+      raise UnreadableFileError(
+          name,
+          f"float audio must lie in [-1, 1], its peak is {peak:.6g}: "
+          "integer-scaled samples? Divide by 32768 (or pass them as int16)",
+      )
+  return int(rate)
 
 
 def audio_record(
@@ -129,8 +168,10 @@ def audio_record(
   """A waveform as the dataset stores it.
 
   Args:
-    samples: [N] or [N, C] (channels last) int or float in [-1, 1].
-    sample_rate: Hz of ``samples``.
+    samples: [N] or [N, C] (channels last): int PCM (unsigned centred on
+      its midpoint) or float in [-1, 1] (overshoot up to MAX_FLOAT_PEAK is
+      clipped).
+    sample_rate: Hz of ``samples`` (a positive whole number).
     spec: the dataset's record shapes.
     name: the input's name (file path or "inputs[i]") for errors.
 
@@ -139,23 +180,23 @@ def audio_record(
     valid length in samples (<= the stored length)).
 
   Raises:
-    UnreadableFileError: naming the input when it is empty, too short or
-      not a waveform.
+    UnreadableFileError: naming the input when it is empty, too short,
+      not a waveform, non-finite, a float waveform peaking above
+      MAX_FLOAT_PEAK, or its sample rate is not a positive whole number.
   """
   samples = np.asarray(samples)
-  if samples.ndim == 2:
-    if np.issubdtype(samples.dtype, np.integer):
-      samples = samples.astype(np.float64) / (
-          float(np.iinfo(samples.dtype).max) + 1.0
-      )
-    samples = samples.mean(axis=1) if samples.shape[1] > 1 else samples[:, 0]
-  if samples.ndim != 1 or samples.dtype.kind not in "iuf":
+  if samples.ndim not in (1, 2) or samples.dtype.kind not in "iuf":
     raise UnreadableFileError(
         name,
         f"audio must be a waveform [N] or [N, channels] of numbers, got "
         f"{samples.dtype} {samples.shape}",
     )
-  if samples.shape[0] < MIN_AUDIO_SECONDS * sample_rate or not sample_rate:
+  sample_rate = _check_waveform(samples, sample_rate, name)
+  if samples.ndim == 2:
+    if np.issubdtype(samples.dtype, np.integer):
+      samples = _integer_to_unit(samples)
+    samples = samples.mean(axis=1) if samples.shape[1] > 1 else samples[:, 0]
+  if samples.shape[0] < MIN_AUDIO_SECONDS * sample_rate:
     raise UnreadableFileError(
         name,
         f"audio too short ({samples.shape[0]} samples at {sample_rate} Hz; "
@@ -182,11 +223,26 @@ def _check_image(image: np.ndarray, name: str) -> np.ndarray:
         f"image of {image.shape[0]}x{image.shape[1]} pixels is too small "
         f"(need at least {MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE})",
     )
-  if image.dtype != np.uint8:
-    if image.dtype.kind not in "iuf":
-      raise UnreadableFileError(name, f"image of dtype {image.dtype}")
-    image = np.clip(np.round(image), 0, 255).astype(np.uint8)
-  return image
+  if image.dtype == np.uint8:
+    return image
+  if image.dtype.kind not in "iuf":
+    raise UnreadableFileError(name, f"image of dtype {image.dtype}")
+  if image.dtype == np.uint16:  # 16-bit images: the top 8 bits' scale.
+    return np.round(image.astype(np.float64) * (255.0 / 65535.0)).astype(
+        np.uint8
+    )
+  if image.dtype.kind == "f" and not np.all(np.isfinite(image)):
+    raise UnreadableFileError(name, "image holds non-finite values")
+  low, high = float(np.min(image)), float(np.max(image))
+  if image.dtype.kind == "f" and low >= 0.0 and high <= 1.0:
+    image = image * 255.0  # Floats in [0, 1], as most libraries make them.
+  elif low < 0.0 or high > 255.0:
+    raise UnreadableFileError(
+        name,
+        f"image values must lie in [0, 255] (or [0, 1] for floats), got "
+        f"[{low:.6g}, {high:.6g}]",
+    )
+  return np.round(image).astype(np.uint8)
 
 
 def _to_grey(image: np.ndarray) -> np.ndarray:
@@ -206,8 +262,8 @@ def image_record(
   """An image as the dataset stores it.
 
   Args:
-    image: uint8 [h, w] grey or [h, w, 3] RGB (other real dtypes are
-      rounded and clipped to 0..255).
+    image: uint8 [h, w] grey or [h, w, 3] RGB; uint16 is scaled to 8
+      bits, floats all in [0, 1] by 255, other values in [0, 255] rounded.
     size: the dataset's (H, W).
     channels: 1 (grey) or 3 (RGB).
     name: the input's name for errors.
@@ -217,7 +273,8 @@ def image_record(
 
   Raises:
     UnreadableFileError: naming the input when it is smaller than
-      MIN_IMAGE_SIDE pixels or not an image array.
+      MIN_IMAGE_SIDE pixels, not an image array, or holds values outside
+      [0, 255] (non-finite ones included).
   """
   from PIL import Image  # pylint: disable=import-outside-toplevel
 

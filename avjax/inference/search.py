@@ -10,8 +10,10 @@ stays bounded by ``block`` x gallery size.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -33,6 +35,14 @@ class SearchResult:
   names: list[list[str]] | None = None
 
 
+# What a gallery records of the model that embedded it (``Model.identity``).
+IDENTITY_KEYS = ("method", "fingerprint", "step", "avjax_version")
+
+
+class GalleryMismatchError(ValueError):
+  """A gallery searched with another model or modality than its own."""
+
+
 @dataclasses.dataclass
 class Gallery:
   """Embeddings of a gallery with one name (e.g. file path) per row.
@@ -42,12 +52,20 @@ class Gallery:
     names: N names.
     modality: the modality that was embedded (e.g. "image").
     metric: the similarity search uses ("euclidean" or "cosine").
+    model: the identity of the model that embedded it (``Model.identity``:
+      method, config fingerprint, checkpoint step, avjax version, workdir);
+      empty for galleries made from bare arrays.
+    skipped: (name, reason) of inputs left out as unreadable.
+    path: the .npz it was loaded from (for messages), if any.
   """
 
   embeddings: np.ndarray
   names: list[str]
   modality: str = ""
   metric: str = "cosine"
+  model: dict[str, Any] = dataclasses.field(default_factory=dict)
+  skipped: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+  path: str | None = None
 
   def __post_init__(self):
     self.embeddings = np.asarray(self.embeddings, np.float32)
@@ -59,7 +77,8 @@ class Gallery:
       )
 
   def save(self, path: str | os.PathLike) -> str:
-    """Writes ``path`` (.npz: embeddings, names, modality, metric)."""
+    """Writes ``path`` (.npz: embeddings, names, modality, metric, the
+    model's identity as JSON and the skipped inputs)."""
     path = os.fspath(path)
     if not path.endswith(".npz"):
       path += ".npz"
@@ -69,23 +88,98 @@ class Gallery:
         names=np.asarray(self.names, dtype=np.str_),
         modality=np.asarray(self.modality),
         metric=np.asarray(self.metric),
+        model=np.asarray(json.dumps(self.model, sort_keys=True)),
+        skipped=np.asarray(json.dumps([list(x) for x in self.skipped])),
     )
     return path
 
   @classmethod
   def load(cls, path: str | os.PathLike) -> "Gallery":
-    """Reads a gallery written by ``save``; errors name the file."""
+    """Reads a gallery written by ``save``; errors name the file.
+
+    Galleries saved before the model's identity was recorded load with an
+    empty ``model`` (searching them with a model then needs
+    ``allow_other_model``).
+    """
     path = os.fspath(path)
     try:
       with np.load(path, allow_pickle=False) as data:
+        model = json.loads(str(data["model"])) if "model" in data else {}
+        skipped = json.loads(str(data["skipped"])) if "skipped" in data else []
         return cls(
             embeddings=data["embeddings"],
             names=list(data["names"]),
             modality=str(data["modality"]),
             metric=str(data["metric"]),
+            model=dict(model),
+            skipped=[(str(n), str(r)) for n, r in skipped],
+            path=path,
         )
-    except (OSError, KeyError, ValueError) as e:
+    except (OSError, KeyError, ValueError, TypeError) as e:
       raise ValueError(f"{path} is not a saved gallery ({e})") from e
+
+  def describe(self) -> str:
+    """The gallery for messages: its file, or its size and modality."""
+    if self.path:
+      return f"the gallery {self.path}"
+    return f"the {self.modality or ''} gallery of {len(self.names)} items"
+
+
+def check_gallery(
+    gallery: Gallery,
+    model: dict[str, Any],
+    modality: str | None,
+    allow_other_model: bool = False,
+    allow_other_modality: bool = False,
+) -> None:
+  """Refuses to search ``gallery`` with another model or modality.
+
+  Args:
+    gallery: the gallery to search.
+    model: the searching model's identity (``Model.identity``).
+    modality: the modality the gallery should hold (the one paired with
+      the queries'), or None when not known.
+    allow_other_model: search a gallery embedded by another model (another
+      method, config, step or avjax version) or by an unknown one.
+    allow_other_modality: search a gallery of another modality.
+
+  Raises:
+    GalleryMismatchError: naming the gallery and every differing field.
+  """
+  if not allow_other_model:
+    if not gallery.model:
+      raise GalleryMismatchError(
+          f"{gallery.describe()} does not record the model that embedded it "
+          f"(saved by an older avjax, or made from arrays); searching it "
+          f"with {model.get('method')} from {model.get('workdir')} needs "
+          "allow_other_model=True (--allow_other_model)."
+      )
+    diffs = [
+        f"{k}: gallery {gallery.model.get(k)!r}, model {model.get(k)!r}"
+        for k in IDENTITY_KEYS
+        if gallery.model.get(k) != model.get(k)
+    ]
+    if diffs:
+      raise GalleryMismatchError(
+          f"{gallery.describe()} was embedded by another model (from "
+          f"workdir {gallery.model.get('workdir')}) than the one of workdir "
+          f"{model.get('workdir')}: "
+          + "; ".join(diffs)
+          + ". Embed the gallery again with this model, or pass "
+          "allow_other_model=True (--allow_other_model) to search anyway."
+      )
+  if (
+      not allow_other_modality
+      and modality
+      and gallery.modality
+      and gallery.modality != modality
+  ):
+    raise GalleryMismatchError(
+        f"{gallery.describe()} holds {gallery.modality} embeddings, but "
+        f"these queries search {modality} ones; pass "
+        "allow_other_modality=True (--allow_other_modality) to search "
+        f"{gallery.modality} anyway."
+    )
 
 
 def search(
@@ -120,13 +214,15 @@ def search(
         f"queries and gallery must be [Q, E] and [N, E], got "
         f"{queries.shape} and {gallery.shape}"
     )
+  if not len(gallery):
+    raise ValueError("the gallery is empty: nothing to search")
+  if k < 1:
+    raise ValueError(f"need k >= 1, got k={k}")
   if queries.shape[1] != gallery.shape[1]:
     raise ValueError(
         f"queries have {queries.shape[1]} dimensions, the gallery "
         f"{gallery.shape[1]}: embedded by different models?"
     )
-  if k < 1 or not len(gallery):
-    raise ValueError(f"need k >= 1 and a non-empty gallery, got k={k}")
   k = min(int(k), len(gallery))
   indices, scores = [], []
   for start in range(0, len(queries), block):

@@ -17,13 +17,16 @@ trees and feature pipelines may differ between versions;
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from typing import Any
 
 import jax
 import ml_collections
+import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
 
 import avjax
 
@@ -51,6 +54,11 @@ def read_config(workdir: str) -> ml_collections.ConfigDict:
   Raises:
     WorkdirError: no workdir, no config.json, or unreadable JSON.
   """
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise WorkdirError(
+        f"The workdir {workdir} is a file; give the directory that "
+        "launch/main.py wrote (--workdir)."
+    )
   if not os.path.isdir(workdir):
     raise WorkdirError(f"No such workdir: {workdir}")
   path = os.path.join(workdir, "config.json")
@@ -142,7 +150,9 @@ def restore_params(workdir: str, step: int) -> PyTree:
   device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
   checkpointer = ocp.PyTreeCheckpointer()
   try:
-    tree = checkpointer.metadata(path).item_metadata.tree
+    # The item's own metadata: the checkpointer's would also look for step
+    # metadata inside the item directory and warn that it is missing.
+    tree = ocp.PyTreeCheckpointHandler().metadata(epath.Path(path)).tree
     if "params" not in tree:
       raise KeyError(f"no 'params' in the saved state (keys {sorted(tree)})")
     template = {
@@ -168,8 +178,22 @@ def restore_params(workdir: str, step: int) -> PyTree:
   return restored["params"]
 
 
-def pick_step(workdir: str, step: int | None) -> int:
+def _as_step(step: Any) -> int:
+  """``step`` as an int: ints, integral numpy scalars and digit strings
+  ("120"); anything else is a ValueError naming it."""
+  if isinstance(step, str) and step.strip().isdigit():
+    return int(step)
+  if isinstance(step, (int, np.integer)) and not isinstance(step, bool):
+    return int(step)
+  raise ValueError(
+      f"step must be a checkpoint step (a whole number), got {step!r}"
+  )
+
+
+def pick_step(workdir: str, step: int | str | None) -> int:
   """``step`` if its checkpoint exists, else the newest; errors name it."""
+  if step is not None:
+    step = _as_step(step)
   steps = checkpoint_steps(workdir)
   if not steps:
     raise WorkdirError(
@@ -184,3 +208,48 @@ def pick_step(workdir: str, step: int | None) -> int:
         f"available: {steps}."
     )
   return int(step)
+
+
+def config_fingerprint(meta: dict[str, Any], config: Any) -> str:
+  """A short hash of what the run trained (``avjax.train.loop``'s
+  ``run_fingerprint``, saved in every checkpoint's meta; the full config
+  for checkpoints without it): two workdirs share it when their method,
+  seed, data, model, loss, optimiser and stages agree.
+  """
+  what = meta.get("config")
+  if what is None:
+    what = json.loads(config.to_json_best_effort())
+  text = json.dumps(what, sort_keys=True, default=str)
+  return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def _token_table_rows(params: PyTree) -> int | None:
+  """Rows of the text encoder's token embedding table, if the model has one."""
+  for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+    keys = [str(getattr(k, "key", k)) for k in path]
+    if "token_embed" in keys and keys[-1] == "embedding":
+      return int(leaf.shape[0])
+  return None
+
+
+def check_tokenizer(workdir: str, method: Any, params: PyTree) -> None:
+  """Checks the method's tokenizer against the model's token table.
+
+  A token id at or beyond the table's rows would read outside it (NaN
+  embeddings), so a ``tokenizer.json`` that is not the one the model was
+  trained with is refused here. No-op for models without text.
+
+  Raises:
+    WorkdirError: naming the tokenizer file and both sizes.
+  """
+  rows = _token_table_rows(params)
+  if rows is None or "tokenizer" not in vars(method):
+    return
+  top = method.tokenizer.max_id
+  if top >= rows:
+    raise WorkdirError(
+        f"{os.path.join(workdir, 'tokenizer.json')} maps words to ids up to "
+        f"{top}, but the model in workdir {workdir} has {rows} token "
+        "embeddings (ids 0.."
+        f"{rows - 1}): it is not the tokenizer this model was trained with."
+    )

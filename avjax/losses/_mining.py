@@ -278,7 +278,10 @@ def _semihard_slots(
       ).astype(ds.dtype)
       weight = weight - jnp.where(hit, share[:, None], 0.0)
       value = value + jnp.sum(jnp.where(active, hinge, 0.0))
-      chosen = jax.lax.dynamic_update_slice(chosen, d_an[None], (j, 0))
+      # Both indices int32 (a literal 0 would be int64 under x64).
+      chosen = jax.lax.dynamic_update_slice(
+          chosen, d_an[None], (j, jnp.zeros_like(j))
+      )
       return j + 1, value, weight, chosen
 
     num_slots = jnp.max(jnp.where(has_neg, end - start, 0))

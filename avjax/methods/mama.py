@@ -207,10 +207,16 @@ class MAMA(Method):
     """Uses the workdir's ``tokenizer.json`` when there is one."""
     path = os.path.join(workdir, TOKENIZER_FILE)
     if os.path.exists(path):
-      with open(path, encoding="utf-8") as f:
-        self.__dict__["tokenizer"] = text_lib.CaptionTokenizer.from_json(
-            f.read()
-        )
+      try:
+        with open(path, encoding="utf-8") as f:
+          tokenizer = text_lib.CaptionTokenizer.from_json(f.read())
+      except Exception as e:  # pylint: disable=broad-except
+        # tokenizers raises a bare Exception ("EOF while parsing ...").
+        raise ValueError(
+            f"{path} is not a readable tokenizer (truncated or damaged?): "
+            f"{type(e).__name__}: {e}"
+        ) from e
+      self.__dict__["tokenizer"] = tokenizer
 
   def _pairs(self, split: str, train: bool = False) -> _CaptionPairs:
     name = f"{self.config.data.name}:{split}"

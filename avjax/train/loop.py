@@ -14,6 +14,7 @@ import functools
 import json
 import math
 import os
+import secrets
 import time
 from typing import Any
 
@@ -73,11 +74,26 @@ def _own_iterator_state(saved: dict[str, Any]) -> Any:
   return saved[own]
 
 
+def _write_text_atomic(path: str, text: str) -> None:
+  """Writes ``path`` through a new temporary file and a rename, so neither
+  a crash nor a symlink at ``path`` (or at a guessable temporary name)
+  makes it write anywhere else."""
+  tmp = f"{path}.{secrets.token_hex(8)}.tmp"
+  # O_EXCL: a new file (never an existing one or a symlink's target);
+  # mode 0o666 less the umask, as a plain open would create it.
+  fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+  try:
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+      f.write(text)
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
+
+
 def _write_json_atomic(path: str, obj: Any) -> None:
-  tmp = path + ".tmp"
-  with open(tmp, "w", encoding="utf-8") as f:
-    json.dump(obj, f, indent=2, sort_keys=True)
-  os.replace(tmp, path)
+  _write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True))
 
 
 # Config keys that may change between a run and its resumption (dotted
@@ -396,8 +412,10 @@ def train_and_evaluate(
     )
 
   if is_host:  # The full config of the run, for people and for inference.
-    with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
-      f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+    _write_text_atomic(
+        os.path.join(workdir, "config.json"),
+        config.to_json_best_effort(indent=2, sort_keys=True),
+    )
     method.save_artifacts(workdir)
   writer = logging_utils.MetricWriter(workdir, enabled=is_host)
   step_fns: dict[int, Any] = {}

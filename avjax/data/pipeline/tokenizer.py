@@ -83,6 +83,11 @@ class CaptionTokenizer:
   def vocab_size(self) -> int:
     return self._tok.get_vocab_size()
 
+  @property
+  def max_id(self) -> int:
+    """The largest token id the vocabulary maps a word to."""
+    return max(self._tok.get_vocab().values())
+
   def tokens(self, text: str) -> list[str]:
     """The normalised words of ``text`` (before the vocabulary lookup)."""
     return [
