@@ -87,6 +87,19 @@ def test_single_process_map_split_equals_plain_loop():
   assert len(calls) == 5 and all(c["audio"] == (5, 4) for c in calls)
 
 
+def test_a_split_shorter_than_the_batch_is_one_unpadded_call():
+  rows = _records(7)
+  calls = []
+
+  def embed(p, inputs):
+    calls.append(inputs["audio"].shape)
+    return _toy_embed(p, inputs)
+
+  params = {"w": jnp.ones((4, 3))}
+  out = sharded.map_split(embed, params, rows, _prepare, 512)
+  assert calls == [(7, 4)] and out["audio"].shape == (7, 3)
+
+
 def test_stack_records_decodes_text_and_stacks_arrays():
   batch = sharded.stack_records(
       [{"x": np.ones(2), "t": b"caf\xc3\xa9"}, {"x": np.zeros(2), "t": "b"}]

@@ -160,7 +160,8 @@ def map_split(
   The one helper every evaluation embeds or predicts a split with. Rows are
   read in batches of ``batch_size`` records, stacked (``stack_records``)
   and turned into model inputs by ``prepare``; every input array is padded
-  to ``batch_size`` rows by repeating its last row, so ``fn`` compiles once.
+  to ``batch_size`` rows by repeating its last row, so ``fn`` compiles once
+  (a process's block of fewer rows is one batch of its own size).
 
   Args:
     fn: ``(params, inputs) -> {name: [batch_size, ...] or a dict of
@@ -186,6 +187,9 @@ def map_split(
   # An empty block computes row 0 and keeps none of it, so that every
   # process knows the output shapes for the gather.
   spans = [(i, min(i + batch_size, hi)) for i in range(lo, hi, batch_size)]
+  # Padded to one size per process: a block shorter than ``batch_size`` is
+  # one unpadded call (as ``avjax.inference`` embeds such a list).
+  batch_size = max(1, min(batch_size, hi - lo))
   outputs: list[PyTree] = []
   arrays: dict[str, list[np.ndarray]] = {}
   texts: dict[str, list[str]] = {}
