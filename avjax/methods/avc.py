@@ -84,6 +84,7 @@ from avjax.methods import sampling
 from avjax.methods.base import Method
 from avjax.models import encoders
 from avjax.models import heads
+from avjax.models import precision
 from avjax.train.stages import Stage
 
 OBJECTIVES = ("binary", "contrastive", "info_nce", "supervised")
@@ -147,21 +148,29 @@ class AVC(Method):
           "objective uses in-batch negatives; easy/hard need objective "
           "'binary' or 'contrastive'"
       )
+    dtype = precision.config_dtype(config)
     self.towers = encoders.TwoTower(
         audio_encoder=encoders.make_encoder(
-            m.audio_encoder, m.embed_dim, **dict(m.get("audio_kwargs", {}))
+            m.audio_encoder,
+            m.embed_dim,
+            dtype,
+            **dict(m.get("audio_kwargs", {})),
         ),
         visual_encoder=encoders.make_encoder(
-            m.visual_encoder, m.embed_dim, **dict(m.get("visual_kwargs", {}))
+            m.visual_encoder,
+            m.embed_dim,
+            dtype,
+            **dict(m.get("visual_kwargs", {})),
         ),
         normalize=m.get("normalize", False),
     )
     self.head = heads.CorrespondenceHead(
         hidden_dims=tuple(m.get("head_hidden_dims", (64,))),
         fusion=m.get("fusion", "concat"),
+        dtype=dtype,
     )
     self.num_classes = int(config.data.num_classes)
-    self.classifier = heads.LinearClassifier(self.num_classes)
+    self.classifier = heads.LinearClassifier(self.num_classes, dtype=dtype)
     self.transform = batch_transform(dict(config.data.get("log_mel", {})))
 
   # Data -------------------------------------------------------------------

@@ -41,6 +41,7 @@ from avjax.eval import retrieval
 from avjax.eval.sharded import sharded_embed
 from avjax.methods.base import Method
 from avjax.models import encoders
+from avjax.models import precision
 from avjax.train.stages import Stage
 
 _FEATURE_VECTOR_DATASETS = ("ave", "vegas")
@@ -79,12 +80,19 @@ class TSTLCA(Method):
   def __init__(self, config: ml_collections.ConfigDict):
     super().__init__(config)
     m = config.model
+    dtype = precision.config_dtype(config)
     self.model = encoders.TwoTower(
         audio_encoder=encoders.make_encoder(
-            m.audio_encoder, m.embed_dim, **dict(m.get("audio_kwargs", {}))
+            m.audio_encoder,
+            m.embed_dim,
+            dtype,
+            **dict(m.get("audio_kwargs", {})),
         ),
         visual_encoder=encoders.make_encoder(
-            m.visual_encoder, m.embed_dim, **dict(m.get("visual_kwargs", {}))
+            m.visual_encoder,
+            m.embed_dim,
+            dtype,
+            **dict(m.get("visual_kwargs", {})),
         ),
         normalize=m.get("normalize", True),
     )
