@@ -8,7 +8,8 @@ Three levels:
 * every method's quick config with its model narrowed (``_SMALL``, so the
   test compiles in seconds), one step on its first batch with the same
   float32 parameters: the bfloat16 loss is within ``_LOSS_RTOL`` of the
-  float32 loss and the gradients point the same way;
+  float32 loss (forward only: compiling the backward pass too doubled the
+  test's time);
 * (slow) the same small configs trained for a few dozen steps and evaluated
   in both dtypes: the headline metric lands within a band of the float32
   run's.
@@ -256,11 +257,6 @@ _SMALL = {
 # Measured at these sizes: up to 2.1e-3 relative between the two losses
 # (and 0.6e-4 – 4.6e-4 at the full quick configs, docs/benchmarks.md).
 _LOSS_RTOL = 5e-3
-# Cosine of the bf16 and f32 gradients (all parameters as one vector),
-# measured ≥ 0.999 at the quick configs. TSTL-CA's semi-hard mining picks
-# each positive pair's negative by comparing distances, and rounding flips
-# some picks (0.955 measured at the quick config).
-_GRAD_COSINE = {"tstl_ca": 0.9}
 
 
 def _quick_config(name, data_dir, arg="quick", **overrides):
@@ -272,19 +268,17 @@ def _quick_config(name, data_dir, arg="quick", **overrides):
   return config
 
 
-def _step_loss_and_grads(config, batch):
+def _step_loss(config, batch):
+  """(first stage's training loss at step 0, the initial parameters)."""
   method = methods.get_method(config)
   stage = StageScheduler(config.stages)[0]
   params = method.init_params(jax.random.PRNGKey(0), batch)
-  fn = jax.jit(
-      jax.value_and_grad(
-          lambda p: method.loss_fn(
-              p, batch, jax.random.PRNGKey(1), stage, jnp.int32(0)
-          )[0]
-      )
-  )
-  loss, grads = fn(params)
-  return float(loss), params, grads
+  loss = jax.jit(
+      lambda p: method.loss_fn(
+          p, batch, jax.random.PRNGKey(1), stage, jnp.int32(0)
+      )[0]
+  )(params)
+  return float(loss), params
 
 
 @pytest.mark.parametrize("name", sorted(_QUICK))
@@ -293,19 +287,14 @@ def test_one_step_loss_bfloat16_matches_float32(name, av_digits_dir):
   config = _quick_config(name, data_dir)
   method = methods.get_method(config)
   batch = next(method.train_iterator(config.data.batch_size, 0, 0, 1))
-  loss32, params32, grads32 = _step_loss_and_grads(config, batch)
+  loss32, params32 = _step_loss(config, batch)
   config.compute_dtype = "bfloat16"
-  loss16, params16, grads16 = _step_loss_and_grads(config, batch)
+  loss16, params16 = _step_loss(config, batch)
   # Same float32 parameters (initialisation does not depend on the dtype).
   jax.tree.map(np.testing.assert_array_equal, params32, params16)
   assert np.isfinite(loss16)
   np.testing.assert_allclose(loss16, loss32, rtol=_LOSS_RTOL)
   assert loss16 != loss32  # It did compute in bfloat16.
-  g32 = np.concatenate([np.ravel(g) for g in jax.tree.leaves(grads32)])
-  g16 = np.concatenate([np.ravel(g) for g in jax.tree.leaves(grads16)])
-  assert g16.dtype == np.float32 and np.isfinite(g16).all()
-  cosine = g32 @ g16 / (np.linalg.norm(g32) * np.linalg.norm(g16))
-  assert cosine > _GRAD_COSINE.get(name, 0.99), cosine
 
 
 @pytest.mark.slow
