@@ -194,8 +194,8 @@ _QUICK = {
     "synchformer": ("sync", "offset_top1_tol1", 0.05),
     "mama": ("video_text", "r5_mean", 0.05),
 }
-# Narrow models and small batches: the quick configs' own models take
-# minutes to compile twice on 2 loaded cores.
+# Narrow models and small batches, so that compiling each step twice (one
+# program per dtype) stays short.
 _SMALL = {
     "tstl_ca": {
         "data.batch_size": 32,
