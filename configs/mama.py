@@ -102,6 +102,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.method = "mama"
   config.seed = int(settings.get("seed", 0))
+  # "bfloat16": encoders and heads compute in bfloat16 with float32
+  # parameters; losses, normalisation statistics and softmaxes stay float32.
+  config.compute_dtype = "float32"
 
   config.data = ml_collections.ConfigDict()
   config.data.name = "av_digits/video_text"

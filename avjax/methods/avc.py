@@ -82,6 +82,7 @@ from avjax.methods import base
 from avjax.methods import sampling
 from avjax.models import encoders
 from avjax.models import heads
+from avjax.models import precision
 from avjax.models import temperature as temperature_lib
 from avjax.train.stages import Stage
 
@@ -146,21 +147,23 @@ class AVC(base.Method):
           "objective uses in-batch negatives; easy/hard need objective "
           "'binary' or 'contrastive'"
       )
+    dtype = precision.config_dtype(config)
     self.towers = encoders.TwoTower(
         audio_encoder=encoders.make_encoder(
-            m.audio_encoder, m.embed_dim, **dict(m.audio_kwargs)
+            m.audio_encoder, m.embed_dim, dtype, **dict(m.audio_kwargs)
         ),
         visual_encoder=encoders.make_encoder(
-            m.visual_encoder, m.embed_dim, **dict(m.visual_kwargs)
+            m.visual_encoder, m.embed_dim, dtype, **dict(m.visual_kwargs)
         ),
         normalize=m.normalize,
     )
     self.head = heads.CorrespondenceHead(
         hidden_dims=tuple(m.head_hidden_dims),
         fusion=m.fusion,
+        dtype=dtype,
     )
     self.num_classes = int(config.data.num_classes)
-    self.classifier = heads.LinearClassifier(self.num_classes)
+    self.classifier = heads.LinearClassifier(self.num_classes, dtype=dtype)
     self.transform = batch_transform(dict(config.data.log_mel))
     temperature = temperature_lib.LearnedTemperature.from_config(
         config.loss.temperature

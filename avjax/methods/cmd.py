@@ -70,6 +70,7 @@ from avjax.eval import sharded
 from avjax.methods import base
 from avjax.models import corruption
 from avjax.models import denoiser
+from avjax.models import precision
 from avjax.models import speech_image
 from avjax.models import temperature as temperature_lib
 from avjax.train.stages import Stage
@@ -211,11 +212,14 @@ class CMD(base.Method):
   def __init__(self, config: ml_collections.ConfigDict):
     super().__init__(config)
     m = config.model
+    dtype = precision.config_dtype(config)
     self.model = speech_image.SpeechImageEncoders(
         speech=speech_image.SpeechEncoder(
-            embed_dim=m.embed_dim, **dict(m.speech)
+            embed_dim=m.embed_dim, dtype=dtype, **dict(m.speech)
         ),
-        image=speech_image.ImageEncoder(embed_dim=m.embed_dim, **dict(m.image)),
+        image=speech_image.ImageEncoder(
+            embed_dim=m.embed_dim, dtype=dtype, **dict(m.image)
+        ),
     )
     cmd = config.cmd
     self.use_cmd = float(cmd.weight) > 0.0
@@ -242,7 +246,7 @@ class CMD(base.Method):
             f"config.cmd.{name}: mask_fraction + swap_fraction "
             f"= {c.mask_fraction + c.swap_fraction} exceeds 1"
         )
-    self.head = denoiser.CrossModalDenoiser(**dict(cmd.head))
+    self.head = denoiser.CrossModalDenoiser(dtype=dtype, **dict(cmd.head))
     self._temperature = temperature_lib.LearnedTemperature.from_config(
         config.loss.temperature
     )

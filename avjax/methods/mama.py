@@ -64,6 +64,7 @@ from avjax.eval import sharded
 from avjax.eval import video_text as vt_eval
 from avjax.methods.base import Method
 from avjax.models import meta_weight
+from avjax.models import precision
 from avjax.models import video_text as vt_models
 from avjax.train import bilevel
 from avjax.train import optim
@@ -316,11 +317,15 @@ class MAMA(Method):
   def model(self) -> vt_models.VideoTextEncoders:
     if self._model is None:
       m = self.config.model
+      dtype = precision.config_dtype(self.config)
       self._model = vt_models.VideoTextEncoders(
-          video=vt_models.VideoEncoder(embed_dim=m.embed_dim, **dict(m.video)),
+          video=vt_models.VideoEncoder(
+              embed_dim=m.embed_dim, dtype=dtype, **dict(m.video)
+          ),
           text=vt_models.TextEncoder(
               vocab_size=self.tokenizer.vocab_size,
               embed_dim=m.embed_dim,
+              dtype=dtype,
               **dict(m.text),
           ),
       )

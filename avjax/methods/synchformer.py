@@ -58,6 +58,7 @@ from avjax.data.pipeline import sync as sync_pipeline
 from avjax.eval import sharded
 from avjax.eval import sync as sync_eval
 from avjax.methods.base import Method
+from avjax.models import precision
 from avjax.models import sync as sync_models
 from avjax.train import optim
 from avjax.train.stages import Stage
@@ -139,10 +140,13 @@ class Synchformer(Method):
         ),
     )
     self.segment_length = int(m.segment_frames)
-    self.visual = sync_models.VisualSegmentEncoder(**dict(m.visual))
-    self.audio = sync_models.AudioSegmentEncoder(**dict(m.audio))
+    dtype = precision.config_dtype(config)
+    self.visual = sync_models.VisualSegmentEncoder(
+        dtype=dtype, **dict(m.visual)
+    )
+    self.audio = sync_models.AudioSegmentEncoder(dtype=dtype, **dict(m.audio))
     self.sync = sync_models.SyncTransformer(
-        num_offsets=self.spec.num_offsets, **dict(m.sync)
+        num_offsets=self.spec.num_offsets, dtype=dtype, **dict(m.sync)
     )
     mel_per_frame = (
         self.spec.sample_rate

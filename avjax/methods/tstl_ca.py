@@ -39,6 +39,7 @@ from avjax.eval import plots
 from avjax.eval import retrieval
 from avjax.methods import base
 from avjax.models import encoders
+from avjax.models import precision
 from avjax.train.stages import Stage
 
 _FEATURE_VECTOR_DATASETS = ("ave", "vegas")
@@ -77,12 +78,13 @@ class TSTLCA(base.Method):
   def __init__(self, config: ml_collections.ConfigDict):
     super().__init__(config)
     m = config.model
+    dtype = precision.config_dtype(config)
     self.model = encoders.TwoTower(
         audio_encoder=encoders.make_encoder(
-            m.audio_encoder, m.embed_dim, **dict(m.audio_kwargs)
+            m.audio_encoder, m.embed_dim, dtype, **dict(m.audio_kwargs)
         ),
         visual_encoder=encoders.make_encoder(
-            m.visual_encoder, m.embed_dim, **dict(m.visual_kwargs)
+            m.visual_encoder, m.embed_dim, dtype, **dict(m.visual_kwargs)
         ),
         normalize=m.normalize,
     )

@@ -19,9 +19,15 @@ Decisions (the paper gives no depth or layout; all are attributes):
     last projection zero-initialised, so at initialisation the head is the
     identity and an uncorrupted input is reconstructed exactly; the head
     learns the correction.
+
+The head computes in its ``dtype`` with float32 parameters; the
+reconstruction and attention maps it returns are float32
+(``avjax.models.precision``).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -42,6 +48,7 @@ class CrossModalDenoiser(nn.Module):
     query_positions: add sinusoidal positions to the queries.
     residual_output: predict a zero-initialised correction of the input.
     dropout: dropout rate.
+    dtype: compute dtype.
   """
 
   width: int = 64
@@ -52,6 +59,7 @@ class CrossModalDenoiser(nn.Module):
   query_positions: bool = True
   residual_output: bool = True
   dropout: float = 0.0
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(
@@ -90,7 +98,7 @@ class CrossModalDenoiser(nn.Module):
       )
     if query_mask is None:
       query_mask = jnp.ones(noisy.shape[:2], bool)
-    x = nn.Dense(self.width, name="query_proj")(noisy)
+    x = nn.Dense(self.width, dtype=self.dtype, name="query_proj")(noisy)
     if self.query_positions:
       x = x + transformer.sinusoidal_positions(x.shape[1], self.width)[None]
     maps = []
@@ -100,16 +108,21 @@ class CrossModalDenoiser(nn.Module):
           self.mlp_ratio,
           self.self_attention,
           self.dropout,
+          self.dtype,
           name=f"block_{i}",
       )(x, context, query_mask, context_mask, train=train)
       maps.append(w)
-    x = nn.LayerNorm(name="final_norm")(x)
+    x = nn.LayerNorm(dtype=self.dtype, name="final_norm")(x)
     if self.residual_output:
       out = noisy + nn.Dense(
-          noisy.shape[-1], kernel_init=nn.initializers.zeros, name="out_proj"
-      )(x)
+          noisy.shape[-1],
+          kernel_init=nn.initializers.zeros,
+          dtype=self.dtype,
+          name="out_proj",
+      )(x).astype(jnp.float32)
     else:
-      out = nn.Dense(noisy.shape[-1], name="out_proj")(x)
+      out = nn.Dense(noisy.shape[-1], dtype=self.dtype, name="out_proj")(x)
+    out = out.astype(jnp.float32)
     out = jnp.where(query_mask[..., None], out, 0.0)
     maps = jnp.stack(maps) * query_mask[None, :, None, :, None]
     return out, maps

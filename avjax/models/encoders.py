@@ -3,12 +3,13 @@
 All are Flax Linen modules used through ``init``/``apply``; inputs are
 channel-last. Normalisation is LayerNorm/GroupNorm (no batch statistics), so
 ``apply`` is a pure function of (params, inputs) and identical under any data
-sharding.
+sharding. Each encoder computes in its ``dtype`` with float32 parameters
+and returns float32 (``avjax.models.precision``).
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
@@ -30,12 +31,14 @@ class ConvEncoder(nn.Module):
     hidden_dim: width of the dense layer after pooling.
     embed_dim: output width.
     dropout: dropout rate before the projection.
+    dtype: compute dtype (parameters and the output are float32).
   """
 
   features: Sequence[int] = (32, 64, 128)
   hidden_dim: int = 256
   embed_dim: int = 128
   dropout: float = 0.0
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
@@ -48,12 +51,12 @@ class ConvEncoder(nn.Module):
       )
     for f in self.features:
       strides = tuple(2 if n > 1 else 1 for n in x.shape[1:3])
-      x = nn.Conv(f, (3, 3), strides=strides)(x)
-      x = nn.gelu(nn.GroupNorm(num_groups=min(8, f))(x))
-    x = jnp.mean(x, axis=(1, 2))
-    x = nn.gelu(nn.Dense(self.hidden_dim)(x))
+      x = nn.Conv(f, (3, 3), strides=strides, dtype=self.dtype)(x)
+      x = nn.gelu(nn.GroupNorm(num_groups=min(8, f), dtype=self.dtype)(x))
+    x = jnp.mean(x.astype(jnp.float32), axis=(1, 2))
+    x = nn.gelu(nn.Dense(self.hidden_dim, dtype=self.dtype)(x))
     x = nn.Dropout(self.dropout, deterministic=not train)(x)
-    return nn.Dense(self.embed_dim)(x)
+    return nn.Dense(self.embed_dim, dtype=self.dtype)(x).astype(jnp.float32)
 
 
 class TimeConvEncoder(nn.Module):
@@ -70,6 +73,7 @@ class TimeConvEncoder(nn.Module):
   hidden_dim: int = 256
   embed_dim: int = 128
   dropout: float = 0.0
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(
@@ -82,14 +86,15 @@ class TimeConvEncoder(nn.Module):
     if mask is None:
       mask = jnp.ones(x.shape[:2], bool)
     for f in self.features:
-      x = nn.Conv(f, (self.kernel_size,), strides=(2,))(x)
-      x = nn.gelu(nn.GroupNorm(num_groups=min(8, f))(x))
+      x = nn.Conv(f, (self.kernel_size,), strides=(2,), dtype=self.dtype)(x)
+      x = nn.gelu(nn.GroupNorm(num_groups=min(8, f), dtype=self.dtype)(x))
       mask = mask[:, ::2][:, : x.shape[1]]
+    x = x.astype(jnp.float32)
     w = mask.astype(x.dtype)[..., None]
     x = jnp.sum(x * w, axis=1) / jnp.maximum(jnp.sum(w, axis=1), 1.0)
-    x = nn.gelu(nn.Dense(self.hidden_dim)(x))
+    x = nn.gelu(nn.Dense(self.hidden_dim, dtype=self.dtype)(x))
     x = nn.Dropout(self.dropout, deterministic=not train)(x)
-    return nn.Dense(self.embed_dim)(x)
+    return nn.Dense(self.embed_dim, dtype=self.dtype)(x).astype(jnp.float32)
 
 
 class MLPEncoder(nn.Module):
@@ -101,26 +106,32 @@ class MLPEncoder(nn.Module):
   hidden_dims: Sequence[int] = (512,)
   embed_dim: int = 128
   dropout: float = 0.1
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
     if x.ndim != 2:
       raise ValueError(f"MLPEncoder expects [B, D], got shape {x.shape}")
-    x = nn.LayerNorm()(x)
+    x = nn.LayerNorm(dtype=self.dtype)(x)
     for h in self.hidden_dims:
-      x = nn.gelu(nn.Dense(h)(x))
+      x = nn.gelu(nn.Dense(h, dtype=self.dtype)(x))
       x = nn.Dropout(self.dropout, deterministic=not train)(x)
-    return nn.Dense(self.embed_dim)(x)
+    return nn.Dense(self.embed_dim, dtype=self.dtype)(x).astype(jnp.float32)
 
 
-def make_encoder(kind: str, embed_dim: int, **kwargs) -> nn.Module:
-  """Builds an encoder by name: ``conv``, ``time_conv`` or ``mlp``."""
+def make_encoder(
+    kind: str, embed_dim: int, dtype: Any = jnp.float32, **kwargs
+) -> nn.Module:
+  """Builds an encoder by name: ``conv``, ``time_conv`` or ``mlp``.
+
+  ``dtype`` is its compute dtype (``avjax.models.precision``).
+  """
   if kind == "conv":
-    return ConvEncoder(embed_dim=embed_dim, **kwargs)
+    return ConvEncoder(embed_dim=embed_dim, dtype=dtype, **kwargs)
   if kind == "time_conv":
-    return TimeConvEncoder(embed_dim=embed_dim, **kwargs)
+    return TimeConvEncoder(embed_dim=embed_dim, dtype=dtype, **kwargs)
   if kind == "mlp":
-    return MLPEncoder(embed_dim=embed_dim, **kwargs)
+    return MLPEncoder(embed_dim=embed_dim, dtype=dtype, **kwargs)
   raise ValueError(
       f"encoder kind {kind!r} is not one of ['conv', 'time_conv', 'mlp']"
   )

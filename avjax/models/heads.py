@@ -15,11 +15,14 @@ embeddings directly; ``distance`` is AVE-Net's (Arandjelović & Zisserman,
 L2-normalised embeddings is the only input of the head, so the task can only
 be solved by aligning the two embedding spaces (useful for retrieval and for
 mining negatives across modalities).
+
+Heads compute in their ``dtype`` with float32 parameters and return float32
+logits (``avjax.models.precision``).
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
@@ -37,11 +40,14 @@ class CorrespondenceHead(nn.Module):
     hidden_dims: widths of the hidden layers (GELU) after fusion; AVE-Net
       uses none with ``distance``.
     fusion: ``concat`` ([a, v]), ``concat_product`` ([a, v, a ⊙ v]) or
-      ``distance`` ([‖â − v̂‖₂], â, v̂ L2-normalised).
+      ``distance`` ([‖â − v̂‖₂], â, v̂ L2-normalised; the distance is
+      computed in float32).
+    dtype: compute dtype of the dense layers.
   """
 
   hidden_dims: Sequence[int] = (128,)
   fusion: str = "concat"
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, audio: jax.Array, visual: jax.Array) -> jax.Array:
@@ -73,15 +79,17 @@ class CorrespondenceHead(nn.Module):
           f"of {list(FUSIONS)}"
       )
     for width in self.hidden_dims:
-      x = nn.gelu(nn.Dense(width)(x))
-    return nn.Dense(1)(x)[..., 0]
+      x = nn.gelu(nn.Dense(width, dtype=self.dtype)(x))
+    return nn.Dense(1, dtype=self.dtype)(x)[..., 0].astype(jnp.float32)
 
 
 class LinearClassifier(nn.Module):
   """Class logits from embeddings: [..., E] → [..., num_classes]."""
 
   num_classes: int
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    return nn.Dense(self.num_classes)(x)
+    """float32 logits; computed in ``dtype``."""
+    return nn.Dense(self.num_classes, dtype=self.dtype)(x).astype(jnp.float32)

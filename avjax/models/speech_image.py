@@ -41,11 +41,15 @@ encoders) leaves to us:
     ``pooling``); configs/cmd.py picks them for AV-digits.
   * Global embeddings are not L2-normalised here; the contrastive loss and
     cosine retrieval normalise them.
+
+Both encoders compute in their ``dtype`` with float32 parameters; the input
+normalisation, pooling and the outputs are float32
+(``avjax.models.precision``).
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import flax.linen as nn
 import jax
@@ -212,6 +216,7 @@ class SpeechEncoder(nn.Module):
     width: transformer width D.
     num_layers / num_heads / mlp_ratio / dropout: transformer settings.
     embed_dim: width E of the global embedding.
+    dtype: compute dtype.
   """
 
   conv_features: Sequence[int] = (64, 64)
@@ -225,6 +230,7 @@ class SpeechEncoder(nn.Module):
   dropout: float = 0.0
   embed_dim: int = 64
   pooling: str = "mean"
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(
@@ -269,23 +275,25 @@ class SpeechEncoder(nn.Module):
           (self.conv_kernel,),
           strides=(s,),
           padding=((half, half),),
+          dtype=self.dtype,
           name=f"conv_{i}",
       )(x)
       mask = mask[:, ::s]
-      x = nn.gelu(nn.LayerNorm(name=f"conv_norm_{i}")(x))
-    x = nn.Dense(self.width, name="input_proj")(x)
+      x = nn.gelu(nn.LayerNorm(dtype=self.dtype, name=f"conv_norm_{i}")(x))
+    x = nn.Dense(self.width, dtype=self.dtype, name="input_proj")(x)
     x = x + transformer.sinusoidal_positions(x.shape[1], self.width)[None]
     x = transformer.TransformerEncoder(
         self.num_layers,
         self.num_heads,
         self.mlp_ratio,
         self.dropout,
+        self.dtype,
         name="transformer",
     )(x, mask, train=train)
-    embedding = nn.Dense(self.embed_dim, name="projection")(
+    embedding = nn.Dense(self.embed_dim, dtype=self.dtype, name="projection")(
         pool(x, mask, self.pooling)
     )
-    return EncoderOutput(x, mask, embedding)
+    return EncoderOutput(x, mask, embedding.astype(jnp.float32))
 
 
 def max_pool_2x2(x: jax.Array) -> jax.Array:
@@ -325,6 +333,7 @@ class ImageEncoder(nn.Module):
       LayerNorm), and the returned features are the tokens plus their
       position embeddings (what a cross-attention head reads).
     embed_dim: width E of the global embedding.
+    dtype: compute dtype.
   """
 
   patch_size: int = 8
@@ -338,6 +347,7 @@ class ImageEncoder(nn.Module):
   pooling: str = "mean"
   stem_downsample: str = "stride"
   stem_norm: bool = True
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(
@@ -363,10 +373,11 @@ class ImageEncoder(nn.Module):
           (3, 3),
           strides=(1, 1) if pool_in_stem else (2, 2),
           padding=((1, 1), (1, 1)),
+          dtype=self.dtype,
           name=f"stem_conv_{i}",
       )(x)
       if self.stem_norm:
-        x = nn.LayerNorm(name=f"stem_norm_{i}")(x)
+        x = nn.LayerNorm(dtype=self.dtype, name=f"stem_norm_{i}")(x)
       x = nn.gelu(x)
       if pool_in_stem:
         x = max_pool_2x2(x)
@@ -379,7 +390,12 @@ class ImageEncoder(nn.Module):
           f"by patch_size={p}"
       )
     x = nn.Conv(
-        self.width, (p, p), strides=(p, p), padding="VALID", name="patch_embed"
+        self.width,
+        (p, p),
+        strides=(p, p),
+        padding="VALID",
+        dtype=self.dtype,
+        name="patch_embed",
     )(x)
     x = x.reshape(x.shape[0], -1, self.width)
     pos = self.param(
@@ -394,6 +410,7 @@ class ImageEncoder(nn.Module):
           self.num_heads,
           self.mlp_ratio,
           self.dropout,
+          self.dtype,
           name="transformer",
       )(x + pos[None], mask, train=train)
       pooled = pool(x, mask, self.pooling)
@@ -402,10 +419,13 @@ class ImageEncoder(nn.Module):
       # tokens directly (no position embedding, no LayerNorm, which slowed
       # digit recognition here); the tokens the CMD head attends to carry
       # their positions.
+      x = x.astype(jnp.float32)
       pooled = pool(x, mask, self.pooling)
       x = x + pos[None]
-    embedding = nn.Dense(self.embed_dim, name="projection")(pooled)
-    return EncoderOutput(x, mask, embedding)
+    embedding = nn.Dense(self.embed_dim, dtype=self.dtype, name="projection")(
+        pooled
+    )
+    return EncoderOutput(x, mask, embedding.astype(jnp.float32))
 
 
 class SpeechImageEncoders(nn.Module):

@@ -26,9 +26,14 @@ M mel bins, D extractor width, W sync-transformer width.
   output: ``offset_head`` (``num_offsets`` classes, stage 2) and ``sync_head``
   (2 classes, stage 3). Both heads always exist, so the parameter tree is
   the same in every stage; a stage chooses which head it reads and trains.
+
+Each module computes in its ``dtype`` with float32 parameters and returns
+float32 (``avjax.models.precision``); the log-mel stays float32.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -83,6 +88,7 @@ class _AggregationTransformer(nn.Module):
   num_heads: int
   mlp_ratio: float
   dropout: float
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, tokens: jax.Array, *, train: bool) -> jax.Array:
@@ -97,6 +103,7 @@ class _AggregationTransformer(nn.Module):
         self.num_heads,
         self.mlp_ratio,
         self.dropout,
+        self.dtype,
         name="transformer",
     )(x, train=train)
     return x[:, 0]
@@ -127,6 +134,7 @@ class VisualSegmentEncoder(nn.Module):
   num_heads: int = 4
   mlp_ratio: float = 2.0
   dropout: float = 0.0
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(
@@ -142,8 +150,9 @@ class VisualSegmentEncoder(nn.Module):
     x = x.transpose((0, 1, 3, 2, 4, 5)).reshape(
         (b * t, (h // p) * (w // p), p * p * c)
     )
-    x = nn.gelu(nn.Dense(self.patch_features, name="patch_embed")(x))
-    x = nn.Dense(self.width, name="token_proj")(x.reshape((b * t, -1)))
+    dense = lambda n, name: nn.Dense(n, dtype=self.dtype, name=name)
+    x = nn.gelu(dense(self.patch_features, "patch_embed")(x))
+    x = dense(self.width, "token_proj")(x.reshape((b * t, -1)))
     tokens = segment(x.reshape((b, t, self.width)), length, stride)
     s = tokens.shape[1]
     out = _AggregationTransformer(
@@ -151,6 +160,7 @@ class VisualSegmentEncoder(nn.Module):
         self.num_heads,
         self.mlp_ratio,
         self.dropout,
+        self.dtype,
         name="aggregate",
     )(tokens.reshape((b * s, length, -1)), train=train)
     return out.reshape((b, s, self.width))
@@ -177,6 +187,7 @@ class AudioSegmentEncoder(nn.Module):
   num_heads: int = 4
   mlp_ratio: float = 2.0
   dropout: float = 0.0
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(
@@ -198,10 +209,11 @@ class AudioSegmentEncoder(nn.Module):
             (self.patch,),
             strides=(self.patch,),
             padding="VALID",
+            dtype=self.dtype,
             name="patches",
         )(x)
     )
-    x = nn.Dense(self.width, name="token_proj")(x)
+    x = nn.Dense(self.width, dtype=self.dtype, name="token_proj")(x)
     tokens = segment(x, length, stride)
     s = tokens.shape[1]
     out = _AggregationTransformer(
@@ -209,6 +221,7 @@ class AudioSegmentEncoder(nn.Module):
         self.num_heads,
         self.mlp_ratio,
         self.dropout,
+        self.dtype,
         name="aggregate",
     )(tokens.reshape((b * s, length, -1)), train=train)
     return out.reshape((b, s, self.width))
@@ -230,6 +243,7 @@ class SyncTransformer(nn.Module):
   mlp_ratio: float = 2.0
   dropout: float = 0.1
   num_offsets: int = 21
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(
@@ -241,12 +255,10 @@ class SyncTransformer(nn.Module):
       {"offset": [B, num_offsets], "sync": [B, 2]}.
     """
     b = visual.shape[0]
-    v = nn.Dense(self.width, name="visual_proj")(
-        nn.LayerNorm(name="visual_norm")(visual)
-    )
-    a = nn.Dense(self.width, name="audio_proj")(
-        nn.LayerNorm(name="audio_norm")(audio)
-    )
+    dense = lambda n, name: nn.Dense(n, dtype=self.dtype, name=name)
+    norm = lambda name: nn.LayerNorm(dtype=self.dtype, name=name)
+    v = dense(self.width, "visual_proj")(norm("visual_norm")(visual))
+    a = dense(self.width, "audio_proj")(norm("audio_norm")(audio))
     init = token_init()
     off = self.param("offset_token", init, (1, 1, self.width))
     sep = self.param("separator_token", init, (1, 1, self.width))
@@ -266,12 +278,15 @@ class SyncTransformer(nn.Module):
         self.num_heads,
         self.mlp_ratio,
         self.dropout,
+        self.dtype,
         name="transformer",
     )(x, train=train)
     cls = x[:, 0]
     return {
-        "offset": nn.Dense(self.num_offsets, name="offset_head")(cls),
-        "sync": nn.Dense(2, name="sync_head")(cls),
+        "offset": dense(self.num_offsets, "offset_head")(cls).astype(
+            jnp.float32
+        ),
+        "sync": dense(2, "sync_head")(cls).astype(jnp.float32),
     }
 
 

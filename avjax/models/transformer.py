@@ -10,12 +10,18 @@ input (zeros, 1e4, ...) cannot reach the valid positions of any later layer.
 
 Attention weights are returned (not sown) so callers can plot them.
 
+Every module computes in its ``dtype`` with float32 parameters
+(``avjax.models.precision``): the residual stream, projections and MLPs run
+in ``dtype``; LayerNorm statistics, attention logits, the softmax and the
+returned weights, and ``masked_mean`` are float32.
+
 Shapes: B batch, Q queries, K keys, D width, H heads.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -41,8 +47,10 @@ def _check_mask(
 def masked_mean(x: jax.Array, mask: jax.Array) -> jax.Array:
   """Mean of x [B, T, D] over the True positions of mask [B, T] → [B, D].
 
-  Rows with no valid position give zeros.
+  Summed in float32 whatever x's dtype; returns float32. Rows with no valid
+  position give zeros.
   """
+  x = x.astype(jnp.promote_types(x.dtype, jnp.float32))
   w = mask.astype(x.dtype)[..., None]
   total = jnp.sum(jnp.where(w > 0, x, 0.0), axis=1)
   return total / jnp.maximum(jnp.sum(w, axis=1), 1.0)
@@ -70,11 +78,13 @@ class MultiHeadAttention(nn.Module):
     width: D of the q/k/v projections and the output (defaults to the
       query width).
     dropout: dropout rate on the attention weights (training only).
+    dtype: compute dtype of the projections (logits and softmax: float32).
   """
 
   num_heads: int = 4
   width: int | None = None
   dropout: float = 0.0
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(
@@ -106,17 +116,22 @@ class MultiHeadAttention(nn.Module):
           f"num_heads={self.num_heads}"
       )
     head_dim = width // self.num_heads
-    dense = lambda name: nn.DenseGeneral((self.num_heads, head_dim), name=name)
+    dense = lambda name: nn.DenseGeneral(
+        (self.num_heads, head_dim), dtype=self.dtype, name=name
+    )
     q = dense("query")(queries)  # [B, Q, H, d]
     k = dense("key")(keys)
     v = dense("value")(keys)
-    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(head_dim)
+    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32)
+    logits = logits / math.sqrt(head_dim)
     valid = key_mask[:, None, None, :]
     logits = jnp.where(valid, logits, _MASK_VALUE)
     weights = jax.nn.softmax(logits, axis=-1) * valid.astype(logits.dtype)
     dropped = nn.Dropout(self.dropout, deterministic=not train)(weights)
-    out = jnp.einsum("bhqk,bkhd->bqhd", dropped, v)
-    out = nn.DenseGeneral(width, axis=(-2, -1), name="out")(out)
+    out = jnp.einsum("bhqk,bkhd->bqhd", dropped.astype(v.dtype), v)
+    out = nn.DenseGeneral(width, axis=(-2, -1), dtype=self.dtype, name="out")(
+        out
+    )
     return out, weights
 
 
@@ -125,13 +140,14 @@ class MLP(nn.Module):
 
   hidden_dim: int
   dropout: float = 0.0
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
     out_dim = x.shape[-1]
-    x = nn.gelu(nn.Dense(self.hidden_dim)(x))
+    x = nn.gelu(nn.Dense(self.hidden_dim, dtype=self.dtype)(x))
     x = nn.Dropout(self.dropout, deterministic=not train)(x)
-    return nn.Dense(out_dim)(x)
+    return nn.Dense(out_dim, dtype=self.dtype)(x)
 
 
 def _zero_padding(x: jax.Array, mask: jax.Array) -> jax.Array:
@@ -147,6 +163,7 @@ class EncoderBlock(nn.Module):
   num_heads: int = 4
   mlp_ratio: float = 4.0
   dropout: float = 0.0
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(
@@ -155,13 +172,13 @@ class EncoderBlock(nn.Module):
     """x [B, T, D], mask bool [B, T] → (x [B, T, D], weights [B, H, T, T])."""
     mask = _check_mask(mask, x.shape[0], x.shape[1], "mask")
     drop = nn.Dropout(self.dropout, deterministic=not train)
-    h = nn.LayerNorm()(x)
-    h, weights = MultiHeadAttention(self.num_heads, dropout=self.dropout)(
-        h, h, mask, train=train
-    )
+    h = nn.LayerNorm(dtype=self.dtype)(x)
+    h, weights = MultiHeadAttention(
+        self.num_heads, dropout=self.dropout, dtype=self.dtype
+    )(h, h, mask, train=train)
     x = x + drop(h)
-    h = MLP(int(self.mlp_ratio * x.shape[-1]), self.dropout)(
-        nn.LayerNorm()(x), train=train
+    h = MLP(int(self.mlp_ratio * x.shape[-1]), self.dropout, self.dtype)(
+        nn.LayerNorm(dtype=self.dtype)(x), train=train
     )
     x = x + drop(h)
     return _zero_padding(x, mask), weights
@@ -175,12 +192,14 @@ class TransformerEncoder(nn.Module):
     num_heads: attention heads per block.
     mlp_ratio: MLP hidden width / model width.
     dropout: dropout rate (residual branches and attention weights).
+    dtype: compute dtype; the input is cast to it, the output is float32.
   """
 
   num_layers: int = 2
   num_heads: int = 4
   mlp_ratio: float = 4.0
   dropout: float = 0.0
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(
@@ -191,12 +210,17 @@ class TransformerEncoder(nn.Module):
     Padded positions of the output are zero.
     """
     mask = _check_mask(mask, x.shape[0], x.shape[1], "mask")
-    x = _zero_padding(x, mask)
+    x = _zero_padding(x.astype(self.dtype), mask)
     for i in range(self.num_layers):
       x, _ = EncoderBlock(
-          self.num_heads, self.mlp_ratio, self.dropout, name=f"block_{i}"
+          self.num_heads,
+          self.mlp_ratio,
+          self.dropout,
+          self.dtype,
+          name=f"block_{i}",
       )(x, mask, train=train)
-    return _zero_padding(nn.LayerNorm(name="final_norm")(x), mask)
+    x = nn.LayerNorm(dtype=self.dtype, name="final_norm")(x)
+    return _zero_padding(x.astype(jnp.float32), mask)
 
 
 class CrossAttentionBlock(nn.Module):
@@ -210,12 +234,14 @@ class CrossAttentionBlock(nn.Module):
       default in the CMD denoiser so each frame is rebuilt from the other
       modality, not from its neighbours).
     dropout: dropout rate.
+    dtype: compute dtype (the residual stream is cast to it on entry).
   """
 
   num_heads: int = 4
   mlp_ratio: float = 4.0
   self_attention: bool = False
   dropout: float = 0.0
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(
@@ -238,23 +264,29 @@ class CrossAttentionBlock(nn.Module):
         context_mask, context.shape[0], context.shape[1], "context_mask"
     )
     drop = nn.Dropout(self.dropout, deterministic=not train)
+    norm = lambda name: nn.LayerNorm(dtype=self.dtype, name=name)
+    x = x.astype(self.dtype)
     if self.self_attention:
-      h = nn.LayerNorm(name="self_norm")(x)
+      h = norm("self_norm")(x)
       h, _ = MultiHeadAttention(
-          self.num_heads, dropout=self.dropout, name="self_attention"
+          self.num_heads,
+          dropout=self.dropout,
+          dtype=self.dtype,
+          name="self_attention",
       )(h, h, query_mask, train=train)
       x = x + drop(h)
-    h = nn.LayerNorm(name="cross_norm")(x)
-    c = nn.LayerNorm(name="context_norm")(context)
+    h = norm("cross_norm")(x)
+    c = norm("context_norm")(context)
     h, weights = MultiHeadAttention(
         self.num_heads,
         width=x.shape[-1],
         dropout=self.dropout,
+        dtype=self.dtype,
         name="cross_attention",
     )(h, c, context_mask, train=train)
     x = x + drop(h)
-    h = MLP(int(self.mlp_ratio * x.shape[-1]), self.dropout)(
-        nn.LayerNorm(name="mlp_norm")(x), train=train
+    h = MLP(int(self.mlp_ratio * x.shape[-1]), self.dropout, self.dtype)(
+        norm("mlp_norm")(x), train=train
     )
     x = x + drop(h)
     return _zero_padding(x, query_mask), weights

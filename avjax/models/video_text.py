@@ -16,12 +16,15 @@ The paper's encoders are pretrained video/language transformers; these are
 small ones trained from scratch, sized by ``config.model``. Embeddings are
 not normalised here (the losses normalise).
 
+Both encoders compute in their ``dtype`` with float32 parameters and return
+float32 embeddings (``avjax.models.precision``).
+
 Shapes: B batch, T frames, H×W pixels, C channels, L tokens, E joint width.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
@@ -48,6 +51,7 @@ class VideoEncoder(nn.Module):
     num_layers / num_heads / mlp_ratio / dropout: temporal transformer.
     max_frames: size of the learned frame-position table (≥ T).
     embed_dim: E.
+    dtype: compute dtype.
   """
 
   patch_size: int = 4
@@ -60,6 +64,7 @@ class VideoEncoder(nn.Module):
   dropout: float = 0.0
   max_frames: int = 32
   embed_dim: int = 64
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(
@@ -110,15 +115,19 @@ class VideoEncoder(nn.Module):
     x = x.transpose(0, 1, 3, 2, 4, 5).reshape(
         batch * num_frames, height // p, width // p, p * p * channels
     )
-    x = nn.gelu(nn.Dense(self.patch_features, name="patch_embed")(x))
+    dense = lambda n, name: nn.Dense(n, dtype=self.dtype, name=name)
+    x = nn.gelu(dense(self.patch_features, "patch_embed")(x))
     for i, f in enumerate(self.conv_features):
       x = nn.Conv(
-          f, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)), name=f"conv_{i}"
+          f,
+          (3, 3),
+          strides=(2, 2),
+          padding=((1, 1), (1, 1)),
+          dtype=self.dtype,
+          name=f"conv_{i}",
       )(x)
-      x = nn.gelu(nn.LayerNorm(name=f"conv_norm_{i}")(x))
-    x = nn.Dense(self.frame_dim, name="frame_proj")(
-        x.reshape(batch, num_frames, -1)
-    )
+      x = nn.gelu(nn.LayerNorm(dtype=self.dtype, name=f"conv_norm_{i}")(x))
+    x = dense(self.frame_dim, "frame_proj")(x.reshape(batch, num_frames, -1))
     pos = self.param(
         "frame_position",
         nn.initializers.normal(0.02),
@@ -132,11 +141,12 @@ class VideoEncoder(nn.Module):
         self.num_heads,
         self.mlp_ratio,
         self.dropout,
+        self.dtype,
         name="temporal",
     )(x, frame_mask, train=train)
-    return nn.Dense(self.embed_dim, name="projection")(
+    return dense(self.embed_dim, "projection")(
         transformer.masked_mean(x, frame_mask)
-    )
+    ).astype(jnp.float32)
 
 
 class TextEncoder(nn.Module):
@@ -147,6 +157,7 @@ class TextEncoder(nn.Module):
     width: token width D.
     num_layers / num_heads / mlp_ratio / dropout: transformer settings.
     embed_dim: E.
+    dtype: compute dtype.
   """
 
   vocab_size: int
@@ -156,6 +167,7 @@ class TextEncoder(nn.Module):
   mlp_ratio: float = 2.0
   dropout: float = 0.0
   embed_dim: int = 64
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(
@@ -167,18 +179,21 @@ class TextEncoder(nn.Module):
           f"TextEncoder expects tokens and mask [B, L]; got "
           f"{tokens.shape} and {mask.shape}"
       )
-    x = nn.Embed(self.vocab_size, self.width, name="token_embed")(tokens)
+    x = nn.Embed(
+        self.vocab_size, self.width, dtype=self.dtype, name="token_embed"
+    )(tokens)
     x = x + transformer.sinusoidal_positions(tokens.shape[1], self.width)[None]
     x = transformer.TransformerEncoder(
         self.num_layers,
         self.num_heads,
         self.mlp_ratio,
         self.dropout,
+        self.dtype,
         name="transformer",
     )(x, mask, train=train)
-    return nn.Dense(self.embed_dim, name="projection")(
+    return nn.Dense(self.embed_dim, dtype=self.dtype, name="projection")(
         transformer.masked_mean(x, mask)
-    )
+    ).astype(jnp.float32)
 
 
 class VideoTextEncoders(nn.Module):
