@@ -189,7 +189,7 @@ def test_module_computes_in_dtype_with_float32_params_and_outputs(name, dtype):
 # method: (AV-digits config its quick run reads, headline metric, band).
 _QUICK = {
     "tstl_ca": ("pairs", "map_mean", 0.05),
-    "avc": ("pairs", "probe_audio_acc", 0.05),
+    "avc": ("pairs", "probe_acc_audio", 0.05),
     "cmd": ("captions", "r10_mean", 0.05),
     "synchformer": ("sync", "offset_top1_tol1", 0.05),
     "mama": ("video_text", "r5_mean", 0.05),
