@@ -22,8 +22,7 @@ run times: README.md.
 Arguments:
   (none)        AV-digits `pairs`, contrastive objective with K = 8 sampled
                 negatives per anchor, random negatives, 300 steps of batch 64
-                (~30 s of CPU time per run, 20-50 s wall on 2 busy cores,
-                plus ~20 s compilation the first time).
+                (about a minute on 2 CPU cores).
   quick         60 steps, smaller probe budget; tests and notebooks.
   heldout       AV-digits `pairs_heldout`: test clips spoken only by three
                 voices train never hears, 5-20 dB SNR noise.

@@ -217,8 +217,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   )
 
   # With the CNN image encoder digit identity is used from the first few
-  # hundred steps (seed 0: test R@1 0.16 after 500 steps, 0.40 after 1,500;
-  # README); 1,500 steps ≈ 12 minutes on 2 CPU cores with the head.
+  # hundred steps (test R@1 still rising at 1,500; docs/results/cmd.md).
   steps = 1500
   config.optimizer.warmup_steps = 100
   config.optimizer.grad_clip_norm = 1.0

@@ -14,8 +14,8 @@ were not found, so these are ours):
   replacement, seeded by `seed`). Parameters start at zero; the objective is
   convex, so the start only affects speed, and the run is deterministic for a
   seed. L-BFGS (`optax.lbfgs`) was tried and rejected: vmapped over the L2
-  grid, its zoom line search took 15 s to compile and ran 30x slower than
-  Adam on 2 CPU cores, while 500 Adam steps reached scikit-learn's
+  grid, its zoom line search compiled and ran an order of magnitude slower
+  than Adam on CPU, while 500 Adam steps reached scikit-learn's
   objective to within 1e-3 and its test accuracy to within half a point
   (a scikit-learn comparison is in the tests).
 * All L2 strengths are trained at once: one `jax.jit` of a `lax.scan` over

@@ -11,8 +11,8 @@ piece, and the embedding-based entry points (`mean_average_precision`,
 * each chunk is ranked on the accelerator when there is one, or with NumPy
   on the host when JAX runs on CPU (XLA's CPU sort is several times slower
   than NumPy's); `RANK_ON_DEVICE` overrides the choice, both give the same
-  ranking. Measured on 2 CPU cores: MAP of 10k queries x 10k keys takes
-  about 13 s per direction, nearly all of it sorting;
+  ranking. On CPU nearly all of the time of a large evaluation is this
+  sorting;
 * from the ranking only the positions of the relevant keys are kept, and AP,
   first-hit ranks and precision-recall curves are computed from them in
   float64.

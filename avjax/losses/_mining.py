@@ -101,8 +101,8 @@ def _row_searchsorted(sorted_rows: jax.Array, queries: jax.Array) -> jax.Array:
   ``_SPLITTERS`` equal blocks of its row, which names its block; a
   branchless binary search inside that block then takes ⌈log₂ block⌉ + 1
   gathers from the flattened rows. ``jnp.searchsorted`` under ``vmap`` (a
-  gather per level of the whole row, 2-D gathers) was about 5× slower at
-  128 × 1024.
+  gather per level of the whole row, 2-D gathers) is several times slower
+  on CPU.
   """
   width = sorted_rows.shape[1]
   if width <= _COUNT_UP_TO:
@@ -136,7 +136,7 @@ def _two_level_search(sorted_rows: jax.Array, queries: jax.Array):
       for k in range(blocks)
   )
   # XLA would fuse the block compares into each gather's index below and
-  # compute them once per binary-search level (2–3× slower at 1024 × 1024).
+  # compute them again at every binary-search level.
   (below,) = materialised((below,), below[:, :1])
   flat = sorted_rows.reshape(-1)
   row_start = jnp.arange(n, dtype=jnp.int32)[:, None] * (blocks * stride)
@@ -150,10 +150,9 @@ def _two_level_search(sorted_rows: jax.Array, queries: jax.Array):
 
 
 # Widest rows that ``_row_searchsorted`` counts against every value, and
-# the block count of its two-level search for wider ones. Measured on CPU
-# (2 cores) for [N, N] queries at N = 1024 and 4096: counting beat the
-# two-level search 1.5–2.2× up to 256 columns and tied at 512; 64 blocks
-# beat 32 by 1.0–1.4× from 512 columns up.
+# the block count of its two-level search for wider ones: on CPU, counting
+# beats the two-level search up to 256 columns and ties at 512, and 64
+# blocks beat 32 from 512 columns up (timings: docs/benchmarks.md).
 _COUNT_UP_TO = 256
 _SPLITTERS = 64
 
@@ -413,14 +412,13 @@ def _label_masks(query_labels, key_labels, same_set: bool):
 
 def _scan(op, x: jax.Array, reverse: bool = False) -> jax.Array:
   """Cumulative ``op`` along axis 1 by a log-depth associative scan (the
-  reduce-window that ``jnp.cumsum`` and ``lax.cummin`` lower to on CPU took
-  several ms for [1024, 129])."""
+  reduce-window that ``jnp.cumsum`` and ``lax.cummin`` lower to is slow on
+  CPU)."""
   return jax.lax.associative_scan(op, x, reverse=reverse, axis=1)
 
 
 # Rows per block of the per-positive passes: about this many distances, so
-# a block's distances and weights (2 × 64 KiB) stay in the core's cache
-# (measured at B = 1024: 2¹⁴ about 2× faster than unblocked).
+# a block's distances and weights (2 × 64 KiB) stay in the core's cache.
 _BLOCK_ELEMENTS = 2**14
 
 

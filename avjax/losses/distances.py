@@ -92,9 +92,8 @@ def _matmul_t(x: jax.Array, y: jax.Array) -> jax.Array:
 
   Reverse mode transposes the tangent ``tx·yᵀ + x·tyᵀ``; written as is, the
   cotangent of ``y`` is ``gᵀ·x``, a dot contracting the first axis of the
-  [N, M] cotangent, which XLA's CPU backend ran about 4× slower than a dot
-  of the same size in the usual layout (6.0 against 1.4 ms at N = M =
-  1024, D = 128; 2.7 ms with an explicit transposed copy first). The
+  [N, M] cotangent, which XLA's CPU backend runs several times slower than
+  a dot of the same size in the usual layout (docs/benchmarks.md). The
   second term is therefore written as the transpose of
   ``ty·xᵀ`` behind an optimisation barrier, so that reverse mode
   materialises ``gᵀ`` once and multiplies it in the fast layout.
@@ -102,11 +101,10 @@ def _matmul_t(x: jax.Array, y: jax.Array) -> jax.Array:
   return _dot_t(x, y)
 
 
-# Size N·M from which `_matmul_t` replaces the plain dot. Measured on CPU
-# (2 cores, D = 64…512), reverse mode of the plain dot against `_matmul_t`:
-# the same within 0.05 ms up to 256 × 256, 1.3–1.8× slower at 512 × 512,
-# 1.5–3.5× from 1024 × 1024 up. Below it the plain dot keeps gradients
-# bit-identical to earlier versions (the methods' training batches).
+# Size N·M from which `_matmul_t` replaces the plain dot: below it the two
+# take the same time on CPU, from it `_matmul_t` is faster. Below it the
+# plain dot keeps gradients bit-identical to earlier versions (the methods'
+# training batches).
 _REVERSE_LAYOUT_FROM = 512 * 512
 
 

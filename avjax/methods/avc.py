@@ -34,7 +34,7 @@ Decisions the paper leaves open (all config fields):
     exists for an anchor whose class has another clip in the batch; otherwise
     it falls back to its own pair and the fallback rate is logged;
   * K = 8 negatives per anchor (the paper's AVC loader draws one; with one,
-    the objectives learn far slower on 2 CPU cores, and K is the same for
+    the objectives learn far slower per step, and K is the same for
     every strategy, so the comparison stays controlled);
   * easy / hard negatives are farthest / closest by the current embedding
     distance (cosine) between the anchor clip's *visual* embedding and the

@@ -301,9 +301,8 @@ def max_pool_2x2(x: jax.Array) -> jax.Array:
   row / column is pooled on its own) → [B, ceil(H/2), ceil(W/2), C].
 
   A reshape and a max: its gradient is an element-wise select (tied
-  maxima share it) instead of `nn.max_pool`'s select-and-scatter. On
-  XLA:CPU the CMD image encoder's forward + backward alone was 1.2–1.4×
-  faster in a noisy micro-benchmark; the whole CMD step only ~2 %.
+  maxima share it) instead of `nn.max_pool`'s select-and-scatter, which is
+  slower on XLA:CPU.
   """
   b, h, w, c = x.shape
   x = jnp.pad(

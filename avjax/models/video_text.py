@@ -4,7 +4,8 @@
   (non-overlapping p×p patches → Dense + GELU, optional 3×3 convs of stride
   2 + LayerNorm + GELU, then the flattened map → Dense, so the frame
   feature keeps *where* things are, which motion needs; patches first
-  because XLA's CPU convolutions cost ~10× a matmul of the same work here)
+  because XLA's CPU convolutions cost far more than a matmul of the same
+  work)
   followed by a temporal transformer over the frame
   features with learned frame-position embeddings, masked mean pooling and
   a linear projection to the joint space.

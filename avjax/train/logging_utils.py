@@ -35,9 +35,9 @@ def import_tensorboardx_without_torch() -> Any:
   """``tensorboardX``, imported without importing PyTorch.
 
   tensorboardX's writer module imports torch whenever it is installed, only
-  to accept torch tensors; avjax writes Python floats. Importing torch takes
-  about 2 s and a few hundred MB in every training process (measured: 2.1 s
-  of the 3.7 s import of ``avjax.train.loop`` on 2 CPU cores), so while
+  to accept torch tensors; avjax writes Python floats. Importing torch would
+  cost every training process seconds and a few hundred MB (more than half
+  of importing ``avjax.train.loop``), so while
   tensorboardX loads, ``import torch`` fails as if torch were absent, and
   tensorboardX falls back to NumPy. A torch the process already imported is
   left alone, and ``import torch`` works again afterwards.

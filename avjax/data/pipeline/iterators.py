@@ -223,8 +223,8 @@ def cache_features(
 
   For deterministic features of splits that fit in memory (AV-digits
   `pairs`: 1,258 log-mels of [101, 40] = 20 MB), this moves the per-batch
-  feature cost (~0.1 s per 128 examples on 2 cores) out of the training
-  loop. The iterator over it is built and checkpointed exactly as over the
+  feature cost (on CPU as much as a training step of the small models) out
+  of the training loop. The iterator over it is built and checkpointed exactly as over the
   raw source.
   """
   return ArraySource(load_split(source, batch_transform, batch_size))
