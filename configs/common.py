@@ -160,3 +160,28 @@ def temperature(
           learn=learn,
       )
   )
+
+
+def sync_offset_eval(
+    predict: str = "sync_offsets",
+    offset_outputs: Sequence[str] = ("offset",),
+    offset_label: str = "offset_label",
+    tolerance: int = 1,
+    sync_output: str = "sync",
+    sync_label: str = "sync_label",
+    prefix: str = "",
+) -> ConfigDict:
+  """A ``sync_offset`` evaluator entry (fields documented in
+  ``avjax/eval/evaluators/sync_offset.py``)."""
+  return ConfigDict(
+      dict(
+          type="sync_offset",
+          predict=predict,
+          offset_outputs=tuple(offset_outputs),
+          offset_label=offset_label,
+          tolerance=int(tolerance),
+          sync_output=sync_output,
+          sync_label=sync_label,
+          prefix=prefix,
+      )
+  )
