@@ -338,17 +338,21 @@ def test_multiple_choice():
 
 def test_weight_summary():
   s = vt_eval.weight_summary(
-      np.array([0.9, 0.8, 0.1, 0.3]),
+      np.array([0.9, 0.2, 0.1, 0.3]),
       np.array([0, 0, 1, 1]),
-      np.array([1.0, 2.0, 4.0, 6.0]),
+      np.array([1.0, 5.0, 4.0, 6.0]),
   )
+  # Clean > noisy weight in 3 of the 4 (clean, noisy) pairs (0.2 < 0.3);
+  # noisy > clean loss in 3 of 4 (4 < 5).
   assert s == pytest.approx(
       {
-          "weight_clean": 0.85,
+          "weight_clean": 0.55,
           "weight_noisy": 0.2,
-          "loss_clean": 1.5,
+          "loss_clean": 3.0,
           "loss_noisy": 5.0,
-          "weight_gap": 0.65,
+          "weight_gap": 0.35,
+          "weight_auc": 0.75,
+          "loss_auc": 0.75,
       }
   )
   assert set(vt_eval.weight_summary(np.ones(2), np.zeros(2), np.ones(2))) == {
