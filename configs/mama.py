@@ -44,6 +44,8 @@ Arguments:
   infonce       Plain InfoNCE: margin 0, no meta-weights.
   margin_only   Angular margin, no meta-weights.
   meta_only     Meta-weights, margin 0.
+  clean_oracle  Reference, not a method: InfoNCE on the clean pairs of each
+                batch only (reads the noise flags; margin 0, no weights).
   paraphrases   Paraphrases as extra training pairs.
   msrvtt        MSR-VTT (manual download; 9k train, 1k-A test; meta set
                 carved from train), larger encoders.
@@ -68,6 +70,7 @@ _VARIANTS = {
     "infonce",
     "margin_only",
     "meta_only",
+    "clean_oracle",
     "paraphrases",
     "msrvtt",
 }
@@ -84,10 +87,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         f"{_NAME}: noise={noise!r} is not one of {_NOISE} "
         "(percent of noisy train pairs)"
     )
-  if len(variants & {"infonce", "margin_only", "meta_only"}) > 1:
+  if (
+      len(variants & {"infonce", "margin_only", "meta_only", "clean_oracle"})
+      > 1
+  ):
     raise ValueError(
         f"{_NAME}: choose one of infonce, margin_only, "
-        "meta_only (the default is both parts)"
+        "meta_only, clean_oracle (the default is both parts)"
     )
   if "msrvtt" in variants and (noise or "longtail" in variants):
     raise ValueError(
@@ -152,6 +158,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.loss.learn_scale = True
   config.loss.logit_scale_init = 1.0 / 0.07
   config.loss.max_logit_scale = 100.0
+  config.loss.clean_oracle = False
 
   # Meta-Weight-Net defaults (papers.md §5); see avjax/train/bilevel.py.
   config.meta = ml_collections.ConfigDict()
@@ -162,12 +169,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.meta.virtual_step = "sgd"  # or "optimizer" (through config.optimizer)
   config.meta.virtual_lr = ml_collections.config_dict.placeholder(float)
   config.meta.meta_every = 1
+  config.meta.meta_start = 0
   config.meta.normalize = False
   config.meta.net = ml_collections.ConfigDict(
       {
           "hidden_dims": (100,),
           "activation": "relu",
           "output_activation": "sigmoid",
+          # Loss divisor at the net's input; None: ln(data.batch_size).
+          "input_scale": ml_collections.config_dict.placeholder(float),
       }
   )
   config.meta.optimizer = ml_collections.ConfigDict(
@@ -182,6 +192,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.optimizer.warmup_steps = 100
   config.optimizer.end_lr_fraction = 0.05
   config.optimizer.grad_clip_norm = 1.0
+  config.optimizer.eps_root = 0.0
 
   config.log_every = 50
   config.checkpoint_every = 500
@@ -221,10 +232,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.log_every = 25
     config.checkpoint_every = 75
     config.weight_eval_pairs = 512
-  if "infonce" in variants or "meta_only" in variants:
+  if variants & {"infonce", "meta_only", "clean_oracle"}:
     config.loss.margin = 0.0
-  if "infonce" in variants or "margin_only" in variants:
+  if variants & {"infonce", "margin_only", "clean_oracle"}:
     config.meta.enabled = False
+  config.loss.clean_oracle = "clean_oracle" in variants
 
   steps = positive_int_setting(settings, "steps", steps, _NAME)
   config.stages = (

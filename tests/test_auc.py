@@ -29,3 +29,17 @@ def test_empty_group_is_nan_and_bad_shapes_are_named():
   assert np.isnan(auc_lib.auc(np.arange(3.0), np.ones(3)))
   with pytest.raises(ValueError, match=r"scores \[N\] and positive \[N\]"):
     auc_lib.auc(np.ones((3, 1)), np.ones(3))
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_pairwise_auc_in_jax_matches(seed):
+  import jax
+
+  rng = np.random.default_rng(seed)
+  positive = rng.random(64) < 0.4
+  scores = np.round(rng.normal(size=64) + positive, 1).astype(np.float32)
+  got = jax.jit(auc_lib.pairwise_auc)(scores, positive)
+  assert float(got) == pytest.approx(
+      metrics.roc_auc_score(positive, scores), abs=1e-6
+  )
+  assert float(auc_lib.pairwise_auc(scores, np.zeros(64, bool))) == 0.5

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from avjax.config_utils import load_config_file
+from avjax.eval import auc as auc_lib
 from avjax.eval import video_text as vt_eval
 from avjax.methods import mama
 from avjax.models import video_text as vt_models
@@ -136,6 +137,29 @@ def test_bilevel_train_step_and_weight_net_copy(data_dir):
   assert float(metrics["weight_clean"]) == pytest.approx(
       float(np.mean(np.asarray(w)[~noisy])), rel=1e-5
   )
+  assert float(metrics["weight_auc"]) == pytest.approx(
+      auc_lib.auc(np.asarray(w), ~noisy), abs=1e-6
+  )
+  # The net sees loss / ln B (B = 8 here).
+  assert method.weight_net.input_scale == pytest.approx(math.log(8))
+
+
+def test_clean_oracle_drops_the_noisy_pairs(data_dir):
+  config = small_config(data_dir, "quick,noise=40,clean_oracle")
+  method = mama.MAMA(config)
+  assert not method.meta_enabled and config.loss.margin == 0.0
+  batch = next(method.train_iterator(8, 0, 0, 1))
+  state, stage = _state(method, config, batch)
+  loss, _ = method.loss_fn(state.params, batch, None, stage, 0)
+  per_sample, _ = method.per_sample_loss(state.params, batch["train"], None)
+  clean = ~batch["train"]["noisy"].astype(bool)
+  assert clean.any() and (~clean).any()
+  assert float(loss) == pytest.approx(
+      float(np.asarray(per_sample)[clean].mean()), rel=1e-5
+  )
+  config.meta.enabled = True
+  with pytest.raises(ValueError, match="config.loss.clean_oracle"):
+    mama.MAMA(config)
 
 
 def test_logit_scale_is_capped(data_dir):
@@ -280,6 +304,13 @@ def test_evaluate_metrics_and_plot(data_dir, tmp_path):
     assert np.isfinite(result[key]), key
   assert 0.0 <= result["mc_accuracy"] <= 1.0
   assert os.path.getsize(tmp_path / "weight_vs_loss.png") > 1000
+  # Validation evaluations report the weights too (without a plot).
+  val = method.evaluate(state.params, "validation")
+  for key in ("weight_clean", "weight_noisy", "weight_auc", "loss_auc"):
+    assert np.isfinite(val[key]), key
+  # The neutral initial net: every weight 0.5, so no separation.
+  assert val["weight_clean"] == val["weight_noisy"] == 0.5
+  assert val["weight_auc"] == 0.5
 
 
 def _brute_force(video, text):

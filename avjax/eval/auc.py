@@ -43,3 +43,28 @@ def auc(scores: np.ndarray, positive: np.ndarray) -> float:
   mid_ranks = np.cumsum(counts) - (counts - 1) / 2.0  # 1-based.
   rank_sum = mid_ranks[inverse][positive].sum()
   return float((rank_sum - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def pairwise_auc(scores, positive):
+  """``auc`` in jax, jittable, from all (positive, negative) pairs: O(N²).
+
+  For in-step metrics on one batch (N of a few hundred at most).
+
+  Args:
+    scores: float [N].
+    positive: [N] bools or 0/1.
+
+  Returns:
+    float32 scalar; 0.5 when either group is empty (no separation
+    measurable), unlike ``auc``'s NaN, so a logged mean stays finite.
+  """
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+
+  pos = jnp.asarray(positive).astype(jnp.float32)
+  diff = scores[:, None] - scores[None, :]  # [i, j]: positive i, negative j.
+  wins = jnp.where(diff > 0, 1.0, jnp.where(diff == 0, 0.5, 0.0))
+  pairs = pos[:, None] * (1.0 - pos)[None, :]
+  n_pairs = jnp.sum(pairs)
+  return jnp.where(
+      n_pairs > 0, jnp.sum(wins * pairs) / jnp.maximum(n_pairs, 1.0), 0.5
+  ).astype(jnp.float32)

@@ -38,6 +38,12 @@ Where Meta-Weight-Net / MAMA are silent, choices are options
     None with "optimizer", whose step size is the optimiser's own.
   * ``meta_every``: φ is updated on steps with ``step % meta_every == 0``
     (``jax.lax.cond``); other steps only do step 3 with the current φ.
+  * ``meta_start``: no meta update before this step (a warm-up): the real
+    step uses the initial φ (a neutral net weighs every sample 0.5, i.e.
+    plain training with ``normalize``). Early on, per-sample losses do not
+    yet tell noisy from clean samples, and an Adam-trained φ would still
+    move ~lr per coordinate per step on a meta-gradient that is mostly
+    noise.
   * ``normalize``: weights divided by their batch sum (a later Meta-Weight-
     Net script) instead of the plain weighted mean (the original).
   * The meta batch size is a data setting (``config.meta.batch_size``); the
@@ -86,12 +92,14 @@ class BilevelOptions:
       learning rate. Must be None with "optimizer".
     meta_every: update the weight net every this many steps (≥ 1).
     normalize: divide the weights by their batch sum.
+    meta_start: first step with a weight-net update (≥ 0).
   """
 
   virtual_step: str = "sgd"
   virtual_lr: float | None = None
   meta_every: int = 1
   normalize: bool = False
+  meta_start: int = 0
 
   def __post_init__(self):
     if self.virtual_step not in VIRTUAL_STEPS:
@@ -119,6 +127,15 @@ class BilevelOptions:
           f"config.meta.meta_every={self.meta_every!r} must be "
           "an integer >= 1"
       )
+    if (
+        isinstance(self.meta_start, bool)
+        or int(self.meta_start) < 0
+        or int(self.meta_start) != self.meta_start
+    ):
+      raise ValueError(
+          f"config.meta.meta_start={self.meta_start!r} must be "
+          "an integer >= 0"
+      )
 
   @classmethod
   def from_config(cls, cfg: ml_collections.ConfigDict) -> "BilevelOptions":
@@ -129,6 +146,7 @@ class BilevelOptions:
         virtual_lr=None if lr is None else float(lr),
         meta_every=cfg.get("meta_every", 1),
         normalize=bool(cfg.get("normalize", False)),
+        meta_start=cfg.get("meta_start", 0),
     )
 
 
@@ -348,12 +366,13 @@ def bilevel_step(
     zero = jnp.zeros((), jnp.float32)
     return meta_state, (zero, zero, zero)
 
-  if options.meta_every == 1:
+  if options.meta_every == 1 and options.meta_start == 0:
     meta, meta_out = meta_update(meta)
   else:
-    meta, meta_out = jax.lax.cond(
-        state.step % options.meta_every == 0, meta_update, skip, meta
+    due = (state.step % options.meta_every == 0) & (
+        state.step >= options.meta_start
     )
+    meta, meta_out = jax.lax.cond(due, meta_update, skip, meta)
   meta_loss, meta_grad_norm, did_meta = meta_out
 
   def real_loss(p):

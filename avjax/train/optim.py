@@ -47,17 +47,27 @@ def make_optimizer(
   """Builds the optax optimiser named by ``cfg.name`` with its schedule.
 
   Gradient clipping by global norm is applied first when
-  ``cfg.grad_clip_norm`` is set (> 0).
+  ``cfg.grad_clip_norm`` is set (> 0). Adam / AdamW take ``cfg.eps_root``
+  (default 0) inside the square root of the second moment: a bilevel step
+  that differentiates through the optimiser (``config.meta.virtual_step``
+  "optimizer") needs it > 0, or a parameter whose gradient has been exactly
+  zero so far gives ∞ · 0 = NaN (the derivative of √v at v = 0).
   """
   schedule = learning_rate_schedule(cfg, total_steps)
   name = cfg.name
   if name == "adam":
-    opt = optax.adam(schedule, b1=cfg.get("b1", 0.9), b2=cfg.get("b2", 0.999))
+    opt = optax.adam(
+        schedule,
+        b1=cfg.get("b1", 0.9),
+        b2=cfg.get("b2", 0.999),
+        eps_root=float(cfg.get("eps_root", 0.0)),
+    )
   elif name == "adamw":
     opt = optax.adamw(
         schedule,
         b1=cfg.get("b1", 0.9),
         b2=cfg.get("b2", 0.999),
+        eps_root=float(cfg.get("eps_root", 0.0)),
         weight_decay=cfg.get("weight_decay", 1e-4),
     )
   elif name == "sgd":
