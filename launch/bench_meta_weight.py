@@ -10,7 +10,11 @@ An MLP classifier is trained with SGD (lr 0.1, momentum 0.9, weight decay
 
 * ``plain``: the mean cross-entropy of the (noisy) training batch;
 * ``bilevel``: ``bilevel.bilevel_step`` with a ``MetaWeightNet`` mapping each
-  sample's cross-entropy to its weight, meta-trained on the meta set.
+  sample's cross-entropy to its weight, meta-trained on the meta set. The
+  defaults are Meta-Weight-Net's: 1 → 100 → 1 net (input loss / ln 10),
+  Adam 1e-3 with weight decay 1e-4, plain weighted mean Σ wᵢℓᵢ / B, SGD
+  virtual step at the classifier's learning rate, meta batch = the whole
+  meta set (100 samples).
 
 Per seed the split, the flipped labels, the init and the batch order change.
 The whole run is one jitted ``lax.scan`` over the steps. Printed (and with
@@ -20,8 +24,12 @@ clean vs noisy (the final model's losses through the final weight net).
 
   python launch/bench_meta_weight.py
   python launch/bench_meta_weight.py --noise 40 --seeds 0 --steps 600
+  # An Adam classifier (MAMA's regime) with an SGD virtual step at the same
+  # lr (MAMA's earlier default), then through the Adam update itself:
   python launch/bench_meta_weight.py --model_optimizer adam --lr 1e-3 \
-      --virtual_lr 1e-3   # MAMA's earlier regime: Adam model, SGD virtual step
+      --virtual_lr 1e-3
+  python launch/bench_meta_weight.py --model_optimizer adam --lr 1e-3 \
+      --virtual_step optimizer
 """
 
 from __future__ import annotations
@@ -53,7 +61,7 @@ _VIRTUAL_LR = flags.DEFINE_float(
     "virtual_lr", None, "SGD virtual step size (default: the model's lr)."
 )
 _NORMALIZE = flags.DEFINE_boolean(
-    "normalize", True, "Weights divided by their batch sum."
+    "normalize", False, "Weights divided by their batch sum."
 )
 _META_START = flags.DEFINE_integer("meta_start", 0, "First meta update step.")
 _WEIGHT_LR = flags.DEFINE_float("weight_lr", 1e-3, "Weight net's Adam lr.")
@@ -77,7 +85,7 @@ class Setting:
   model_optimizer: str = "sgd"
   virtual_step: str = "sgd"
   virtual_lr: float | None = None
-  normalize: bool = True
+  normalize: bool = False
   meta_start: int = 0
   weight_lr: float = 1e-3
   weight_decay: float = 1e-4
