@@ -243,6 +243,8 @@ def test_bad_input_is_named(data_dir, monkeypatch):
     )
   with pytest.raises(ValueError, match="caption 1 of the batch is empty"):
     method.transform(dict(good, caption=np.array([b"a 3", b""])))
+  with pytest.raises(ValueError, match="config.optimizer.eps_root > 0"):
+    mama.MAMA(small_config(data_dir, **{"optimizer.eps_root": 0.0}))
   with pytest.raises(ValueError, match="config.meta.split='meta_set'"):
     mama.MAMA(
         small_config(data_dir, **{"meta.split": "meta_set"})

@@ -25,11 +25,19 @@ config fields in ``configs/mama.py``):
     ``loss.max_logit_scale`` = 100 (CLIP's cap; ln 100 is within the
     paper's ln 100–200): the loss clips it and ``train_step`` projects the
     parameter back after each update, so it can always move back.
-  * Meta-weighting: Meta-Weight-Net's defaults (MLP 1→100→1, ReLU,
-    sigmoid; Adam 1e-3 with weight decay 1e-4; plain weighted mean); the
-    virtual step is SGD at the model's current learning rate
-    (``meta.virtual_lr`` None) — see ``avjax.train.bilevel`` for why not
-    through Adam. The meta loss is the unweighted margin loss of the virtual
+  * Meta-weighting: Meta-Weight-Net's net (MLP 1→100→1, ReLU, sigmoid;
+    Adam 1e-3), made neutral at init (every weight 0.5) and fed the loss
+    divided by ln B (``avjax.models.meta_weight``). Three settings differ
+    from Meta-Weight-Net's, chosen by a search on the validation split
+    (docs/results/mama.md): no weight decay on the net (1e-4 was slightly
+    worse on validation); the virtual step goes through
+    the model's own optax transformation (``meta.virtual_step``
+    "optimizer", i.e. through Adam, which needs ``optimizer.eps_root`` > 0),
+    because an SGD step at Adam's learning rate is no proxy for the real
+    Adam step and left the net without a usable signal; and the weights are
+    normalised in the batch (``meta.normalize``: Σ wᵢℓᵢ / Σ wᵢ), so the
+    meta-gradient only shapes the map instead of mostly raising every
+    weight. The meta loss is the unweighted margin loss of the virtual
     model on a meta batch, with the meta batch's own negatives.
   * The meta set holds clean pairs only; the train pairs' ``noisy`` flags
     are read only for metrics (mean weight of noisy vs clean pairs), and by
@@ -167,6 +175,18 @@ class MAMA(Method):
         ),
     )
     self.weight_tx = bilevel.make_weight_optimizer(config.meta.optimizer)
+    if (
+        self.meta_enabled
+        and self.options.virtual_step == "optimizer"
+        and config.optimizer.name in ("adam", "adamw")
+        and not float(config.optimizer.get("eps_root", 0.0) or 0.0) > 0
+    ):
+      raise ValueError(
+          "config.meta.virtual_step='optimizer' differentiates through "
+          f"{config.optimizer.name}: set config.optimizer.eps_root > 0 (e.g. "
+          "1e-16), or the derivative of sqrt(v) at v = 0 gives NaN for "
+          "parameters whose gradient has been zero so far"
+      )
     if self.meta_enabled and config.loss.get("clean_oracle", False):
       raise ValueError(
           "config.loss.clean_oracle (train on the clean pairs only, read from "
