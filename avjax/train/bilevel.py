@@ -42,7 +42,9 @@ Where Meta-Weight-Net / MAMA are silent, choices are options
     needs ``eps_root`` > 0 in the model's Adam (``config.optimizer.eps_root``):
     a parameter whose gradient has been exactly zero so far (e.g. the
     embedding of a token not yet seen) otherwise gives ∞·0 = NaN through
-    √v at v = 0. The library default stays "sgd" (no requirement on the
+    √v at v = 0. Adam's very first update is ≈ −lr·sign(g), whose
+    derivative is ~0, so through Adam the meta signal starts from the
+    second step. The library default stays "sgd" (no requirement on the
     model's optimiser).
   * ``virtual_lr``: α of the "sgd" virtual step; None takes the model's own
     learning rate at the current step (the schedule passed in). It must be
