@@ -91,7 +91,9 @@ class Setting:
   weight_decay: float = 1e-4
 
 
-def make_data(seed: int, noise: float, meta_per_class: int, test_fraction):
+def make_data(
+    seed: int, noise: float, meta_per_class: int, test_fraction: float
+) -> dict[str, np.ndarray]:
   """Digits split into noisy train / clean meta / clean test.
 
   Per class: ``meta_per_class`` samples to meta, ``test_fraction`` of the
@@ -99,9 +101,13 @@ def make_data(seed: int, noise: float, meta_per_class: int, test_fraction):
   training labels are replaced by a uniformly drawn *other* class.
 
   Returns:
-    dict of float32 features [N, 64] in [0, 1] and int32 labels [N] for
-    "train" (with "train_true" labels and the bool "noisy" flags), "meta" and
-    "test".
+    float32 features "{train,meta,test}_x" [N, 64] in [0, 1], int32 labels
+    "{train,meta,test}_y" [N] (train: the noisy ones), the train set's
+    "train_true" labels and bool "noisy" flags.
+
+  Raises:
+    ValueError: ``noise`` outside [0, 1), or a class too small for
+      ``meta_per_class``.
   """
   from sklearn import datasets  # pylint: disable=import-outside-toplevel
 
