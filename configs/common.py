@@ -47,6 +47,8 @@ def base_config(method: str, seed: int = 0) -> ConfigDict:
   config.optimizer.grad_clip_norm = 0.0  # 0: no clipping
   config.optimizer.b1 = 0.9
   config.optimizer.b2 = 0.999
+  # > 0 (e.g. 1e-16) lets a bilevel step differentiate through Adam.
+  config.optimizer.eps_root = 0.0
   config.optimizer.weight_decay = 1e-4  # adamw only
   config.optimizer.momentum = 0.9  # sgd only
 

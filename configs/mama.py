@@ -19,17 +19,26 @@ one sweep per data setting, D in noise=0, noise=20, noise=40, longtail):
       --variants \
       'noise=20,infonce;noise=20,margin_only;noise=20,meta_only;noise=20' \
       --workdir runs/tables/mama_noise20 \
-      --metrics r1_t2v,r1_v2t,mc_accuracy,weight_clean,weight_noisy
+      --metrics r1_t2v,r1_v2t,mc_accuracy,weight_clean,weight_noisy,weight_auc
   python launch/sweep.py --config configs/mama.py --seeds 0,1,2 \
       --variants \
       'noise=40,infonce;noise=40,margin_only;noise=40,meta_only;noise=40' \
       --workdir runs/tables/mama_noise40 \
-      --metrics r1_t2v,r1_v2t,mc_accuracy,weight_clean,weight_noisy
+      --metrics r1_t2v,r1_v2t,mc_accuracy,weight_clean,weight_noisy,weight_auc
   python launch/sweep.py --config configs/mama.py --seeds 0,1,2 \
       --variants \
       'longtail,infonce;longtail,margin_only;longtail,meta_only;longtail' \
       --workdir runs/tables/mama_longtail \
       --metrics r1_t2v,r1_v2t,mc_accuracy,weight_clean
+What a perfect weighting could reach (a reference reading the noise flags):
+  python launch/sweep.py --config configs/mama.py --seeds 0,1,2 \
+      --variants 'noise=20,clean_oracle;noise=40,clean_oracle' \
+      --workdir runs/tables/mama_oracle --metrics r1_t2v,r1_v2t,mc_accuracy
+One point of the search that chose ``config.meta`` (validation every 100
+steps; the other points change the --set values, docs/results/mama.md):
+  python launch/sweep.py --config configs/mama.py --seeds 0 \
+      --variants 'noise=40' --set eval_every=100 --set meta.normalize=False \
+      --workdir runs/search/unnormalized --metrics r1_t2v,weight_auc
 Step-time overhead of the bilevel step (side by side with the plain step):
   python launch/bench_bilevel.py --config configs/mama.py
 
@@ -44,6 +53,8 @@ Arguments:
   infonce       Plain InfoNCE: margin 0, no meta-weights.
   margin_only   Angular margin, no meta-weights.
   meta_only     Meta-weights, margin 0.
+  clean_oracle  Reference, not a method: InfoNCE on the clean pairs of each
+                batch only (reads the noise flags; margin 0, no weights).
   paraphrases   Paraphrases as extra training pairs.
   msrvtt        MSR-VTT (manual download; 9k train, 1k-A test; meta set
                 carved from train), larger encoders.
@@ -53,8 +64,12 @@ Arguments:
 metrics.json: r{1,5,10}_{t2v,v2t}, r{k}_mean, medr_{t2v,v2t}, map_*,
 mc_accuracy (5-way), logit_scale, and on the first train pairs
 loss_clean, weight_clean and, where some pairs are noisy, loss_noisy,
-weight_noisy, weight_gap (weights are all 1 without the weight net);
-plots/weight_vs_loss.png with the weight net.
+weight_noisy, weight_gap, weight_auc (P(w_clean > w_noisy)) and loss_auc
+(P(loss_noisy > loss_clean)) (weights are all 1 without the weight net);
+plots/weight_vs_loss.png with the weight net. Every validation evaluation
+(eval_every > 0) logs the same weight keys as val/*; the train log has the
+in-batch weight_clean / weight_noisy / weight_auc / loss_auc and
+meta_grad_norm (mean over the steps since the last log line).
 """
 
 import ml_collections
@@ -68,6 +83,7 @@ _VARIANTS = {
     "infonce",
     "margin_only",
     "meta_only",
+    "clean_oracle",
     "paraphrases",
     "msrvtt",
 }
@@ -84,10 +100,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         f"{_NAME}: noise={noise!r} is not one of {_NOISE} "
         "(percent of noisy train pairs)"
     )
-  if len(variants & {"infonce", "margin_only", "meta_only"}) > 1:
+  if (
+      len(variants & {"infonce", "margin_only", "meta_only", "clean_oracle"})
+      > 1
+  ):
     raise ValueError(
         f"{_NAME}: choose one of infonce, margin_only, "
-        "meta_only (the default is both parts)"
+        "meta_only, clean_oracle (the default is both parts)"
     )
   if "msrvtt" in variants and (noise or "longtail" in variants):
     raise ValueError(
@@ -155,26 +174,35 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.loss.learn_scale = True
   config.loss.logit_scale_init = 1.0 / 0.07
   config.loss.max_logit_scale = 100.0
+  config.loss.clean_oracle = False
 
-  # Meta-Weight-Net defaults (papers.md §5); see avjax/train/bilevel.py.
+  # Meta-weighting (avjax/train/bilevel.py): Meta-Weight-Net's net and weight
+  # optimiser except where the search in docs/results/mama.md chose otherwise.
   config.meta = ml_collections.ConfigDict()
   config.meta.enabled = True
   config.meta.split = "meta"
   # Meta batch size; None: data.batch_size (Meta-Weight-Net: both 100).
   config.meta.batch_size = ml_collections.config_dict.placeholder(int)
-  config.meta.virtual_step = "sgd"  # or "optimizer" (through config.optimizer)
+  # Through the model's own optax transformation (Adam), not an SGD step at
+  # Adam's lr: chosen by the search in docs/results/mama.md.
+  config.meta.virtual_step = "optimizer"  # or "sgd"
   config.meta.virtual_lr = ml_collections.config_dict.placeholder(float)
   config.meta.meta_every = 1
-  config.meta.normalize = False
+  config.meta.meta_start = 0
+  config.meta.normalize = True  # Σ wᵢℓᵢ / Σ wᵢ (search: docs/results/mama.md)
   config.meta.net = ml_collections.ConfigDict(
       {
           "hidden_dims": (100,),
           "activation": "relu",
           "output_activation": "sigmoid",
+          # Loss divisor at the net's input; None: ln(data.batch_size).
+          "input_scale": ml_collections.config_dict.placeholder(float),
       }
   )
+  # Meta-Weight-Net's Adam 1e-3, without its weight decay (1e-4): the
+  # search's best on validation (docs/results/mama.md).
   config.meta.optimizer = ml_collections.ConfigDict(
-      {"name": "adam", "learning_rate": 1e-3, "weight_decay": 1e-4}
+      {"name": "adam", "learning_rate": 1e-3, "weight_decay": 0.0}
   )
 
   steps = 600
@@ -185,6 +213,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.optimizer.warmup_steps = 100
   config.optimizer.end_lr_fraction = 0.05
   config.optimizer.grad_clip_norm = 1.0
+  config.optimizer.eps_root = 0.0
 
   config.log_every = 50
   config.checkpoint_every = 500
@@ -224,10 +253,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.log_every = 25
     config.checkpoint_every = 75
     config.weight_eval_pairs = 512
-  if "infonce" in variants or "meta_only" in variants:
+  if variants & {"infonce", "meta_only", "clean_oracle"}:
     config.loss.margin = 0.0
-  if "infonce" in variants or "margin_only" in variants:
+  if variants & {"infonce", "margin_only", "clean_oracle"}:
     config.meta.enabled = False
+  if config.meta.enabled:
+    # Differentiating through Adam needs a floor under sqrt(v) (see
+    # avjax/train/optim.py); 1e-16 inside the root is Adam's own eps (1e-8)
+    # outside it. The arms without meta-weights keep eps_root = 0.
+    config.optimizer.eps_root = 1e-16
+  config.loss.clean_oracle = "clean_oracle" in variants
 
   steps = positive_int_setting(settings, "steps", steps, _NAME)
   config.stages = (

@@ -16,7 +16,8 @@ from avjax.models import meta_weight
 from avjax.train import bilevel
 from avjax.train.state import TrainState
 
-_NET = meta_weight.MetaWeightNet(hidden_dims=(4,))
+_SCALE = 2.0  # The weight net sees loss / _SCALE.
+_NET = meta_weight.MetaWeightNet(hidden_dims=(4,), input_scale=_SCALE)
 
 
 def _regression(seed=0, b=6, b_meta=5, d=3):
@@ -51,24 +52,48 @@ def _phi(seed=4, dtype=jnp.float64):
 def _np_weights(phi, losses):
   p = jax.tree.map(np.asarray, phi)["params"]
   h = np.maximum(
-      losses[:, None] @ p["hidden_0"]["kernel"] + p["hidden_0"]["bias"], 0.0
+      (losses[:, None] / _SCALE) @ p["hidden_0"]["kernel"]
+      + p["hidden_0"]["bias"],
+      0.0,
   )
   z = (h @ p["out"]["kernel"] + p["out"]["bias"])[:, 0]
   return 1.0 / (1.0 + np.exp(-z))
+
+
+def _np_weighted_grad(phi, data, theta, normalize):
+  """∇θ of Σ wᵢ rᵢ² / (B or Σ wᵢ), weights at the detached losses."""
+  r = data["x"] @ theta - data["y"]
+  w = _np_weights(phi, r * r)
+  denom = w.sum() if normalize else len(r)
+  return 2.0 * (w * r) @ data["x"] / denom
+
+
+def _np_meta_mse(meta, theta_v):
+  rm = meta["x"] @ theta_v - meta["y"]
+  return np.mean(rm * rm)
 
 
 def _np_meta_loss(
     phi, data, meta, theta, lr, normalize, trace=None, momentum=0.0
 ):
   """Closed form: weighted-loss gradient, one (momentum) SGD step, meta MSE."""
-  r = data["x"] @ theta - data["y"]
-  w = _np_weights(phi, r * r)
-  denom = w.sum() if normalize else len(r)
-  grad = 2.0 * (w * r) @ data["x"] / denom
+  grad = _np_weighted_grad(phi, data, theta, normalize)
   direction = grad if trace is None else grad + momentum * trace
-  theta_v = theta - lr * direction
-  rm = meta["x"] @ theta_v - meta["y"]
-  return np.mean(rm * rm)
+  return _np_meta_mse(meta, theta - lr * direction)
+
+
+def _np_adam_meta_loss(phi, data, meta, theta, lr, normalize, mu, nu, count):
+  """One Adam step (Kingma & Ba, bias-corrected; ε inside and outside the
+  root as optax's eps_root / eps) from moments (mu, nu) after ``count``
+  steps, on the weighted-loss gradient; then the meta MSE."""
+  b1, b2, eps, eps_root = 0.9, 0.999, 1e-8, 1e-16
+  g = _np_weighted_grad(phi, data, theta, normalize)
+  mu = b1 * mu + (1 - b1) * g
+  nu = b2 * nu + (1 - b2) * g * g
+  t = count + 1
+  mu_hat, nu_hat = mu / (1 - b1**t), nu / (1 - b2**t)
+  step = lr * mu_hat / (np.sqrt(nu_hat + eps_root) + eps)
+  return _np_meta_mse(meta, theta - step)
 
 
 def _central_differences(fn, phi, eps=1e-6):
@@ -154,7 +179,8 @@ def test_sgd_meta_gradient_matches_finite_differences(normalize, lr_source):
     )
 
 
-def test_optimizer_virtual_step_goes_through_the_momentum_state():
+@pytest.mark.parametrize("normalize", [False, True])
+def test_optimizer_virtual_step_goes_through_the_momentum_state(normalize):
   with jax.enable_x64(True):
     data, meta, theta = _regression(seed=1)
     phi = _phi(seed=5)
@@ -165,13 +191,48 @@ def test_optimizer_virtual_step_goes_through_the_momentum_state():
     state = state.apply_gradients({"theta": jnp.asarray(trace)})
     theta1 = np.asarray(state.params["theta"])
     got, _ = _meta_grad_from_step(
-        state, data, meta, bilevel.BilevelOptions("optimizer")
+        state,
+        data,
+        meta,
+        bilevel.BilevelOptions("optimizer", normalize=normalize),
     )
     want = _central_differences(
-        lambda p: _np_meta_loss(p, data, meta, theta1, lr, False, trace, mom),
+        lambda p: _np_meta_loss(
+            p, data, meta, theta1, lr, normalize, trace, mom
+        ),
         phi,
     )
     _assert_trees_close(got, want, rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("normalize", [False, True])
+def test_adam_virtual_step_matches_an_independent_adam(normalize):
+  """Normalised weights + the optax Adam virtual step vs a numpy Adam step
+  written out by hand, differentiated by central differences (float64)."""
+  with jax.enable_x64(True):
+    data, meta, theta = _regression(seed=2)
+    phi = _phi(seed=6)
+    lr = 0.1
+    tx = optax.adam(lr, eps_root=1e-16)
+    state = _state(theta, tx, phi, optax.sgd(1.0))
+    g0 = np.array([0.3, -0.2, 0.1])  # An earlier step's gradient.
+    state = state.apply_gradients({"theta": jnp.asarray(g0)})
+    theta1 = np.asarray(state.params["theta"])
+    mu, nu = 0.1 * g0, 0.001 * g0 * g0  # Adam's moments after that step.
+    got, metrics = _meta_grad_from_step(
+        state,
+        data,
+        meta,
+        bilevel.BilevelOptions("optimizer", normalize=normalize),
+    )
+    fn = lambda p: _np_adam_meta_loss(
+        p, data, meta, theta1, lr, normalize, mu, nu, 1
+    )
+    _assert_trees_close(
+        got, _central_differences(fn, phi), rtol=1e-5, atol=1e-9
+    )
+    assert float(metrics["meta_loss"]) == pytest.approx(fn(phi), rel=1e-6)
+    assert max(np.abs(x).max() for x in jax.tree.leaves(got)) > 1e-6
 
 
 def test_adam_virtual_step_gradient_matches_finite_differences():
@@ -295,7 +356,16 @@ def test_learned_weights_enter_the_real_step():
   np.testing.assert_allclose(new.params["theta"], want, rtol=1e-5)
 
 
-def test_meta_every_updates_the_weight_net_only_on_those_steps():
+@pytest.mark.parametrize(
+    "meta_start,want",
+    [
+        (0, [True, False, True, False, True, False]),
+        (3, [False, False, False, False, True, False]),
+    ],
+)
+def test_meta_every_and_start_update_the_weight_net_on_those_steps(
+    meta_start, want
+):
   data, meta, theta = _regression(seed=6)
   cast = lambda t: jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), t)
   data, meta = cast(data), cast(meta)
@@ -314,11 +384,13 @@ def test_meta_every_updates_the_weight_net_only_on_those_steps():
           loss_fn=_loss_fn,
           weight_fn=_weight_fn,
           weight_tx=optax.adam(0.01),
-          options=bilevel.BilevelOptions("sgd", 0.3, meta_every=2),
+          options=bilevel.BilevelOptions(
+              "sgd", 0.3, meta_every=2, meta_start=meta_start
+          ),
       )
   )
   changed, flags = [], []
-  for _ in range(4):
+  for _ in range(6):
     before = state.aux[bilevel.META_KEY]["params"]
     state, metrics, _ = step(state)
     after = state.aux[bilevel.META_KEY]["params"]
@@ -329,8 +401,8 @@ def test_meta_every_updates_the_weight_net_only_on_those_steps():
         )
     )
     flags.append(float(metrics["meta_step"]))
-  assert changed == [True, False, True, False]
-  assert flags == [1.0, 0.0, 1.0, 0.0]
+  assert changed == want
+  assert flags == [float(c) for c in want]
 
 
 def test_bad_options_and_state_are_named():
@@ -340,6 +412,8 @@ def test_bad_options_and_state_are_named():
     bilevel.BilevelOptions("optimizer", 0.1)
   with pytest.raises(ValueError, match="config.meta.meta_every"):
     bilevel.BilevelOptions("sgd", 0.1, meta_every=0)
+  with pytest.raises(ValueError, match="config.meta.meta_start"):
+    bilevel.BilevelOptions("sgd", 0.1, meta_start=-1)
   with pytest.raises(ValueError, match="config.meta.virtual_lr"):
     bilevel.BilevelOptions("sgd", -1.0)
   with pytest.raises(ValueError, match="config.meta.optimizer.name"):

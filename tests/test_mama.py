@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from avjax.config_utils import load_config_file
+from avjax.eval import auc as auc_lib
 from avjax.eval import video_text as vt_eval
 from avjax.methods import mama
 from avjax.models import video_text as vt_models
@@ -102,9 +103,13 @@ def test_bilevel_train_step_and_weight_net_copy(data_dir):
   assert batch["meta"]["frames"].shape == (8, 8, 32, 32)
   assert batch["train"]["tokens"].shape == (8, 32)
   state, stage = _state(method, config, batch)
+  step = jax.jit(lambda s, b: method.train_step(s, b, stage))
+  # Step 0 runs at learning rate 0 (warm-up), so its virtual step and the
+  # meta-gradient are zero; the checked step is the second.
+  state, _ = step(state, batch)
+  batch = next(iterator)
   params0 = state.params
   phi0 = state.aux[bilevel.META_KEY]["params"]
-  step = jax.jit(lambda s, b: method.train_step(s, b, stage))
   state, metrics = step(state, batch)
   for key in (
       "loss",
@@ -136,6 +141,30 @@ def test_bilevel_train_step_and_weight_net_copy(data_dir):
   assert float(metrics["weight_clean"]) == pytest.approx(
       float(np.mean(np.asarray(w)[~noisy])), rel=1e-5
   )
+  assert float(metrics["weight_auc"]) == pytest.approx(
+      auc_lib.auc(np.asarray(w), ~noisy), abs=1e-6
+  )
+  # The net sees loss / ln B (B = 8 here).
+  assert method.weight_net.input_scale == pytest.approx(math.log(8))
+
+
+def test_clean_oracle_drops_the_noisy_pairs(data_dir):
+  config = small_config(data_dir, "quick,noise=40,clean_oracle")
+  method = mama.MAMA(config)
+  assert not method.meta_enabled and config.loss.margin == 0.0
+  batch = next(method.train_iterator(8, 0, 0, 1))
+  state, stage = _state(method, config, batch)
+  loss, _ = method.loss_fn(state.params, batch, None, stage, 0)
+  per_sample, _ = method.per_sample_loss(state.params, batch["train"], None)
+  clean = ~batch["train"]["noisy"].astype(bool)
+  assert clean.any() and (~clean).any()
+  assert float(loss) == pytest.approx(
+      float(np.asarray(per_sample)[clean].mean()), rel=1e-5
+  )
+  config.meta.enabled = True
+  config.optimizer.eps_root = 1e-16
+  with pytest.raises(ValueError, match="config.loss.clean_oracle"):
+    mama.MAMA(config)
 
 
 def test_logit_scale_is_capped(data_dir):
@@ -219,6 +248,8 @@ def test_bad_input_is_named(data_dir, monkeypatch):
     )
   with pytest.raises(ValueError, match="caption 1 of the batch is empty"):
     method.transform(dict(good, caption=np.array([b"a 3", b""])))
+  with pytest.raises(ValueError, match="config.optimizer.eps_root > 0"):
+    mama.MAMA(small_config(data_dir, **{"optimizer.eps_root": 0.0}))
   with pytest.raises(ValueError, match="config.meta.split='meta_set'"):
     mama.MAMA(
         small_config(data_dir, **{"meta.split": "meta_set"})
@@ -280,6 +311,13 @@ def test_evaluate_metrics_and_plot(data_dir, tmp_path):
     assert np.isfinite(result[key]), key
   assert 0.0 <= result["mc_accuracy"] <= 1.0
   assert os.path.getsize(tmp_path / "weight_vs_loss.png") > 1000
+  # Validation evaluations report the weights too (without a plot).
+  val = method.evaluate(state.params, "validation")
+  for key in ("weight_clean", "weight_noisy", "weight_auc", "loss_auc"):
+    assert np.isfinite(val[key]), key
+  # The neutral initial net: every weight 0.5, so no separation.
+  assert val["weight_clean"] == val["weight_noisy"] == 0.5
+  assert val["weight_auc"] == 0.5
 
 
 def _brute_force(video, text):
@@ -338,17 +376,21 @@ def test_multiple_choice():
 
 def test_weight_summary():
   s = vt_eval.weight_summary(
-      np.array([0.9, 0.8, 0.1, 0.3]),
+      np.array([0.9, 0.2, 0.1, 0.3]),
       np.array([0, 0, 1, 1]),
-      np.array([1.0, 2.0, 4.0, 6.0]),
+      np.array([1.0, 5.0, 4.0, 6.0]),
   )
+  # Clean > noisy weight in 3 of the 4 (clean, noisy) pairs (0.2 < 0.3);
+  # noisy > clean loss in 3 of 4 (4 < 5).
   assert s == pytest.approx(
       {
-          "weight_clean": 0.85,
+          "weight_clean": 0.55,
           "weight_noisy": 0.2,
-          "loss_clean": 1.5,
+          "loss_clean": 3.0,
           "loss_noisy": 5.0,
-          "weight_gap": 0.65,
+          "weight_gap": 0.35,
+          "weight_auc": 0.75,
+          "loss_auc": 0.75,
       }
   )
   assert set(vt_eval.weight_summary(np.ones(2), np.zeros(2), np.ones(2))) == {

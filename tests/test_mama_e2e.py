@@ -1,5 +1,6 @@
-"""MAMA end to end through the shared loop: outputs, and a run resumed
-mid-way (both data streams restored) equals the uninterrupted run."""
+"""MAMA end to end through the shared loop: outputs, a run resumed mid-way
+(both data streams restored) equals the uninterrupted run, and the quick
+config down-weights the noisy pairs."""
 
 import json
 import os
@@ -7,9 +8,12 @@ import shutil
 
 import pytest
 
+from avjax.config_utils import load_config_file
 from avjax.train import loop
 
 from test_mama import small_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.mark.slow
@@ -43,3 +47,16 @@ def test_train_resume_equals_uninterrupted(av_digits_dir, tmp_path):
   os.remove(workdir / "metrics.json")
   resumed = loop.train_and_evaluate(config, str(workdir))
   assert resumed == full
+
+
+@pytest.mark.slow
+def test_quick_noise40_down_weights_the_noisy_pairs(av_digits_dir, tmp_path):
+  """The documented quick run (full-size encoders, 150 steps): the learned
+  weights of noisy pairs sit below those of clean pairs (issue 31)."""
+  config = load_config_file(
+      os.path.join(ROOT, "configs", "mama.py"), "quick,noise=40"
+  )
+  config.data.data_dir = av_digits_dir.prepare("video_text_noise40")
+  metrics = loop.train_and_evaluate(config, str(tmp_path / "run"))
+  assert metrics["weight_noisy"] < metrics["weight_clean"]
+  assert metrics["weight_auc"] > 0.7

@@ -1,4 +1,5 @@
-"""MetaWeightNet: numpy reference forward, (0, 1) range, stopped gradient."""
+"""MetaWeightNet: numpy reference forward, (0, 1) range, stopped gradient,
+neutral initial map, input scaling."""
 
 import jax
 import jax.numpy as jnp
@@ -8,9 +9,9 @@ import pytest
 from avjax.models import meta_weight
 
 
-def _numpy_forward(params, losses, hidden="relu", output="sigmoid"):
+def _numpy_forward(params, losses, hidden="relu", output="sigmoid", scale=1.0):
   p = params["params"]
-  x = np.asarray(losses, np.float64)[:, None]
+  x = np.asarray(losses, np.float64)[:, None] / scale
   k = 0
   while f"hidden_{k}" in p:
     layer = p[f"hidden_{k}"]
@@ -87,3 +88,49 @@ def test_bad_settings_and_shapes_are_named():
     )
   with pytest.raises(ValueError, match=r"per-sample losses \[B\]"):
     meta_weight.MetaWeightNet().init(jax.random.PRNGKey(0), jnp.ones((4, 1)))
+
+
+@pytest.mark.parametrize("output", ["sigmoid", "tanh01"])
+def test_initial_map_is_neutral_for_every_seed(output):
+  net = meta_weight.MetaWeightNet(output_activation=output, input_scale=4.0)
+  losses = jnp.linspace(0.0, 20.0, 41)
+  for seed in range(5):
+    params = net.init(jax.random.PRNGKey(seed), losses)
+    w = np.asarray(net.apply(params, losses))
+    np.testing.assert_allclose(w, 0.5, atol=0.01)
+    # The hidden layer is the reference's U(±1/sqrt(fan_in)), fan_in = 1.
+    kernel = np.asarray(params["params"]["hidden_0"]["kernel"])
+    assert np.abs(kernel).max() <= 1.0 and kernel.std() > 0.4
+
+
+def test_second_hidden_layer_uses_its_fan_in():
+  net = meta_weight.MetaWeightNet(hidden_dims=(16, 8))
+  params = net.init(jax.random.PRNGKey(0), jnp.ones((3,)))["params"]
+  bound = 1.0 / np.sqrt(16.0)
+  for name in ("kernel", "bias"):
+    x = np.asarray(params["hidden_1"][name])
+    assert np.abs(x).max() <= bound and np.abs(x).max() > 0.5 * bound
+
+
+def test_zero_output_layer_still_learns():
+  net = meta_weight.MetaWeightNet()
+  losses = jnp.asarray([0.2, 1.0, 3.0])
+  params = net.init(jax.random.PRNGKey(0), losses)
+  g = jax.grad(lambda p: jnp.sum(net.apply(p, losses) * losses))(params)
+  assert np.abs(np.asarray(g["params"]["out"]["kernel"])).max() > 1e-3
+
+
+def test_input_is_divided_by_the_scale():
+  net = meta_weight.MetaWeightNet(input_scale=2.5)
+  losses = jnp.linspace(0.0, 6.0, 13)
+  params = _randomized(net.init(jax.random.PRNGKey(0), losses))
+  np.testing.assert_allclose(
+      net.apply(params, losses),
+      _numpy_forward(params, losses, scale=2.5),
+      rtol=1e-5,
+      atol=1e-6,
+  )
+  with pytest.raises(ValueError, match="config.meta.net.input_scale"):
+    meta_weight.MetaWeightNet(input_scale=0.0).init(
+        jax.random.PRNGKey(0), losses
+    )

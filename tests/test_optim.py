@@ -65,3 +65,25 @@ def test_optimizers_step(name):
 def test_unknown_names(field, value, match):
   with pytest.raises(ValueError, match=match):
     optim.make_optimizer(_cfg(**{field: value}), 10)
+
+
+@pytest.mark.parametrize("name", ["adam", "adamw"])
+def test_eps_root_makes_the_update_differentiable_at_zero_gradient(name):
+  """A bilevel virtual step differentiates the update w.r.t. the gradient;
+  at a zero gradient sqrt(v) has an infinite derivative unless eps_root."""
+  import jax
+  import jax.numpy as jnp
+
+  params = {"w": jnp.ones(3)}
+
+  def update_sum(g, eps_root):
+    tx = optim.make_optimizer(
+        _cfg(name=name, learning_rate=0.1, eps_root=eps_root), 10
+    )
+    updates, _ = tx.update({"w": g}, tx.init(params), params)
+    return jnp.sum(updates["w"])
+
+  zero = jnp.zeros(3)
+  assert np.all(np.isnan(jax.grad(update_sum)(zero, 0.0)))
+  grad = jax.grad(update_sum)(zero, 1e-16)
+  assert np.all(np.isfinite(grad)) and np.all(grad < 0)

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from avjax.eval import auc as auc_lib
 from avjax.eval import retrieval
 
 
@@ -130,7 +131,10 @@ def weight_summary(
   """Mean weight and loss of clean and (where any) noisy pairs.
 
   Keys: ``weight_clean``, ``loss_clean`` and, if there are noisy pairs,
-  ``weight_noisy``, ``loss_noisy``, ``weight_gap`` (clean − noisy).
+  ``weight_noisy``, ``loss_noisy``, ``weight_gap`` (clean − noisy),
+  ``weight_auc`` (AUC of the weights for clean vs noisy: P(w_clean >
+  w_noisy), ½ = no separation) and ``loss_auc`` (P(ℓ_noisy > ℓ_clean): what
+  a map decreasing in the loss could at best separate).
   """
   weights, losses = np.asarray(weights), np.asarray(losses)
   noisy = np.asarray(noisy).astype(bool)
@@ -141,6 +145,8 @@ def weight_summary(
       out[f"loss_{name}"] = float(losses[sel].mean())
   if "weight_noisy" in out and "weight_clean" in out:
     out["weight_gap"] = out["weight_clean"] - out["weight_noisy"]
+    out["weight_auc"] = auc_lib.auc(weights, ~noisy)
+    out["loss_auc"] = auc_lib.auc(losses, noisy)
   return out
 
 

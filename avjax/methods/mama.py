@@ -25,14 +25,25 @@ config fields in ``configs/mama.py``):
     ``loss.max_logit_scale`` = 100 (CLIP's cap; ln 100 is within the
     paper's ln 100–200): the loss clips it and ``train_step`` projects the
     parameter back after each update, so it can always move back.
-  * Meta-weighting: Meta-Weight-Net's defaults (MLP 1→100→1, ReLU,
-    sigmoid; Adam 1e-3 with weight decay 1e-4; plain weighted mean); the
-    virtual step is SGD at the model's current learning rate
-    (``meta.virtual_lr`` None) — see ``avjax.train.bilevel`` for why not
-    through Adam. The meta loss is the unweighted margin loss of the virtual
+  * Meta-weighting: Meta-Weight-Net's net (MLP 1→100→1, ReLU, sigmoid;
+    Adam 1e-3), made neutral at init (every weight 0.5) and fed the loss
+    divided by ln B (``avjax.models.meta_weight``). Three settings differ
+    from Meta-Weight-Net's, chosen by a search on the validation split
+    (docs/results/mama.md): no weight decay on the net (1e-4 was slightly
+    worse on validation); the virtual step goes through
+    the model's own optax transformation (``meta.virtual_step``
+    "optimizer", i.e. through Adam, which needs ``optimizer.eps_root`` > 0),
+    because an SGD step at Adam's learning rate is no proxy for the real
+    Adam step and left the net without a usable signal; and the weights are
+    normalised in the batch (``meta.normalize``: Σ wᵢℓᵢ / Σ wᵢ), so the
+    meta-gradient only shapes the map instead of mostly raising every
+    weight. The meta loss is the unweighted margin loss of the virtual
     model on a meta batch, with the meta batch's own negatives.
   * The meta set holds clean pairs only; the train pairs' ``noisy`` flags
-    are read only for metrics (mean weight of noisy vs clean pairs).
+    are read only for metrics (mean weight of noisy vs clean pairs), and by
+    the ``clean_oracle`` reference (``loss.clean_oracle``: InfoNCE on the
+    clean pairs of each batch, the noisy ones dropped — what a perfect
+    weighting could at best reach, not a method).
   * The loop evaluates with ``params`` only, so after every step
     ``params[WEIGHT_NET]`` is overwritten with a copy of the weight net's
     parameters (which live in ``state.aux``): no loss reads it, so the model
@@ -60,6 +71,7 @@ from avjax import losses
 from avjax.data.pipeline import iterators
 from avjax.data.pipeline import sources
 from avjax.data.pipeline import tokenizer as text_lib
+from avjax.eval import auc as auc_lib
 from avjax.eval import sharded
 from avjax.eval import video_text as vt_eval
 from avjax.methods.base import Method
@@ -153,12 +165,35 @@ class MAMA(Method):
     super().__init__(config)
     self.meta_enabled = bool(config.meta.enabled)
     self.options = bilevel.BilevelOptions.from_config(config.meta)
+    scale = config.meta.net.get("input_scale")
     self.weight_net = meta_weight.MetaWeightNet(
         hidden_dims=tuple(config.meta.net.hidden_dims),
         activation=config.meta.net.activation,
         output_activation=config.meta.net.output_activation,
+        # None: ln B, the loss of a chance-level model over B pairs.
+        input_scale=(
+            math.log(int(config.data.batch_size)) if scale is None else scale
+        ),
     )
     self.weight_tx = bilevel.make_weight_optimizer(config.meta.optimizer)
+    if (
+        self.meta_enabled
+        and self.options.virtual_step == "optimizer"
+        and config.optimizer.name in ("adam", "adamw")
+        and not float(config.optimizer.get("eps_root", 0.0) or 0.0) > 0
+    ):
+      raise ValueError(
+          "config.meta.virtual_step='optimizer' differentiates through "
+          f"{config.optimizer.name}: set config.optimizer.eps_root > 0 (e.g. "
+          "1e-16), or the derivative of sqrt(v) at v = 0 gives NaN for "
+          "parameters whose gradient has been zero so far"
+      )
+    if self.meta_enabled and config.loss.get("clean_oracle", False):
+      raise ValueError(
+          "config.loss.clean_oracle (train on the clean pairs only, read from "
+          "the noise flags) is a reference without meta-weights; set "
+          "config.meta.enabled = False"
+      )
     margin = float(config.loss.margin)
     if not 0.0 <= margin < math.pi:
       raise ValueError(
@@ -394,8 +429,15 @@ class MAMA(Method):
     return per_sample, {"logit_scale": scale}
 
   def loss_fn(self, params, batch, rng, stage: Stage, step):
+    """Mean per-pair loss; with ``loss.clean_oracle`` the mean over the
+    batch's clean pairs only (a reference that reads the noise flags)."""
     del stage, step
     per_sample, metrics = self.per_sample_loss(params, batch["train"], rng)
+    if self.config.loss.get("clean_oracle", False):
+      keep = 1.0 - batch["train"]["noisy"].astype(per_sample.dtype)
+      return jnp.sum(keep * per_sample) / jnp.maximum(jnp.sum(keep), 1.0), (
+          metrics
+      )
     return jnp.mean(per_sample), metrics
 
   def train_step(
@@ -421,6 +463,10 @@ class MAMA(Method):
       metrics["weight_clean"] = jnp.sum(w * (1 - noisy)) / jnp.maximum(
           jnp.sum(1 - noisy), 1.0
       )
+      # In-batch AUCs (0.5 in a batch without noisy pairs): of the weights
+      # for clean vs noisy, and of the losses for noisy vs clean.
+      metrics["weight_auc"] = auc_lib.pairwise_auc(w, noisy < 0.5)
+      metrics["loss_auc"] = auc_lib.pairwise_auc(per["losses"], noisy > 0.5)
     else:
       state, metrics = super().train_step(state, batch, stage, run)
     params = dict(state.params)
@@ -517,8 +563,11 @@ class MAMA(Method):
         emb["video"], emb["text"], choices, answers
     )
     result["logit_scale"] = float(self.logit_scale(params))
-    if split == "test":
-      result.update(self.weight_metrics(params, plot_dir))
+    # Every evaluation (validation too) says how the weights sit on the
+    # train pairs; the plot is drawn at the final (test) one.
+    result.update(
+        self.weight_metrics(params, plot_dir if split == "test" else None)
+    )
     return result
 
   def weight_metrics(self, params, plot_dir=None) -> dict[str, float]:

@@ -47,17 +47,24 @@ def make_optimizer(
   """Builds the optax optimiser named by ``cfg.name`` with its schedule.
 
   Gradient clipping by global norm is applied first when
-  ``cfg.grad_clip_norm`` is set (> 0).
+  ``cfg.grad_clip_norm`` is set (> 0). Adam / AdamW take ``cfg.eps_root``
+  (default 0) inside the square root of the second moment: a bilevel step
+  that differentiates through the optimiser (``config.meta.virtual_step``
+  "optimizer") needs it > 0, or a parameter whose gradient has been exactly
+  zero so far gives ∞ · 0 = NaN (the derivative of √v at v = 0).
   """
   schedule = learning_rate_schedule(cfg, total_steps)
   name = cfg.name
   if name == "adam":
-    opt = optax.adam(schedule, b1=cfg.b1, b2=cfg.b2)
+    opt = optax.adam(
+        schedule, b1=cfg.b1, b2=cfg.b2, eps_root=float(cfg.eps_root)
+    )
   elif name == "adamw":
     opt = optax.adamw(
         schedule,
         b1=cfg.b1,
         b2=cfg.b2,
+        eps_root=float(cfg.eps_root),
         weight_decay=cfg.weight_decay,
     )
   elif name == "sgd":
