@@ -150,16 +150,19 @@ def temperature(
     minimum: float | None = None,
     maximum: float | None = None,
     learn: bool = True,
+    parametrization: str = "log_temperature",
 ) -> ConfigDict:
   """A ``config.loss.temperature`` block (``avjax.models.temperature``):
-  learned in [minimum, maximum], or fixed at ``init`` with ``learn=False``
-  (the bounds then default to ``init`` and are not used)."""
+  learned in [minimum, maximum] as log τ (or ``"log_logit_scale"``,
+  log(1 / τ)), or fixed at ``init`` with ``learn=False`` (the bounds then
+  default to ``init`` and are not used)."""
   return ConfigDict(
       dict(
           init=float(init),
           min=float(init if minimum is None else minimum),
           max=float(init if maximum is None else maximum),
           learn=learn,
+          parametrization=parametrization,
       )
   )
 

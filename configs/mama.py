@@ -14,31 +14,31 @@ one sweep per data setting, D in noise=0, noise=20, noise=40, longtail):
       --variants \
       'noise=0,infonce;noise=0,margin_only;noise=0,meta_only;noise=0' \
       --workdir runs/tables/mama_noise0 \
-      --metrics r1_t2v,r1_v2t,mc_accuracy,weight_clean
+      --metrics r1_text2video,r1_video2text,mc_accuracy,weight_clean
   python launch/sweep.py --config configs/mama.py --seeds 0,1,2 \
       --variants \
       'noise=20,infonce;noise=20,margin_only;noise=20,meta_only;noise=20' \
       --workdir runs/tables/mama_noise20 \
-      --metrics r1_t2v,r1_v2t,mc_accuracy,weight_clean,weight_noisy,weight_auc
+      --metrics r1_text2video,r1_video2text,mc_accuracy,weight_clean,weight_noisy,weight_auc
   python launch/sweep.py --config configs/mama.py --seeds 0,1,2 \
       --variants \
       'noise=40,infonce;noise=40,margin_only;noise=40,meta_only;noise=40' \
       --workdir runs/tables/mama_noise40 \
-      --metrics r1_t2v,r1_v2t,mc_accuracy,weight_clean,weight_noisy,weight_auc
+      --metrics r1_text2video,r1_video2text,mc_accuracy,weight_clean,weight_noisy,weight_auc
   python launch/sweep.py --config configs/mama.py --seeds 0,1,2 \
       --variants \
       'longtail,infonce;longtail,margin_only;longtail,meta_only;longtail' \
       --workdir runs/tables/mama_longtail \
-      --metrics r1_t2v,r1_v2t,mc_accuracy,weight_clean
+      --metrics r1_text2video,r1_video2text,mc_accuracy,weight_clean
 What a perfect weighting could reach (a reference reading the noise flags):
   python launch/sweep.py --config configs/mama.py --seeds 0,1,2 \
       --variants 'noise=20,clean_oracle;noise=40,clean_oracle' \
-      --workdir runs/tables/mama_oracle --metrics r1_t2v,r1_v2t,mc_accuracy
+      --workdir runs/tables/mama_oracle --metrics r1_text2video,r1_video2text,mc_accuracy
 One point of the search that chose ``config.meta`` (validation every 100
 steps; the other points change the --set values, docs/results/mama.md):
   python launch/sweep.py --config configs/mama.py --seeds 0 \
       --variants 'noise=40' --set eval_every=100 --set meta.normalize=False \
-      --workdir runs/search/unnormalized --metrics r1_t2v,weight_auc
+      --workdir runs/search/unnormalized --metrics r1_text2video,weight_auc
 Step-time overhead of the bilevel step (side by side with the plain step):
   python launch/bench_bilevel.py --config configs/mama.py
 
@@ -61,7 +61,7 @@ Arguments:
   seed=N        Random seed (init, data order).
   steps=N       N training steps instead of the variant's default.
 
-metrics.json: r{1,5,10}_{t2v,v2t}, r{k}_mean, medr_{t2v,v2t}, map_*,
+metrics.json: r{1,5,10}_{text2video,video2text}, r{k}_mean, medr_{text2video,video2text}, map_*,
 mc_accuracy (5-way), logit_scale, and on the first train pairs
 loss_clean, weight_clean and, where some pairs are noisy, loss_noisy,
 weight_noisy, weight_gap, weight_auc (P(w_clean > w_noisy)) and loss_auc
@@ -74,8 +74,9 @@ meta_grad_norm (mean over the steps since the last log line).
 
 import ml_collections
 
-from avjax.config_utils import parse_config_arg
-from avjax.config_utils import positive_int_setting
+from avjax import config_utils
+
+common = config_utils.import_sibling(__file__, "common")
 
 _VARIANTS = {
     "quick",
@@ -93,7 +94,9 @@ _NAME = "configs/mama.py"
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  variants, settings = parse_config_arg(arg, _VARIANTS, _KEYS, _NAME)
+  variants, settings = config_utils.parse_config_arg(
+      arg, _VARIANTS, _KEYS, _NAME
+  )
   noise = settings.get("noise", 0)
   if noise not in _NOISE:
     raise ValueError(
@@ -118,23 +121,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         f"{_NAME}: noise=F and longtail are separate "
         "AV-digits configs; choose one"
     )
-  config = ml_collections.ConfigDict()
-  config.method = "mama"
-  config.seed = int(settings.get("seed", 0))
-  # "bfloat16": encoders and heads compute in bfloat16 with float32
-  # parameters; losses, normalisation statistics and softmaxes stay float32.
-  config.compute_dtype = "float32"
+  config = common.base_config("mama", settings.get("seed", 0))
 
-  config.data = ml_collections.ConfigDict()
   config.data.name = "av_digits/video_text"
   if noise:
     config.data.name = f"av_digits/video_text_noise{noise}"
   if "longtail" in variants:
     config.data.name = "av_digits/video_text_longtail"
-  config.data.data_dir = ml_collections.config_dict.placeholder(str)
-  config.data.manual_dir = ml_collections.config_dict.placeholder(str)
-  # Real datasets: skip (and count) unreadable videos instead of stopping.
-  config.data.skip_bad_files = False
   config.data.batch_size = 64
   config.data.max_tokens = 32  # Canonical AV-digits captions: <= 32.
   # Tokenise and stack the training and meta splits once, in memory (AV-digits
@@ -171,9 +164,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   config.loss = ml_collections.ConfigDict()
   config.loss.margin = 0.1  # radians; 0 gives InfoNCE.
-  config.loss.learn_scale = True
-  config.loss.logit_scale_init = 1.0 / 0.07
-  config.loss.max_logit_scale = 100.0
+  # Learned logit scale 1/τ from 1/0.07, capped at 100 (τ >= 0.01; the
+  # upper bound of τ, 1, is never reached).
+  config.loss.temperature = common.temperature(
+      0.07, 0.01, 1.0, parametrization="log_logit_scale"
+  )
   config.loss.clean_oracle = False
 
   # Meta-weighting (avjax/train/bilevel.py): Meta-Weight-Net's net and weight
@@ -206,21 +201,19 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   )
 
   steps = 600
-  config.optimizer = ml_collections.ConfigDict()
-  config.optimizer.name = "adam"
-  config.optimizer.learning_rate = 1e-3
-  config.optimizer.schedule = "warmup_cosine"
   config.optimizer.warmup_steps = 100
-  config.optimizer.end_lr_fraction = 0.05
   config.optimizer.grad_clip_norm = 1.0
-  config.optimizer.eps_root = 0.0
 
-  config.log_every = 50
   config.checkpoint_every = 500
-  config.eval_every = 0
   config.eval_batch_size = 250
   config.weight_eval_pairs = 2048  # Train pairs in the weight-vs-loss plot.
   config.max_checkpoints_to_keep = 2
+  # Text ↔ video retrieval (caption i describes video i) and 5-way multiple
+  # choice with fixed distractors.
+  config.evals.retrieval = common.retrieval_eval(
+      "text", "video", relevance="video_id", median_rank=True
+  )
+  config.evals.multiple_choice = common.multiple_choice_eval()
 
   if "msrvtt" in variants:
     config.data.name = "msrvtt/frames8_res64"
@@ -264,8 +257,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.optimizer.eps_root = 1e-16
   config.loss.clean_oracle = "clean_oracle" in variants
 
-  steps = positive_int_setting(settings, "steps", steps, _NAME)
-  config.stages = (
-      ml_collections.ConfigDict({"name": "train", "steps": steps}),
-  )
+  steps = config_utils.positive_int_setting(settings, "steps", steps, _NAME)
+  config.stages = (common.stage("train", steps),)
   return config

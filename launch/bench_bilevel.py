@@ -108,7 +108,9 @@ def main(argv):
       "steps_per_round": _STEPS.value,
       "rounds": _ROUNDS.value,
       "encoder_params": _count(params["encoders"]),
-      "weight_net_params": _count(params[mama.WEIGHT_NET]),
+      "weight_net_params": _count(
+          timed["bilevel"]["state"].aux[bilevel.META_KEY]["params"]
+      ),
   }
   for name, v in timed.items():
     result[f"{name}_step_ms"] = v["step_ms"]

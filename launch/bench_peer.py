@@ -64,6 +64,10 @@ except ImportError:  # The [bench] extra is not installed.
   F = None
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
+# Where the twins keep the weight net in a flat parameter dict (avjax
+# keeps it in the train state's aux).
+WEIGHT_NET = "weight_net"
+
 _DEFAULT_CONFIGS = ("configs/tstl_ca.py", "configs/mama.py")
 _Module = torch.nn.Module if torch is not None else object
 
@@ -468,7 +472,8 @@ class VideoTextTwin(_Module):
     self.text_out = nn.Linear(*params[f"{p}/text/projection/kernel"].shape)
     self.log_scale = nn.Parameter(torch.zeros(()))
     self.margin = float(config.loss.margin)
-    self.max_log_scale = math.log(float(config.loss.max_logit_scale))
+    # log s is capped at log(1 / min τ) (config.loss.temperature).
+    self.max_log_scale = -math.log(float(config.loss.temperature.min))
 
   def video(self, frames, mask):
     if frames.ndim == 4:
@@ -526,11 +531,15 @@ def angular_margin_info_nce(a, b, margin: float, temperature):
 
 
 class WeightNetTwin(_Module):
-  """``meta_weight.MetaWeightNet`` (hidden ReLU layers, sigmoid output)."""
+  """``meta_weight.MetaWeightNet`` (loss / input_scale, hidden ReLU layers,
+  sigmoid output)."""
 
-  def __init__(self, params: dict[str, np.ndarray], prefix: str):
+  def __init__(
+      self, params: dict[str, np.ndarray], prefix: str, input_scale: float
+  ):
     super().__init__()
     self.prefix = prefix
+    self.input_scale = float(input_scale)
     layers, i = [], 0
     while f"{prefix}/hidden_{i}/kernel" in params:
       layers.append(
@@ -541,7 +550,7 @@ class WeightNetTwin(_Module):
     self.out = torch.nn.Linear(*params[f"{prefix}/out/kernel"].shape)
 
   def forward(self, losses):
-    x = losses[:, None]
+    x = losses[:, None] / self.input_scale
     for layer in self.hidden:
       x = F.relu(layer(x))
     return torch.sigmoid(self.out(x)[:, 0])
@@ -686,7 +695,9 @@ def mama_twins(method, params, dtype=None):
   positions = np.asarray(transformer.sinusoidal_positions(max_tokens, width))
   model = VideoTextTwin(flat, method.config, positions)
   load(model, flat, dtype)
-  weights = WeightNetTwin(flat, f"{mama.WEIGHT_NET}/params")
+  weights = WeightNetTwin(
+      flat, f"{WEIGHT_NET}/params", method.weight_net.input_scale
+  )
   load(weights, flat, dtype)
   return model, weights
 
@@ -716,8 +727,13 @@ def mama_real_loss(model, weights, batch):
 
 def mama_agreement(method, state, batch, lr: float) -> dict[str, Any]:
   """Per-sample losses, meta loss, meta-gradient (weight net) and the real
-  step's encoder gradients: avjax vs the twin, same params and batches,
-  the virtual SGD step taken with learning rate ``lr``."""
+  step's encoder gradients: avjax vs the twin, same params and batches.
+
+  Both sides take Meta-Weight-Net's bilevel step: a virtual SGD step with
+  learning rate ``lr`` and the plain weighted mean Σ wᵢℓᵢ / B. MAMA's
+  default (the virtual step through Adam, normalised weights) uses the same
+  machinery; its derivatives are checked against float64 finite
+  differences in ``tests/test_bilevel.py``."""
   import dataclasses  # pylint: disable=import-outside-toplevel
 
   import jax  # pylint: disable=import-outside-toplevel
@@ -727,10 +743,12 @@ def mama_agreement(method, state, batch, lr: float) -> dict[str, Any]:
 
   params = dict(state.params)
   phi = state.aux[bilevel.META_KEY]["params"]
-  params[mama.WEIGHT_NET] = phi
+  params[WEIGHT_NET] = phi
   train, meta_batch = batch["train"], batch["meta"]
   rngs = (jax.random.PRNGKey(1), jax.random.PRNGKey(2))
-  options = dataclasses.replace(method.options, virtual_lr=lr)
+  options = dataclasses.replace(
+      method.options, virtual_step="sgd", virtual_lr=lr, normalize=False
+  )
   per_sample, _ = method.per_sample_loss(state.params, train, None)
   meta_loss, meta_grads = jax.value_and_grad(
       lambda f: bilevel.meta_objective(
@@ -759,7 +777,7 @@ def mama_agreement(method, state, batch, lr: float) -> dict[str, Any]:
       for k, v in flatten(
           jax.device_get({"meta": meta_grads, "real": real_grads})
       ).items()
-      if not k.startswith(f"real/{mama.WEIGHT_NET}/")  # Not an input.
+      if not k.startswith(f"real/{WEIGHT_NET}/")  # Not an input.
   }
   out = {
       "avjax_loss": np.asarray(per_sample),
@@ -777,8 +795,7 @@ def mama_agreement(method, state, batch, lr: float) -> dict[str, Any]:
     out[f"{name}_loss"] = losses.detach().double().numpy()
     out[f"{name}_meta_loss"] = float(meta.detach())
     out[f"{name}_grads"] = {
-        k.replace(f"meta/{mama.WEIGHT_NET}/", "meta/"): v
-        for k, v in grads.items()
+        k.replace(f"meta/{WEIGHT_NET}/", "meta/"): v for k, v in grads.items()
     }
   summary = _summarise(out)
   for name, ref_name, val in (
@@ -844,20 +861,20 @@ def _loop_state(method, config, batch):
   """(the loop's jitted step, its initial state) for stage 0."""
   import jax  # pylint: disable=import-outside-toplevel
 
+  from avjax import methods  # pylint: disable=import-outside-toplevel
   from avjax.train import loop  # pylint: disable=import-outside-toplevel
-  from avjax.train.stages import StageScheduler  # pylint: disable=import-outside-toplevel
   from avjax.train.state import TrainState  # pylint: disable=import-outside-toplevel
 
-  scheduler = StageScheduler(config.stages)
+  run = methods.RunInfo.from_config(config)
   rng = jax.random.PRNGKey(config.seed)
   params = method.init_params(rng, batch)
   state = TrainState.create(
       params,
-      method.make_optimizer(scheduler[0], scheduler.total_steps),
+      loop.stage_optimizers(method, run)[0][0],
       jax.random.PRNGKey(config.seed + 1),
       aux=method.init_aux(rng, params),
   )
-  return jax.jit(loop.checked_train_step(method, scheduler[0])), state
+  return jax.jit(loop.checked_train_step(method, run.stages[0], run)), state
 
 
 def _avjax_runner(step, state, batch) -> Callable[[], None]:
@@ -904,6 +921,12 @@ def bench_one(spec: str) -> dict[str, Any]:
     config.data.data_dir = _DATA_DIR.value
   if config.method not in ("tstl_ca", "mama"):
     raise ValueError(f"--configs {spec!r}: only TSTL-CA and MAMA have twins")
+  if config.method == "mama":
+    # The twin is Meta-Weight-Net's loop: a virtual SGD step at the model's
+    # learning rate and the plain weighted mean; time avjax on the same.
+    config.meta.virtual_step = "sgd"
+    config.meta.virtual_lr = float(config.optimizer.learning_rate)
+    config.meta.normalize = False
   method = methods.get_method(config)
   iterator = method.train_iterator(config.data.batch_size, config.seed, 0, 1)
   batch = next(iterator)
@@ -929,9 +952,7 @@ def bench_one(spec: str) -> dict[str, Any]:
     from avjax.train import bilevel  # pylint: disable=import-outside-toplevel
 
     params = dict(jax.device_get(state.params))
-    params[mama.WEIGHT_NET] = jax.device_get(
-        state.aux[bilevel.META_KEY]["params"]
-    )
+    params[WEIGHT_NET] = jax.device_get(state.aux[bilevel.META_KEY]["params"])
     model, weights = mama_twins(method, params)
     torch_steps = {
         "eager": mama_torch_step(

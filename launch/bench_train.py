@@ -226,9 +226,9 @@ def _build(
   run = methods.RunInfo.from_config(config, mesh)
   iterator = method.train_iterator(config.data.batch_size, config.seed, 0, 1)
   host_batch = next(iterator)
-  params_rng, aux_rng = jax.random.split(jax.random.PRNGKey(config.seed))
+  params_rng, _ = jax.random.split(jax.random.PRNGKey(config.seed))
   params = method.init_params(params_rng, host_batch)
-  aux = method.init_aux(aux_rng, params)
+  aux = method.init_aux(params_rng, params)
   batch = sharding.shard_batch(host_batch, mesh)
   benches = []
   txs, _ = loop.stage_optimizers(method, run)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from avjax import config_utils
-from avjax.train.stages import StageScheduler
+from avjax import methods
 from avjax.train.state import TrainState
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -108,12 +108,18 @@ def test_tstl_ca_twin_agrees_with_avjax():
   result = bench_peer.tstl_ca_agreement(method, params, batch)
   close = result["avjax_vs_torch32"]
   assert close["loss"] < 1e-6, close
-  # Conv biases before a one-channel-per-group GroupNorm have zero gradient
-  # up to rounding; every other gradient agrees to float32 rounding.
-  others = {
-      k: e for k, e in close["grads"].items() if not k.endswith("Conv_2/bias")
+  # Against the float64 twin, avjax's gradients are as close as PyTorch's
+  # float32 ones. Conv biases before a GroupNorm have near-zero gradients
+  # (cancellations), so their relative error is float32 rounding and both
+  # sides miss by up to ~1e-2; everything else agrees to 1e-3.
+  avjax = result["avjax_vs_float64"]["grads"]
+  torch32 = result["torch32_vs_float64"]["grads"]
+  worse = {
+      k: (e, torch32[k])
+      for k, e in avjax.items()
+      if e > max(1e-3, 3 * torch32[k])
   }
-  assert max(others.values()) < 1e-3, others
+  assert not worse, worse
   assert result["values"]["avjax_loss"] > 0
 
 
@@ -167,11 +173,11 @@ def _tiny_mama():
     }
 
   batch = {"train": pairs(1), "meta": pairs(2)}
-  scheduler = StageScheduler(config.stages)
+  run = methods.RunInfo.from_config(config)
   params = method.init_params(jax.random.PRNGKey(0), batch)
   state = TrainState.create(
       params,
-      method.make_optimizer(scheduler[0], scheduler.total_steps),
+      method.make_optimizer(run.stages[0], run),
       jax.random.PRNGKey(1),
       aux=method.init_aux(jax.random.PRNGKey(0), params),
   )
@@ -181,6 +187,20 @@ def _tiny_mama():
 def test_mama_twin_agrees_with_avjax_bilevel():
   pytest.importorskip("torch")
   method, state, batch = _tiny_mama()
+  # The initial net's output layer is zero (hidden layers then get no
+  # meta-gradient); a random one makes every gradient count.
+  from avjax.train import bilevel  # pylint: disable=g-import-not-at-top
+
+  meta = state.aux[bilevel.META_KEY]
+  out = meta["params"]["params"]["out"]
+  rng = np.random.default_rng(3)
+  out = jax.tree_util.tree_map(
+      lambda x: rng.normal(size=x.shape).astype(np.float32), out
+  )
+  net = {"params": {**meta["params"]["params"], "out": out}}
+  state = state.replace(
+      aux={**state.aux, bilevel.META_KEY: {**meta, "params": net}}
+  )
   result = bench_peer.mama_agreement(method, state, batch, lr=1e-2)
   close = result["avjax_vs_torch32"]
   assert close["loss"] < 1e-5 and close["meta_loss"] < 1e-5, close
@@ -201,7 +221,7 @@ def test_mama_torch_step_runs():
   from avjax.train import bilevel  # pylint: disable=g-import-not-at-top
 
   params = dict(jax.device_get(state.params))
-  params[mama.WEIGHT_NET] = jax.device_get(
+  params[bench_peer.WEIGHT_NET] = jax.device_get(
       state.aux[bilevel.META_KEY]["params"]
   )
   model, weights = bench_peer.mama_twins(method, params)

@@ -8,14 +8,16 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from avjax import methods
 from avjax.config_utils import load_config_file
 from avjax.eval import auc as auc_lib
 from avjax.eval import video_text as vt_eval
 from avjax.methods import mama
 from avjax.models import video_text as vt_models
 from avjax.train import bilevel
-from avjax.train.stages import StageScheduler
 from avjax.train.state import TrainState
+
+from eval_helpers import evaluate
 
 _CONFIG = os.path.join(os.path.dirname(__file__), "..", "configs", "mama.py")
 _DATASET = "video_text_noise40"
@@ -45,15 +47,17 @@ def data_dir(av_digits_dir):
 
 
 def _state(method, config, batch, seed=0):
-  scheduler = StageScheduler(config.stages)
+  """(initial train state, the first stage, the run info)."""
+  run = methods.RunInfo.from_config(config)
   rng = jax.random.PRNGKey(seed)
   params = method.init_params(rng, batch)
-  return TrainState.create(
+  state = TrainState.create(
       params,
-      method.make_optimizer(scheduler[0], scheduler.total_steps),
+      method.make_optimizer(run.stages[0], run),
       jax.random.PRNGKey(seed + 1),
       aux=method.init_aux(rng, params),
-  ), (scheduler[0])
+  )
+  return state, run.stages[0], run
 
 
 def _numpy_info_nce(a, b, temperature):
@@ -72,11 +76,11 @@ def test_margin_zero_loss_is_info_nce(data_dir):
   config = small_config(data_dir, "quick,noise=40,meta_only")
   method = mama.MAMA(config)
   batch = next(method.train_iterator(8, 0, 0, 1))
-  state, _ = _state(method, config, batch)
+  state, _, _ = _state(method, config, batch)
   per_sample, metrics = jax.jit(method.per_sample_loss)(
       state.params, batch["train"], None
   )
-  v, t = jax.jit(method.embed)(state.params["encoders"], batch["train"])
+  v, t = jax.jit(method.encode)(state.params["encoders"], batch["train"])
   scale = float(metrics["logit_scale"])
   assert scale == pytest.approx(1 / 0.07, rel=1e-5)
   np.testing.assert_allclose(
@@ -94,7 +98,7 @@ def test_margin_zero_loss_is_info_nce(data_dir):
   assert np.any(np.asarray(with_margin) < np.asarray(per_sample) - 1e-4)
 
 
-def test_bilevel_train_step_and_weight_net_copy(data_dir):
+def test_bilevel_train_step_keeps_the_weight_net_in_aux(data_dir):
   config = small_config(data_dir)
   method = mama.MAMA(config)
   iterator = method.train_iterator(8, 0, 0, 1)
@@ -102,8 +106,9 @@ def test_bilevel_train_step_and_weight_net_copy(data_dir):
   assert set(batch) == {"train", "meta"}
   assert batch["meta"]["frames"].shape == (8, 8, 32, 32)
   assert batch["train"]["tokens"].shape == (8, 32)
-  state, stage = _state(method, config, batch)
-  step = jax.jit(lambda s, b: method.train_step(s, b, stage))
+  state, stage, run = _state(method, config, batch)
+  assert set(state.params) == {"encoders", "log_scale"}  # No copy of aux.
+  step = jax.jit(lambda s, b: method.train_step(s, b, stage, run))
   # Step 0 runs at learning rate 0 (warm-up), so its virtual step and the
   # meta-gradient are zero; the checked step is the second.
   state, _ = step(state, batch)
@@ -125,14 +130,9 @@ def test_bilevel_train_step_and_weight_net_copy(data_dir):
       not np.array_equal(a, b)
       for a, b in zip(jax.tree.leaves(phi0), jax.tree.leaves(phi1))
   )
-  for a, b in zip(
-      jax.tree.leaves(phi1), jax.tree.leaves(state.params[mama.WEIGHT_NET])
-  ):
-    np.testing.assert_array_equal(a, b)
+  assert set(state.params) == {"encoders", "log_scale"}
   # The logged mean weights: the updated net on the pre-step losses.
-  _, w = method._loss_jit(
-      dict(params0, **{mama.WEIGHT_NET: phi1}), batch["train"]
-  )
+  _, w = method._loss_jit(params0, phi1, batch["train"])
   noisy = batch["train"]["noisy"].astype(bool)
   assert noisy.any() and (~noisy).any()
   assert float(metrics["weight_noisy"]) == pytest.approx(
@@ -153,7 +153,7 @@ def test_clean_oracle_drops_the_noisy_pairs(data_dir):
   method = mama.MAMA(config)
   assert not method.meta_enabled and config.loss.margin == 0.0
   batch = next(method.train_iterator(8, 0, 0, 1))
-  state, stage = _state(method, config, batch)
+  state, stage, _ = _state(method, config, batch)
   loss, _ = method.loss_fn(state.params, batch, None, stage, 0)
   per_sample, _ = method.per_sample_loss(state.params, batch["train"], None)
   clean = ~batch["train"]["noisy"].astype(bool)
@@ -171,15 +171,15 @@ def test_logit_scale_is_capped(data_dir):
   config = small_config(data_dir, "quick,noise=40,infonce")
   method = mama.MAMA(config)
   batch = next(method.train_iterator(8, 0, 0, 1))
-  state, stage = _state(method, config, batch)
+  state, stage, run = _state(method, config, batch)
   params = dict(state.params, log_scale=jnp.asarray(10.0))
   assert float(method.logit_scale(params)) == pytest.approx(100.0, rel=1e-5)
-  new, _ = jax.jit(lambda s, b: method.train_step(s, b, stage))(
+  new, _ = jax.jit(lambda s, b: method.train_step(s, b, stage, run))(
       state.replace(params=params), batch
   )
   assert float(new.params["log_scale"]) <= math.log(100.0) + 1e-6
-  assert mama.WEIGHT_NET not in new.params and new.aux == {}
-  weights = method.weight_metrics(state.params)  # No net: every weight 1.
+  assert new.aux == {}
+  weights = evaluate(method, state.params, "validation")  # No net: all 1.
   assert weights["weight_noisy"] == weights["weight_clean"] == 1.0
   assert weights["loss_noisy"] > 0
 
@@ -295,14 +295,16 @@ def test_evaluate_metrics_and_plot(data_dir, tmp_path):
   config = small_config(data_dir)
   method = mama.MAMA(config)
   batch = next(method.train_iterator(8, 0, 0, 1))
-  state, _ = _state(method, config, batch)
-  result = method.evaluate(state.params, "test", plot_dir=str(tmp_path))
+  state, _, _ = _state(method, config, batch)
+  result = evaluate(
+      method, state.params, "test", plot_dir=str(tmp_path), aux=state.aux
+  )
   for key in (
-      "r1_t2v",
-      "r1_v2t",
-      "r10_t2v",
-      "medr_t2v",
-      "medr_v2t",
+      "r1_text2video",
+      "r1_video2text",
+      "r10_text2video",
+      "medr_text2video",
+      "medr_video2text",
       "mc_accuracy",
       "weight_noisy",
       "weight_clean",
@@ -312,34 +314,12 @@ def test_evaluate_metrics_and_plot(data_dir, tmp_path):
   assert 0.0 <= result["mc_accuracy"] <= 1.0
   assert os.path.getsize(tmp_path / "weight_vs_loss.png") > 1000
   # Validation evaluations report the weights too (without a plot).
-  val = method.evaluate(state.params, "validation")
+  val = evaluate(method, state.params, "validation", aux=state.aux)
   for key in ("weight_clean", "weight_noisy", "weight_auc", "loss_auc"):
     assert np.isfinite(val[key]), key
   # The neutral initial net: every weight 0.5, so no separation.
   assert val["weight_clean"] == val["weight_noisy"] == 0.5
   assert val["weight_auc"] == 0.5
-
-
-def _brute_force(video, text):
-  v = video / np.linalg.norm(video, axis=1, keepdims=True)
-  t = text / np.linalg.norm(text, axis=1, keepdims=True)
-  sim = t @ v.T
-  ranks_t2v = [1 + np.sum(sim[i] > sim[i, i]) for i in range(len(t))]
-  ranks_v2t = [1 + np.sum(sim[:, i] > sim[i, i]) for i in range(len(t))]
-  return np.array(ranks_t2v), np.array(ranks_v2t)
-
-
-def test_retrieval_metrics_match_brute_force():
-  rng = np.random.default_rng(0)
-  video = rng.normal(size=(60, 8))
-  text = video + 1.5 * rng.normal(size=(60, 8))
-  got = vt_eval.retrieval_metrics(video, text)
-  r_t2v, r_v2t = _brute_force(video, text)
-  for k in (1, 5, 10):
-    assert got[f"r{k}_t2v"] == pytest.approx(np.mean(r_t2v <= k))
-    assert got[f"r{k}_v2t"] == pytest.approx(np.mean(r_v2t <= k))
-  assert got["medr_t2v"] == np.median(r_t2v)
-  assert got["medr_v2t"] == np.median(r_v2t)
 
 
 def test_multiple_choice():

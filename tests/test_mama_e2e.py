@@ -29,8 +29,8 @@ def test_train_resume_equals_uninterrupted(av_digits_dir, tmp_path):
   workdir = tmp_path / "run"
   full = loop.train_and_evaluate(config, str(workdir))
   for key in (
-      "r1_t2v",
-      "r1_v2t",
+      "r1_text2video",
+      "r1_video2text",
       "mc_accuracy",
       "weight_noisy",
       "weight_clean",

@@ -1,8 +1,8 @@
-"""Video–text evaluation: retrieval, 5-way multiple choice, weight plots.
+"""Video–text evaluation: 5-way multiple choice, weight plots.
 
-* ``retrieval_metrics``: text→video and video→text Recall@1/5/10 and median
-  rank (1-based rank of the first relevant item, the MSR-VTT convention),
-  from ``avjax.eval.retrieval``.
+Retrieval is the shared ``evaluators.retrieval`` (text→video with median
+rank, the MSR-VTT convention).
+
 * ``make_choices`` / ``multiple_choice_accuracy``: MSR-VTT-MC style: for
   each video, its caption and 4 distractor captions of other videos (with
   different text), the answer is the candidate most similar to the video.
@@ -22,49 +22,6 @@ import numpy as np
 
 from avjax.eval import auc as auc_lib
 from avjax.eval import retrieval
-
-
-def retrieval_metrics(
-    video_emb: np.ndarray,
-    text_emb: np.ndarray,
-    video_ids: np.ndarray | None = None,
-    text_ids: np.ndarray | None = None,
-    ks: Sequence[int] = (1, 5, 10),
-) -> dict[str, float]:
-  """R@K and median rank both ways (cosine similarity).
-
-  Args:
-    video_emb: [Nv, E] video embeddings.
-    text_emb: [Nt, E] caption embeddings.
-    video_ids, text_ids: which video each row is / describes (default:
-      row i of both is pair i, Nv == Nt).
-    ks: Recall@K cut-offs.
-
-  Returns:
-    ``r{k}_t2v``, ``r{k}_v2t``, ``r{k}_mean``, ``medr_t2v``, ``medr_v2t``,
-    ``map_t2v``, ``map_v2t`` (Python floats).
-  """
-  video_emb, text_emb = np.asarray(video_emb), np.asarray(text_emb)
-  if video_ids is None or text_ids is None:
-    if len(video_emb) != len(text_emb):
-      raise ValueError(
-          f"without ids, video_emb {video_emb.shape} and "
-          f"text_emb {text_emb.shape} must have as many rows"
-      )
-    video_ids = text_ids = np.arange(len(video_emb))
-  video_ids, text_ids = np.asarray(video_ids), np.asarray(text_ids)
-  result = retrieval.cross_modal_retrieval_metrics(
-      text_emb, video_emb, text_ids, video_ids, ks=ks, names=("t", "v")
-  )
-  scores = retrieval.similarity_matrix(text_emb, video_emb)
-  relevance = text_ids[:, None] == video_ids[None, :]
-  result["medr_t2v"] = float(
-      np.median(retrieval.first_relevant_rank(scores, relevance) + 1)
-  )
-  result["medr_v2t"] = float(
-      np.median(retrieval.first_relevant_rank(scores.T, relevance.T) + 1)
-  )
-  return result
 
 
 def make_choices(

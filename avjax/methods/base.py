@@ -123,7 +123,9 @@ class Method(abc.ABC):
 
   def init_aux(self, rng: jax.Array, params: PyTree) -> PyTree:
     """Auxiliary learned state saved with the train state (default none),
-    e.g. a meta-weight net and its optimiser state."""
+    e.g. a meta-weight net and its optimiser state. ``rng`` is the key
+    ``init_params`` got: derive this state's draws from it with
+    ``jax.random.fold_in``, so they are not the parameters' own."""
     del rng, params
     return {}
 

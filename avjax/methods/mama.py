@@ -21,10 +21,11 @@ Decisions the paper leaves open (MAMA's training code is not public;
 config fields in ``configs/mama.py``):
   * Margin: μ = 0.1 rad by default (the released config sets 0; the paper's
     value was not found).
-  * Logit scale: s = exp(log_scale), initialised at 1/0.07 and capped at
-    ``loss.max_logit_scale`` = 100 (CLIP's cap; ln 100 is within the
-    paper's ln 100–200): the loss clips it and ``train_step`` projects the
-    parameter back after each update, so it can always move back.
+  * Logit scale: s = 1 / τ learned as log s (``loss.temperature``,
+    ``avjax.models.temperature``), initialised at 1/0.07 and capped at 100
+    (τ ≥ 0.01; CLIP's cap, ln 100 is within the paper's ln 100–200): the
+    loss clips it and ``project_params`` projects the parameter back after
+    each update, so it can always move back.
   * Meta-weighting: Meta-Weight-Net's net (MLP 1→100→1, ReLU, sigmoid;
     Adam 1e-3), made neutral at init (every weight 0.5) and fed the loss
     divided by ln B (``avjax.models.meta_weight``). Three settings differ
@@ -44,12 +45,9 @@ config fields in ``configs/mama.py``):
     the ``clean_oracle`` reference (``loss.clean_oracle``: InfoNCE on the
     clean pairs of each batch, the noisy ones dropped — what a perfect
     weighting could at best reach, not a method).
-  * The loop evaluates with ``params`` only, so after every step
-    ``params[WEIGHT_NET]`` is overwritten with a copy of the weight net's
-    parameters (which live in ``state.aux``): no loss reads it, so the model
-    optimiser never trains it (its gradient is zero and the copy is replaced
-    anyway), and the test evaluation can compute the weights and the
-    weight-vs-loss plot.
+  * The weight net's parameters and optimiser state live in ``state.aux``
+    (``bilevel.META_KEY``); the evaluation reads them there for the
+    weights of the train pairs and the weight-vs-loss plot.
   * Paraphrases (``data.use_paraphrases``): every stored paraphrase is one
     more training pair of its video (the stand-in for the paper's
     LVLM-augmented captions). A noisy pair's paraphrases are noisy too.
@@ -74,17 +72,16 @@ from avjax.data.pipeline import tokenizer as text_lib
 from avjax.eval import auc as auc_lib
 from avjax.eval import sharded
 from avjax.eval import video_text as vt_eval
-from avjax.methods.base import Method
+from avjax.methods import base
 from avjax.models import meta_weight
 from avjax.models import precision
+from avjax.models import temperature as temperature_lib
 from avjax.models import video_text as vt_models
 from avjax.train import bilevel
-from avjax.train import optim
 from avjax.train.stages import Stage
 from avjax.train.state import TrainState
 
 PyTree = Any
-WEIGHT_NET = "weight_net_copy"
 
 
 def _texts(values) -> list[str]:
@@ -158,14 +155,14 @@ class _CaptionPairs:
     return out
 
 
-class MAMA(Method):
+class MAMA(base.Method):
   """Video–text contrastive learning with angular margin + meta-weights."""
 
   def __init__(self, config: ml_collections.ConfigDict):
     super().__init__(config)
     self.meta_enabled = bool(config.meta.enabled)
     self.options = bilevel.BilevelOptions.from_config(config.meta)
-    scale = config.meta.net.get("input_scale")
+    scale = config.meta.net.input_scale
     self.weight_net = meta_weight.MetaWeightNet(
         hidden_dims=tuple(config.meta.net.hidden_dims),
         activation=config.meta.net.activation,
@@ -180,7 +177,7 @@ class MAMA(Method):
         self.meta_enabled
         and self.options.virtual_step == "optimizer"
         and config.optimizer.name in ("adam", "adamw")
-        and not float(config.optimizer.get("eps_root", 0.0) or 0.0) > 0
+        and not float(config.optimizer.eps_root) > 0
     ):
       raise ValueError(
           "config.meta.virtual_step='optimizer' differentiates through "
@@ -188,7 +185,7 @@ class MAMA(Method):
           "1e-16), or the derivative of sqrt(v) at v = 0 gives NaN for "
           "parameters whose gradient has been zero so far"
       )
-    if self.meta_enabled and config.loss.get("clean_oracle", False):
+    if self.meta_enabled and config.loss.clean_oracle:
       raise ValueError(
           "config.loss.clean_oracle (train on the clean pairs only, read from "
           "the noise flags) is a reference without meta-weights; set "
@@ -199,18 +196,9 @@ class MAMA(Method):
       raise ValueError(
           f"config.loss.margin={margin} must be in [0, pi) " "radians"
       )
-    scale, cap = (
-        float(config.loss.logit_scale_init),
-        float(config.loss.max_logit_scale),
+    self._temperature = temperature_lib.LearnedTemperature.from_config(
+        config.loss.temperature
     )
-    if not 0 < scale <= cap:
-      raise ValueError(
-          "config.loss needs 0 < logit_scale_init <= "
-          f"max_logit_scale, got {scale}, {cap}"
-      )
-    self._max_log_scale = math.log(cap)
-    total = sum(int(s["steps"]) for s in config.stages)
-    self._schedule = optim.learning_rate_schedule(config.optimizer, total)
     self._model = None
 
   # Data -------------------------------------------------------------------
@@ -222,7 +210,7 @@ class MAMA(Method):
     """The tokenizer saved with the dataset (``info.metadata``)."""
     d = self.config.data
     builder = sources.get_builder(
-        d.name, data_dir=d.get("data_dir"), manual_dir=d.get("manual_dir")
+        d.name, data_dir=d.data_dir, manual_dir=d.manual_dir
     )
     metadata = builder.info.metadata or {}
     if "tokenizer" not in metadata:
@@ -289,9 +277,7 @@ class MAMA(Method):
     }
 
   def _meta_batch_size(self, process_count: int) -> int:
-    size = int(
-        self.config.meta.get("batch_size") or self.config.data.batch_size
-    )
+    size = int(self.config.meta.batch_size or self.config.data.batch_size)
     devices = jax.device_count()
     if size < 1 or size % devices:
       raise ValueError(
@@ -321,7 +307,7 @@ class MAMA(Method):
     return iterators.make_train_iterator(
         pairs,
         batch_transform=lambda b: self.transform(b, where),
-        cache=self.config.data.get("cache_features", False),
+        cache=self.config.data.cache_features,
         **kwargs,
     )
 
@@ -375,37 +361,29 @@ class MAMA(Method):
         np.asarray(b["tokens"][:2]),
         np.asarray(b["token_mask"][:2]),
     )
-    params = {
-        "encoders": enc,
-        "log_scale": jnp.asarray(
-            math.log(self.config.loss.logit_scale_init), jnp.float32
-        ),
-    }
-    if self.meta_enabled:
-      params[WEIGHT_NET] = self._init_weight_net(rng)
-    return params
-
-  def _init_weight_net(self, rng):
-    rng = jax.random.fold_in(rng, 7)
-    return self.weight_net.init(rng, jnp.zeros((1,), jnp.float32))
+    return {"encoders": enc, "log_scale": self._temperature.init_param()}
 
   def init_aux(self, rng, params):
+    """The weight net and its optimiser state (with the meta-weights)."""
     if not self.meta_enabled:
       return {}
-    return {
-        bilevel.META_KEY: bilevel.init_meta_state(
-            params[WEIGHT_NET], self.weight_tx
-        )
-    }
+    net = self.weight_net.init(
+        jax.random.fold_in(rng, 7), jnp.zeros((1,), jnp.float32)
+    )
+    return {bilevel.META_KEY: bilevel.init_meta_state(net, self.weight_tx)}
 
   def logit_scale(self, params) -> jax.Array:
-    """s = exp(log_scale) capped at ``loss.max_logit_scale``."""
-    if not self.config.loss.learn_scale:
-      return jnp.asarray(self.config.loss.logit_scale_init, jnp.float32)
-    return jnp.exp(jnp.minimum(params["log_scale"], self._max_log_scale))
+    """s = 1 / τ (``config.loss.temperature``), at most 1 / min τ."""
+    return self._temperature.logit_scale(params["log_scale"])
+
+  def project_params(self, params):
+    """Keeps the learned log s inside its bounds after every update."""
+    return dict(
+        params, log_scale=self._temperature.project(params["log_scale"])
+    )
 
   # Model ------------------------------------------------------------------
-  def embed(self, encoder_params, batch, rng=None):
+  def encode(self, encoder_params, batch, rng=None):
     """(video [B, E], text [B, E]) embeddings; dropout when rng is given."""
     train = rng is not None
     return self.model.apply(
@@ -421,7 +399,7 @@ class MAMA(Method):
   # Loss -------------------------------------------------------------------
   def per_sample_loss(self, params, batch, rng):
     """Per-pair margin InfoNCE [B] and metrics (``bilevel.PerSampleLoss``)."""
-    v, t = self.embed(params["encoders"], batch, rng)
+    v, t = self.encode(params["encoders"], batch, rng)
     scale = self.logit_scale(params)
     per_sample = losses.angular_margin_info_nce(
         v, t, float(self.config.loss.margin), 1.0 / scale
@@ -433,7 +411,7 @@ class MAMA(Method):
     batch's clean pairs only (a reference that reads the noise flags)."""
     del stage, step
     per_sample, metrics = self.per_sample_loss(params, batch["train"], rng)
-    if self.config.loss.get("clean_oracle", False):
+    if self.config.loss.clean_oracle:
       keep = 1.0 - batch["train"]["noisy"].astype(per_sample.dtype)
       return jnp.sum(keep * per_sample) / jnp.maximum(jnp.sum(keep), 1.0), (
           metrics
@@ -443,7 +421,7 @@ class MAMA(Method):
   def train_step(
       self, state: TrainState, batch, stage: Stage, run
   ) -> tuple[TrainState, dict]:
-    """The bilevel step (or the plain one), then log s is projected."""
+    """The bilevel step (or the plain one); log s is projected after it."""
     if self.meta_enabled:
       state, metrics, per = bilevel.bilevel_step(
           state,
@@ -453,7 +431,7 @@ class MAMA(Method):
           weight_fn=self.weight_net.apply,
           weight_tx=self.weight_tx,
           options=self.options,
-          learning_rate=self._schedule,
+          learning_rate=run.learning_rate(),
       )
       noisy = batch["train"]["noisy"].astype(jnp.float32)
       w = per["weights"]
@@ -467,132 +445,119 @@ class MAMA(Method):
       # for clean vs noisy, and of the losses for noisy vs clean.
       metrics["weight_auc"] = auc_lib.pairwise_auc(w, noisy < 0.5)
       metrics["loss_auc"] = auc_lib.pairwise_auc(per["losses"], noisy > 0.5)
+      state = state.replace(params=self.project_params(state.params))
     else:
       state, metrics = super().train_step(state, batch, stage, run)
-    params = dict(state.params)
-    params["log_scale"] = jnp.minimum(params["log_scale"], self._max_log_scale)
-    if self.meta_enabled:
-      params[WEIGHT_NET] = state.aux[bilevel.META_KEY]["params"]
-    return state.replace(params=params), metrics
+    return state, metrics
 
-  # Eval -------------------------------------------------------------------
-  @functools.cached_property
-  def _embed_jit(self):
-    return jax.jit(lambda p, b: self.embed(p, b))
+  # Prediction and evaluation -------------------------------------------------
+  modalities = {"video": base.VIDEO, "text": base.TEXT}
+  similarity = "cosine"
+
+  def embed(self, params, modality, inputs):
+    v, t = self.encode(
+        params["encoders"], {k: inputs[k] for k in _MODALITY_KEYS[modality]}
+    )
+    return v if modality == "video" else t
+
+  def eval_source(self, split):
+    return self._pairs(split)
+
+  def eval_inputs(self, records):
+    out = self.transform(records, f"{self.config.data.name} evaluation")
+    inputs = {
+        k: out[k] for k in ("frames", "frame_mask", "tokens", "token_mask")
+    }
+    return inputs, {
+        "video_id": records["video"],
+        "caption": records["caption"],
+    }
+
+  def modality_inputs(self, modality, records):
+    if modality == "video":
+      frames = np.stack(records)
+      return {
+          "frames": frames,
+          "frame_mask": np.ones(frames.shape[:2], bool),
+      }
+    tokens, token_mask = self.tokenizer.encode(
+        list(records), int(self.config.data.max_tokens), where="text input"
+    )
+    return {"tokens": tokens, "token_mask": token_mask}
 
   @functools.cached_property
   def _loss_jit(self):
-    def run(params, batch):
+    def run(params, net, batch):
       per_sample, _ = self.per_sample_loss(params, batch, None)
       weights = (
-          self.weight_net.apply(params[WEIGHT_NET], per_sample)
-          if WEIGHT_NET in params
-          else jnp.ones_like(per_sample)
+          jnp.ones_like(per_sample)
+          if net is None
+          else self.weight_net.apply(net, per_sample)
       )
       return per_sample, weights
 
     return jax.jit(run)
 
-  def _rows(self, pairs: _CaptionPairs, lo: int, hi: int, batch_size: int):
-    """(transformed batch, raw batch) of pairs ``[lo, hi)``, padded to
-    ``batch_size`` rows by repeating the last (one shape for every call)."""
-    rows = [pairs[i] for i in range(lo, hi)]
-    rows += [rows[-1]] * (batch_size - len(rows))
-    stacked = {
-        k: np.stack([r[k] for r in rows]) for k in rows[0] if k != "caption"
-    }
-    stacked["caption"] = [r["caption"] for r in rows]
-    return self.transform(stacked, pairs.name), stacked
+  def _weight_net(self, state):
+    """The weight net's params in ``state.aux`` (None without meta)."""
+    meta = state.aux.get(bilevel.META_KEY) if state.aux else None
+    return None if meta is None else meta["params"]
 
-  def _batches(self, pairs: _CaptionPairs, batch_size: int, limit: int):
-    """Transformed batches of the first ``limit`` pairs, padded to one
-    shape; yields (batch, raw batch, number of real rows)."""
-    limit = min(limit, len(pairs))
-    for start in range(0, limit, batch_size):
-      end = min(start + batch_size, limit)
-      yield *self._rows(pairs, start, end, batch_size), end - start
-
-  def embed_split(self, params, split: str) -> dict[str, np.ndarray]:
-    """Video and caption embeddings of a whole split, in source order.
-
-    Each process embeds its block of rows; every process gets all rows.
-    """
-    pairs = self._pairs(split)
-    bs = int(self.config.get("eval_batch_size", 250))
-    lo, hi = sharded.process_block(len(pairs))
-    captions = [pairs[i]["caption"] for i in range(lo, hi)]
-
-    def make_batch(i, j):
-      return self._rows(pairs, i, j, bs)[0], j - i
-
-    def embed(p, batch):
-      v, t = self._embed_jit(p["encoders"], batch)
-      return {"video": v, "text": t}
-
-    out = sharded.sharded_map(embed, params, len(pairs), make_batch, bs)
-    out["captions"] = sharded.gather_strings(captions, len(pairs))
-    return out
-
-  def train_weights(
-      self, params, limit: int | None = None
-  ) -> dict[str, np.ndarray]:
+  def train_weights(self, state, limit: int | None = None) -> dict:
     """Per-sample loss, weight and noisy flag of the first train pairs.
 
     Losses are computed on consecutive batches of ``data.batch_size``
-    pairs in source order (in-batch negatives, as in training).
+    pairs in source order (in-batch negatives, as in training); without a
+    weight net every weight is 1.
     """
     pairs = self._pairs("train")
     bs = int(self.config.data.batch_size)
-    limit = limit or int(self.config.get("weight_eval_pairs", 2000))
+    limit = limit or int(self.config.weight_eval_pairs)
     limit = max(bs, (min(limit, len(pairs)) // bs) * bs)
+    net = self._weight_net(state)
+    params = sharded.local_replica(state.params)
     out = {"losses": [], "weights": [], "noisy": []}
-    for batch, _, n in self._batches(pairs, bs, limit):
-      per_sample, weights = self._loss_jit(params, batch)
-      out["losses"].append(np.asarray(per_sample)[:n])
-      out["weights"].append(np.asarray(weights)[:n])
-      out["noisy"].append(batch["noisy"][:n])
+    for start in range(0, limit, bs):
+      records = sharded.stack_records(
+          [pairs[i] for i in range(start, start + bs)]
+      )
+      batch = self.transform(records, pairs.name)
+      per_sample, weights = self._loss_jit(params, net, batch)
+      out["losses"].append(np.asarray(per_sample))
+      out["weights"].append(np.asarray(weights))
+      out["noisy"].append(batch["noisy"])
     return {k: np.concatenate(v) for k, v in out.items()}
 
-  def evaluate(self, state, split, run, plot_dir=None):
+  def extra_metrics(self, context, run):
+    """The logit scale, and how the weights sit on the train pairs (every
+    evaluation; the weight-vs-loss plot at the test one): mean weight and
+    loss of clean and noisy pairs, their AUCs (``vt_eval.weight_summary``).
+    Without a weight net every weight is 1 (the arms stay comparable)."""
     del run
-    params = state.params
-    emb = self.embed_split(params, split)
-    result = vt_eval.retrieval_metrics(emb["video"], emb["text"])
-    choices, answers = vt_eval.make_choices(emb["captions"], 5, seed=0)
-    result["mc_accuracy"] = vt_eval.multiple_choice_accuracy(
-        emb["video"], emb["text"], choices, answers
-    )
-    result["logit_scale"] = float(self.logit_scale(params))
-    # Every evaluation (validation too) says how the weights sit on the
-    # train pairs; the plot is drawn at the final (test) one.
+    result = {"logit_scale": float(self.logit_scale(context.params))}
+    per = self.train_weights(context.state)
     result.update(
-        self.weight_metrics(params, plot_dir if split == "test" else None)
+        vt_eval.weight_summary(per["weights"], per["noisy"], per["losses"])
     )
-    return result
-
-  def weight_metrics(self, params, plot_dir=None) -> dict[str, float]:
-    """Mean weight / loss of noisy and clean train pairs; the plot.
-
-    Without a weight net (``infonce``, ``margin_only``) every pair's weight
-    is 1, and so are the means (the arms stay comparable in one table).
-    """
-    per = self.train_weights(params)
-    summary = vt_eval.weight_summary(
-        per["weights"], per["noisy"], per["losses"]
-    )
-    if WEIGHT_NET in params and plot_dir:
+    net = self._weight_net(context.state)
+    if net is not None and context.plot_dir and context.split == "test":
       grid = np.linspace(
           0.0, float(per["losses"].max()) * 1.05, 200, dtype=np.float32
       )
-      curve = np.asarray(
-          self.weight_net.apply(params[WEIGHT_NET], jnp.asarray(grid))
-      )
+      curve = np.asarray(self.weight_net.apply(net, jnp.asarray(grid)))
       vt_eval.plot_weight_vs_loss(
           per["losses"],
           per["weights"],
           per["noisy"],
-          os.path.join(plot_dir, "weight_vs_loss.png"),
+          os.path.join(context.plot_dir, "weight_vs_loss.png"),
           curve=(grid, curve),
           title="MAMA: learned weight vs per-sample loss (train pairs)",
       )
-    return summary
+    return result
+
+
+# The model inputs each modality reads.
+_MODALITY_KEYS = {
+    "video": ("frames", "frame_mask"),
+    "text": ("tokens", "token_mask"),
+}

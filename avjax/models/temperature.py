@@ -12,10 +12,14 @@ updates are scale-free — and keep it in ``[min, max]`` in two places:
   it drift past a bound, where it gets no gradient and stays stuck.)
 
 MAMA's "logit scale capped at 100" is the same thing: scale = 1 / τ with
-τ ≥ 0.01. With ``learn=False`` τ is the constant ``init`` and there is no
+τ ≥ 0.01; with ``parametrization="log_logit_scale"`` the parameter is
+log(1 / τ), as CLIP and MAMA learn it (with Adam the two parametrisations
+follow mirrored trajectories; the choice keeps each method's arithmetic as
+it was). With ``learn=False`` τ is the constant ``init`` and there is no
 parameter.
 
-Config (``config.loss.temperature``): ``init``, ``min``, ``max``, ``learn``.
+Config (``config.loss.temperature``): ``init``, ``min``, ``max``, ``learn``
+and ``parametrization``.
 """
 
 from __future__ import annotations
@@ -37,8 +41,15 @@ class LearnedTemperature:
       ``init_param`` is not used.
   """
 
+  PARAMETRIZATIONS = ("log_temperature", "log_logit_scale")
+
   def __init__(
-      self, init: float, minimum: float, maximum: float, learn: bool = True
+      self,
+      init: float,
+      minimum: float,
+      maximum: float,
+      learn: bool = True,
+      parametrization: str = "log_temperature",
   ):
     if not init > 0:
       raise ValueError(f"a temperature needs init > 0, got {init}")
@@ -47,9 +58,18 @@ class LearnedTemperature:
           "a learned temperature needs 0 < min <= init <= max, got "
           f"min={minimum}, init={init}, max={maximum}"
       )
+    if parametrization not in self.PARAMETRIZATIONS:
+      raise ValueError(
+          f"temperature parametrization={parametrization!r} is not one of "
+          f"{self.PARAMETRIZATIONS}"
+      )
     self.init = float(init)
     self.learn = bool(learn)
-    self.log_bounds = (math.log(minimum), math.log(maximum))
+    self.scale = parametrization == "log_logit_scale"
+    if self.scale:  # Bounds of log(1 / τ).
+      self.log_bounds = (-math.log(maximum), -math.log(minimum))
+    else:
+      self.log_bounds = (math.log(minimum), math.log(maximum))
 
   @classmethod
   def from_config(
@@ -58,26 +78,45 @@ class LearnedTemperature:
       where: str = "config.loss.temperature",
   ) -> "LearnedTemperature":
     """From a config block with ``init``, ``min``, ``max`` and ``learn``."""
-    missing = [k for k in ("init", "min", "max", "learn") if k not in cfg]
+    keys = ("init", "min", "max", "learn", "parametrization")
+    missing = [k for k in keys if k not in cfg]
     if missing:
       raise ValueError(f"{where} lacks {missing} (has {sorted(cfg)})")
     try:
-      return cls(float(cfg.init), float(cfg.min), float(cfg.max), cfg.learn)
+      return cls(
+          float(cfg.init),
+          float(cfg.min),
+          float(cfg.max),
+          cfg.learn,
+          cfg.parametrization,
+      )
     except ValueError as e:
       raise ValueError(f"{where}: {e}") from None
 
   def init_param(self) -> jax.Array:
-    """The initial parameter: float32 scalar log τ."""
-    return jnp.asarray(math.log(self.init), jnp.float32)
+    """The initial parameter: float32 scalar log τ (or log(1 / τ))."""
+    value = 1.0 / self.init if self.scale else self.init
+    return jnp.asarray(math.log(value), jnp.float32)
 
-  def value(self, log_t: jax.Array | None) -> jax.Array:
+  def value(self, param: jax.Array | None) -> jax.Array:
     """τ, float32 scalar (the constant ``init`` when not learned)."""
     if not self.learn:
       return jnp.asarray(self.init, jnp.float32)
+    if self.scale:
+      return 1.0 / self.logit_scale(param)
     lo, hi = self.log_bounds
-    return jnp.exp(jnp.clip(log_t, lo, hi))
+    return jnp.exp(jnp.clip(param, lo, hi))
 
-  def project(self, log_t: jax.Array) -> jax.Array:
-    """``log_t`` clipped into the bounds (after an optimiser update)."""
+  def logit_scale(self, param: jax.Array | None) -> jax.Array:
+    """1 / τ, float32 scalar."""
+    if not self.learn:
+      return jnp.asarray(1.0 / self.init, jnp.float32)
+    if self.scale:
+      lo, hi = self.log_bounds
+      return jnp.exp(jnp.clip(param, lo, hi))
+    return 1.0 / self.value(param)
+
+  def project(self, param: jax.Array) -> jax.Array:
+    """The parameter clipped into the bounds (after an optimiser update)."""
     lo, hi = self.log_bounds
-    return jnp.clip(log_t, lo, hi)
+    return jnp.clip(param, lo, hi)

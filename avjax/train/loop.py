@@ -366,7 +366,7 @@ def train_and_evaluate(
       local_batch_size, config.seed, jax.process_index(), jax.process_count()
   )
   init_rng, train_rng = jax.random.split(jax.random.PRNGKey(config.seed))
-  params_rng, aux_rng = jax.random.split(init_rng)
+  params_rng, _ = jax.random.split(init_rng)
   params = method.init_params(params_rng, _peek(train_iter))
   run = methods.RunInfo(config=config, stages=scheduler, mesh=mesh)
   txs, groups = stage_optimizers(method, run)
@@ -380,7 +380,7 @@ def train_and_evaluate(
     return state.replace(tx=txs[new], opt_state=opt_state)
 
   state = TrainState.create(
-      params, txs[0], train_rng, aux=method.init_aux(aux_rng, params)
+      params, txs[0], train_rng, aux=method.init_aux(params_rng, params)
   )
   state = sharding.replicate(state, mesh)
   n_params = sum(x.size for x in jax.tree.leaves(state.params))

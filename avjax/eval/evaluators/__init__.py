@@ -128,6 +128,12 @@ class EvalContext:
   ) -> dict[str, Any]:
     """``{modality: float32 [N, E]}`` plus the split's metadata."""
     out = self.predictions([f"embed_{m}" for m in modalities], split)
+    clash = [m for m in modalities if m in out]
+    if clash:
+      raise ValueError(
+          f"{type(self.method).__name__}.eval_inputs returns metadata named "
+          f"like its modalities {clash}; rename the metadata"
+      )
     return dict(out, **{m: out[f"embed_{m}"] for m in modalities})
 
 
