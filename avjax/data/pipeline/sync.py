@@ -76,7 +76,7 @@ class SyncSpec:
 
   fps: float = 25.0
   sample_rate: int = 16000
-  crop_frames: int = 64
+  crop_frames: int = 120
   num_offsets: int = 21
   max_offset: float = 2.0
   jitter: float = 0.05
