@@ -13,26 +13,41 @@ Commands (arguments after ':' are comma-separated, e.g. ':quick,dense'):
   python launch/main.py --config configs/synchformer.py:lrs3 \
       --workdir runs/sync_lrs3 --config.data.manual_dir=/path/to/lrs3
 
-The README table (sparse, dense, and stage 2 on random frozen extractors;
-3 seeds each, at the quick budget; drop `quick` for the default's):
+The results tables (docs/results/synchformer.md; 3 seeds each, sparse and
+dense, with the ablations):
   python launch/sweep.py --config configs/synchformer.py \
-      --variants 'quick;quick,dense;quick,random_extractors' \
-      --seeds 0,1,2 --set eval_every=150 \
-      --workdir runs/tables/synchformer \
+      --variants 'quick;quick,dense' --seeds 0,1,2 --set eval_every=150 \
+      --workdir runs/tables/synchformer_quick \
       --metrics offset_top1,offset_top1_tol1,sync_acc,sync_auc,\
+offset_top1_after_stage3,reference_offset_top1,reference_sync_auc,\
 evidence_hit_rate,evidence_random_rate
+  python launch/sweep.py --config configs/synchformer.py --seeds 0 \
+      --variants 'quick,random_extractors;quick,time_tokens' \
+      --workdir runs/tables/synchformer_ablations --metrics ...
+  python launch/sweep.py --config configs/synchformer.py --seeds 0 \
+      --variants 'quick,head_only_stage3' \
+      --workdir runs/tables/synchformer_ablations --metrics ...
+  python launch/sweep.py --config configs/synchformer.py \
+      --variants ';dense' --seeds 0,1,2 \
+      --workdir runs/tables/synchformer_default --metrics ...
 
 Arguments:
   (none)             AV-digits `sync` (sparse flashes + spoken digits),
-                     2.56 s crops at 25 fps, 21 offsets over ±2 s; stage 1
+                     4.8 s crops at 25 fps (14 half-overlapping segments,
+                     one token each), 21 offsets over ±2 s; stage 1
                      segment contrastive, stage 2 offset classifier on the
-                     frozen extractors, stage 3 synchronisability head.
-  quick              Fewer steps, smaller batch; a minute or two on 2 CPU
-                     cores (tests, notebook).
+                     frozen extractors, stage 3 synchronisability
+                     fine-tuning of a copy of the sync transformer.
+  quick              Fewer steps, batch 16 (issue 30: about 8 minutes on 2
+                     idle CPU cores).
   dense              AV-digits `sync_dense` (a moving digit + a tone whose
                      pitch follows it).
   random_extractors  Ablation: no stage 1; stages 2 and 3 (same steps) on
                      randomly initialised, frozen extractors.
+  time_tokens        4 time tokens per segment and modality into the sync
+                     transformer (as the official stage 2) instead of one
+                     aggregated token.
+  head_only_stage3   Ablation: stage 3 trains the 2-way head alone.
   vggsound_sparse    VGGSound-Sparse clips (manual download), paper timing:
                      4.8 s crops, 14 overlapping segments, 128 mel bins.
   lrs3               LRS3 clips (manual download), same timing.
@@ -40,11 +55,14 @@ Arguments:
   steps=N            Total training steps, split over the stages in the
                      variant's proportions.
 
-metrics.json: offset_top1, offset_top1_tol1 (chance 1/21 = 0.048 and
-61/441 = 0.138), sync_acc, sync_auc, and for sparse data
-evidence_hit_rate against evidence_random_rate (+ per-modality rates and
-evidence_clips). Plots: offset_confusion.png, evidence_*.png,
-val_offset_accuracy.png, training_curves.png.
+metrics.json: offset_top1, offset_top1_tol1 (stage 2's transformer; chance
+1/21 = 0.048 and 61/441 = 0.138), sync_acc, sync_auc (stage 3's),
+offset_top1_after_stage3 / _tol1 (stage 3's transformer with stage 2's
+offset head), reference_offset_top1 / _tol1 and reference_sync_auc (the
+non-learned reference, avjax.eval.sync_reference, on the same draws), and
+for sparse data evidence_hit_rate against evidence_random_rate (+
+per-modality rates and evidence_clips). Plots: offset_confusion.png,
+evidence_*.png, val_offset_accuracy.png, training_curves.png.
 """
 
 import ml_collections
@@ -52,7 +70,15 @@ import ml_collections
 from avjax.config_utils import parse_config_arg
 from avjax.config_utils import positive_int_setting
 
-_VARIANTS = {"quick", "dense", "random_extractors", "vggsound_sparse", "lrs3"}
+_VARIANTS = {
+    "quick",
+    "dense",
+    "random_extractors",
+    "time_tokens",
+    "head_only_stage3",
+    "vggsound_sparse",
+    "lrs3",
+}
 _KEYS = {"seed", "steps"}
 _NAME = "configs/synchformer.py"
 
@@ -110,7 +136,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.data.batch_size = 32
   config.data.fps = 25.0
   config.data.sample_rate = 16000
-  config.data.crop_frames = 64  # 2.56 s: 4 stage-1 / 7 stage-2 segments
+  # 4.8 s: 7 stage-1 segments, 14 half-overlapping stage-2 segments; with
+  # ±2 s offsets audio and video overlap by >= 2.8 s (the paper's geometry).
+  config.data.crop_frames = 120
   config.data.num_offsets = 21
   config.data.max_offset = 2.0
   config.data.jitter = 0.05
@@ -129,6 +157,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model = ml_collections.ConfigDict()
   config.model.segment_frames = 16  # 0.64 s
   config.model.segment_stride = 8  # stages 2/3: 50 % overlap
+  # Stages 2/3: time tokens per segment and modality entering the sync
+  # transformer (the official stage 2 keeps 8 visual / 6 audio; variant
+  # `time_tokens`: 4, 0.16 s each) or 0: one aggregated token per segment.
+  # AV-digits default 0: with 4 (or 2, or ideal event tokens) stage 2 stayed
+  # on its plateau for the whole budget where one token per segment left it
+  # (docs/results/synchformer.md).
+  config.model.time_tokens = 0
   config.model.visual = ml_collections.ConfigDict(
       {
           "width": 64,
@@ -183,8 +218,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.eval.batch_size = 100
   config.eval.val_max_clips = 100  # x 3 stored draws
   config.eval.evidence_plots = 3
+  # The non-learned reference's cue (avjax.eval.sync_reference).
+  config.eval.reference_cue = "onset"
 
-  steps, fractions = 2400, (0.3, 0.55, 0.15)
+  steps, fractions = 4800, (0.15, 0.6, 0.25)
   config.log_every = 50
   config.checkpoint_every = 200
   config.eval_every = 200
@@ -192,6 +229,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   if "dense" in variants:
     config.data.name = "av_digits/sync_dense"
+    config.eval.reference_cue = "pitch"
   if "vggsound_sparse" in variants or "lrs3" in variants:
     config.data.name = (
         "vggsound_sparse" if "vggsound_sparse" in variants else "lrs3"
@@ -203,6 +241,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     for part in (config.model.visual, config.model.audio, config.model.sync):
       part.update({"width": 256, "num_heads": 8})
     config.model.visual.patch = 16
+    config.model.time_tokens = 8  # the official visual count
     config.model.sync.update({"num_layers": 3, "dropout": 0.1})
     steps, fractions = 60000, (0.5, 0.4, 0.1)
     config.optimizer.learning_rate = 1e-4
@@ -210,7 +249,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.eval_every = 2000
     config.checkpoint_every = 1000
   if "quick" in variants:
-    steps, fractions = 900, (0.25, 0.65, 0.1)
+    # Stage 2 leaves its plateau after a number of steps rather than of
+    # examples: batch 16 buys twice the steps of batch 32.
+    steps, fractions = 3000, (0.15, 0.6, 0.25)
+    config.data.batch_size = 16
     config.optimizer.warmup_steps = 20
     config.log_every = 25
     config.checkpoint_every = 100
@@ -226,7 +268,21 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       ("visual", "audio", "temperature"),
   )
   stage2 = _stage("offset", "offset", s2, ("sync",), ("sync/sync_head",))
-  stage3 = _stage("synchronisability", "sync", s3, ("sync/sync_head",))
+  # Stage 3 fine-tunes a copy of stage 2's sync transformer with the 2-way
+  # head (the official synchronisability fine-tuning); its offset head stays
+  # frozen, so offset_top1_after_stage3 shows what the transformer keeps.
+  stage3 = _stage(
+      "synchronisability",
+      "sync",
+      s3,
+      ("synchronisability",),
+      ("synchronisability/offset_head",),
+  )
+  if "head_only_stage3" in variants:  # Ablation: the 2-way head alone.
+    stage3.train = ("synchronisability/sync_head",)
+    stage3.exclude = ()
+  if "time_tokens" in variants:  # The official layout: time tokens.
+    config.model.time_tokens = 4
   if "random_extractors" in variants:
     config.stages = (stage2, stage3)
   else:

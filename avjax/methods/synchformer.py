@@ -17,12 +17,21 @@ bit-identical through the stage):
    is a parameter, initialised at 0.07) and clamped to [0.001, 0.5].
 2. ``offset``: extractors frozen (their outputs also pass through
    ``stop_gradient``, so no backward pass is spent on them); segments with
-   50 % overlap; the sync transformer's offset head, cross-entropy over the
+   50 % overlap, each giving ``model.time_tokens`` time tokens per modality
+   (the official stage 2 keeps each segment's time tokens; 0 = one
+   aggregated token per segment, the ablation); the sync transformer
+   (``params["sync"]``) and its offset head, cross-entropy over the
    ``num_offsets`` classes of the audio shift the pipeline applied.
-3. ``sync``: the 2-way synchronisability head on the offset token, trained
-   on the pipeline's 50/50 synchronisable (a grid offset) / unsynchronisable
-   (audio shifted by a whole crop length) windows. By default only that
-   head trains, so stage 2's offset predictions are untouched by stage 3.
+3. ``sync``: synchronisability fine-tuning, as the official code does it: a
+   second sync transformer, ``params["synchronisability"]``, starts as a
+   copy of stage 2's (copied in the stage's first step, ``train_step``) and
+   trains with its 2-way head on the offset token (extractors frozen; by
+   default its offset head too, so ``offset_top1_after_stage3`` shows how
+   much offset information the fine-tuned transformer keeps) on the
+   pipeline's 50/50 synchronisable (a grid offset) / unsynchronisable
+   (audio shifted by a whole crop length) windows. Offsets are predicted by
+   stage 2's transformer, which stage 3 leaves bit-identical. The
+   ``head_only_stage3`` ablation trains the 2-way head alone.
 
 Choices the paper leaves open (config fields):
   * extractor sizes (``config.model``): small transformers sized for 2 CPU
@@ -33,8 +42,12 @@ Choices the paper leaves open (config fields):
   * training audio gets Gaussian noise of std U(0, ``data.audio_noise``) of
     full scale, on device (``avjax.models.sync.white_noise``);
   * evidence attribution (``evaluate``): gradient × input at the sync
-    module's inputs, one score per segment and modality (see
+    module's inputs, summed per segment and modality (see
     ``_attribution``).
+
+``evaluate`` also reports a non-learned reference on the same draws
+(``avjax.eval.sync_reference``, cue ``eval.reference_cue``): what the data
+allow without training.
 """
 
 from __future__ import annotations
@@ -57,12 +70,16 @@ from avjax.data.pipeline import sources
 from avjax.data.pipeline import sync as sync_pipeline
 from avjax.eval import sharded
 from avjax.eval import sync as sync_eval
+from avjax.eval import sync_reference
 from avjax.methods.base import Method
 from avjax.models import sync as sync_models
 from avjax.train import optim
 from avjax.train.stages import Stage
+from avjax.train.state import TrainState
 
 _KINDS = ("contrastive", "offset", "sync")
+# The parameters of the sync transformer each stage-2/3 kind reads.
+_SYNC_PARAMS = {"offset": "sync", "sync": "synchronisability"}
 
 
 def param_path(path: tuple[Any, ...]) -> str:
@@ -139,6 +156,7 @@ class Synchformer(Method):
         ),
     )
     self.segment_length = int(m.segment_frames)
+    self.time_tokens = int(m.get("time_tokens", 0))
     self.visual = sync_models.VisualSegmentEncoder(**dict(m.visual))
     self.audio = sync_models.AudioSegmentEncoder(**dict(m.audio))
     self.sync = sync_models.SyncTransformer(
@@ -209,19 +227,29 @@ class Synchformer(Method):
     video, mel = self._inputs(batch, "synced")
     pv = self.visual.init(kv, video, self.segment_length, self.stride)
     pa = self.audio.init(ka, mel, self.segment_length, self.stride)
-    fv = self.visual.apply(pv, video, self.segment_length, self.stride)
-    fa = self.audio.apply(pa, mel, self.segment_length, self.stride)
-    ps = self.sync.init(ks, fv, fa)
+    fv, fa = self.features(
+        {"visual": pv["params"], "audio": pa["params"]},
+        video,
+        mel,
+        self.stride,
+        time_tokens=self.time_tokens,
+    )
+    ps = self.sync.init(ks, fv, fa)["params"]
     t0 = float(self.config.contrastive.temperature_init)
     return {
         "visual": pv["params"],
         "audio": pa["params"],
-        "sync": ps["params"],
+        "sync": ps,
+        # Overwritten by a copy of "sync" when stage 3 starts.
+        "synchronisability": jax.tree.map(jnp.copy, ps),
         "temperature": {"log": jnp.asarray(math.log(t0), jnp.float32)},
     }
 
-  def features(self, params, video, mel, stride: int, rng=None):
-    """Segment features (visual [B, S, D], audio [B, S, D])."""
+  def features(
+      self, params, video, mel, stride: int, rng=None, time_tokens: int = 0
+  ):
+    """Segment features: visual, audio [B, S, D] (``time_tokens`` 0) or
+    [B, S, time_tokens, D]."""
     train = rng is not None
     rngs = (lambda k: {"dropout": k}) if train else (lambda k: None)
     kv, ka = jax.random.split(rng) if train else (None, None)
@@ -231,6 +259,7 @@ class Synchformer(Method):
         self.segment_length,
         stride,
         train=train,
+        time_tokens=time_tokens,
         rngs=rngs(kv),
     )
     fa = self.audio.apply(
@@ -239,9 +268,16 @@ class Synchformer(Method):
         self.segment_length,
         stride,
         train=train,
+        time_tokens=time_tokens,
         rngs=rngs(ka),
     )
     return fv, fa
+
+  def sync_features(self, params, video, mel, rng=None):
+    """Stage-2/3 features: overlapping segments, ``time_tokens`` each."""
+    return self.features(
+        params, video, mel, self.stride, rng, time_tokens=self.time_tokens
+    )
 
   def temperature(self, params) -> jax.Array:
     c = self.config.contrastive
@@ -272,6 +308,23 @@ class Synchformer(Method):
   def _frozen(self, stage: Stage, name: str) -> bool:
     return not _matches(name, tuple(stage.options.train))
 
+  def train_step(
+      self, state: TrainState, batch, stage: Stage
+  ) -> tuple[TrainState, dict]:
+    """The default step; stage 3's first step first copies stage 2's sync
+    transformer into ``params["synchronisability"]`` (the fine-tuning
+    starts from the offset model, as in the official code)."""
+    if stage.options.kind == "sync":
+      fresh = state.step == stage.start
+      params = dict(state.params)
+      params["synchronisability"] = jax.tree.map(
+          lambda new, old: jnp.where(fresh, new, old),
+          params["sync"],
+          params["synchronisability"],
+      )
+      state = state.replace(params=params)
+    return super().train_step(state, batch, stage)
+
   def loss_fn(self, params, batch, rng, stage: Stage, step):
     kind = stage.options.kind
     k_noise, k_feat, k_sync = jax.random.split(rng, 3)
@@ -291,13 +344,17 @@ class Synchformer(Method):
     )
     video, mel = self._inputs(batch, window, k_noise)
     feat_rng = None if self._frozen(stage, "visual") else k_feat
-    fv, fa = self.features(params, video, mel, self.stride, feat_rng)
+    fv, fa = self.sync_features(params, video, mel, feat_rng)
     if self._frozen(stage, "visual"):
       fv = jax.lax.stop_gradient(fv)
     if self._frozen(stage, "audio"):
       fa = jax.lax.stop_gradient(fa)
     logits = self.sync.apply(
-        {"params": params["sync"]}, fv, fa, train=True, rngs={"dropout": k_sync}
+        {"params": params[_SYNC_PARAMS[kind]]},
+        fv,
+        fa,
+        train=True,
+        rngs={"dropout": k_sync},
     )[head]
     labels = batch[target]
     loss = jnp.mean(
@@ -308,15 +365,16 @@ class Synchformer(Method):
 
   # Eval -------------------------------------------------------------------
   def _attribution(self, params, fv, fa):
-    """Evidence per segment: |Σ_d f_sd · ∂ logit_pred / ∂ f_sd|.
+    """Evidence per segment: Σ_t |Σ_d f_std · ∂ logit_pred / ∂ f_std|.
 
-    Gradient × input at the sync module's inputs — the one feature per
-    segment and modality that the sync transformer sees — for the predicted
-    offset class. Chosen over attention rollout because it needs one
-    backward pass, covers both modalities on the same scale (the change of
-    the chosen logit), and is exactly at the granularity of the evidence
-    metric (segments); rollout through pre-LN residual blocks and the
-    per-modality projections has no such direct reading. The absolute
+    Gradient × input at the sync module's inputs — the features of each
+    segment and modality that the sync transformer sees (its time tokens t,
+    or the one aggregated token) — for the predicted offset class, summed
+    over a segment's tokens. Chosen over attention rollout because it needs
+    one backward pass, covers both modalities on the same scale (the change
+    of the chosen logit), and sums exactly to the granularity of the
+    evidence metric (segments); rollout through pre-LN residual blocks and
+    the per-modality projections has no such direct reading. The absolute
     value counts evidence against other classes too.
     """
 
@@ -326,20 +384,28 @@ class Synchformer(Method):
       return jnp.sum(jnp.take_along_axis(logits, pred[:, None], axis=1))
 
     gv, ga = jax.grad(chosen, argnums=(0, 1))(fv, fa)
-    return jnp.abs(jnp.sum(gv * fv, -1)), jnp.abs(jnp.sum(ga * fa, -1))
+
+    def per_segment(g, f):
+      score = jnp.abs(jnp.sum(g * f, -1))  # [B, S] or [B, S, T]
+      return score if score.ndim == 2 else jnp.sum(score, -1)
+
+    return per_segment(gv, fv), per_segment(ga, fa)
 
   @functools.cached_property
   def _predict(self):
     def predict(params, batch):
       video, mel = self._inputs(batch, "shifted")
-      fv, fa = self.features(params, video, mel, self.stride)
+      fv, fa = self.sync_features(params, video, mel)
       offset = self.sync.apply({"params": params["sync"]}, fv, fa)["offset"]
+      ft = {"params": params["synchronisability"]}
+      offset_ft = self.sync.apply(ft, fv, fa)["offset"]
       score_v, score_a = self._attribution(params, fv, fa)
       video_c, mel_c = self._inputs(batch, "check")
-      fv_c, fa_c = self.features(params, video_c, mel_c, self.stride)
-      sync = self.sync.apply({"params": params["sync"]}, fv_c, fa_c)["sync"]
+      fv_c, fa_c = self.sync_features(params, video_c, mel_c)
+      sync = self.sync.apply(ft, fv_c, fa_c)["sync"]
       return {
           "offset": offset,
+          "offset_after_stage3": offset_ft,
           "sync": sync,
           "score_video": score_v,
           "score_audio": score_a,
@@ -379,21 +445,61 @@ class Synchformer(Method):
         count, self.segment_length / spec.fps, self.stride / spec.fps
     )
 
+  def reference_scores(self, split: str) -> dict[str, np.ndarray]:
+    """The non-learned reference on the split's draws (cached).
+
+    Returns:
+      offset [N, num_offsets] correlation per class of the shifted window;
+      sync [N] best correlation of the stage-3 window (its synchronisability
+      score).
+    """
+    key = f"reference/{split}"
+    if key not in self._eval_cache:
+      data = self.eval_data(split)
+      cue = str(self.config.eval.get("reference_cue", "onset"))
+      ref = functools.partial(
+          sync_reference.offset_scores,
+          fps=self.spec.fps,
+          sample_rate=self.spec.sample_rate,
+          offsets=self.spec.offsets(),
+          cue=cue,
+      )
+      self._eval_cache[key] = {
+          "offset": ref(data["video"], data["audio_shifted"]),
+          "sync": ref(data["video"], data["audio_check"]).max(axis=1),
+      }
+    return self._eval_cache[key]
+
   def evaluate(self, params, split, plot_dir=None):
     data = self.eval_data(split)
     pred = self.predict_split(params, split)
     probs = jax.nn.softmax(pred["sync"], axis=-1)[:, 1]
+    labels = data["offset_label"]
+    reference = self.reference_scores(split)
     result = {
-        "offset_top1": sync_eval.offset_accuracy(
-            pred["offset"], data["offset_label"]
-        ),
+        "offset_top1": sync_eval.offset_accuracy(pred["offset"], labels),
         "offset_top1_tol1": sync_eval.offset_accuracy(
-            pred["offset"], data["offset_label"], tolerance=1
+            pred["offset"], labels, tolerance=1
         ),
         "sync_acc": float(
             np.mean((np.argmax(pred["sync"], 1) == data["sync_label"]))
         ),
         "sync_auc": sync_eval.roc_auc(np.asarray(probs), data["sync_label"]),
+        "offset_top1_after_stage3": sync_eval.offset_accuracy(
+            pred["offset_after_stage3"], labels
+        ),
+        "offset_top1_tol1_after_stage3": sync_eval.offset_accuracy(
+            pred["offset_after_stage3"], labels, tolerance=1
+        ),
+        "reference_offset_top1": sync_eval.offset_accuracy(
+            reference["offset"], labels
+        ),
+        "reference_offset_top1_tol1": sync_eval.offset_accuracy(
+            reference["offset"], labels, tolerance=1
+        ),
+        "reference_sync_auc": sync_eval.roc_auc(
+            reference["sync"], data["sync_label"]
+        ),
     }
     spans = self.segment_spans()
     evidence = sync_eval.evidence_hits(
