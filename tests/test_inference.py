@@ -383,9 +383,10 @@ def test_predict_offset_equals_evaluation_and_survives_mp4(
 ):
   """Eval clips as arrays: the evaluation's probabilities (1e-6). As mp4s
   (H.264 crf 12, AAC; decoded audio 23-37 dB SNR here): probabilities within
-  0.01 (measured <= 0.0043), and the evaluation's offset class wherever its
-  top-2 logit margin is >= 0.1 — these parameters are untrained, so some
-  clips are near ties that codec noise may flip (measured margin 0.023)."""
+  0.02 (measured <= 0.0043 with 2.56 s crops, 0.0104 with 4.8 s ones), and
+  the evaluation's offset class wherever its top-2 logit margin is >= 0.1 —
+  these parameters are untrained, so some clips are near ties that codec
+  noise may flip (measured margin 0.023)."""
   model = sync_model
   method = model.method
   data = method.eval_data("validation")
@@ -412,7 +413,7 @@ def test_predict_offset_equals_evaluation_and_survives_mp4(
     )
     got = model.predict_offset(path, plot_path=str(tmp_path / f"e{n}.png"))
     assert os.path.getsize(got.plot) > 0
-    assert np.abs(got.probabilities - probs).max() < 0.01
+    assert np.abs(got.probabilities - probs).max() < 0.02
     top2 = np.sort(np.asarray(want["offset"][n]))[-2:]
     if top2[1] - top2[0] >= 0.1:
       clear += 1
