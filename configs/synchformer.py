@@ -13,26 +13,41 @@ Commands (arguments after ':' are comma-separated, e.g. ':quick,dense'):
   python launch/main.py --config configs/synchformer.py:lrs3 \
       --workdir runs/sync_lrs3 --config.data.manual_dir=/path/to/lrs3
 
-The README table (sparse, dense, and stage 2 on random frozen extractors;
-3 seeds each, at the quick budget; drop `quick` for the default's):
+The results tables (docs/results/synchformer.md; 3 seeds each, sparse and
+dense, with the ablations):
   python launch/sweep.py --config configs/synchformer.py \
-      --variants 'quick;quick,dense;quick,random_extractors' \
-      --seeds 0,1,2 --set eval_every=150 \
-      --workdir runs/tables/synchformer \
+      --variants 'quick;quick,dense' --seeds 0,1,2 --set eval_every=150 \
+      --workdir runs/tables/synchformer_quick \
       --metrics offset_top1,offset_top1_tol1,sync_acc,sync_auc,\
+offset_top1_after_stage3,reference_offset_top1,reference_sync_auc,\
 evidence_hit_rate,evidence_random_rate
+  python launch/sweep.py --config configs/synchformer.py --seeds 0 \
+      --variants 'quick,random_extractors;quick,time_tokens' \
+      --workdir runs/tables/synchformer_ablations --metrics ...
+  python launch/sweep.py --config configs/synchformer.py --seeds 0 \
+      --variants 'quick,head_only_stage3' \
+      --workdir runs/tables/synchformer_ablations --metrics ...
+  python launch/sweep.py --config configs/synchformer.py \
+      --variants ';dense' --seeds 0,1,2 \
+      --workdir runs/tables/synchformer_default --metrics ...
 
 Arguments:
   (none)             AV-digits `sync` (sparse flashes + spoken digits),
-                     2.56 s crops at 25 fps, 21 offsets over ±2 s; stage 1
+                     4.8 s crops at 25 fps (14 half-overlapping segments,
+                     one token each), 21 offsets over ±2 s; stage 1
                      segment contrastive, stage 2 offset classifier on the
-                     frozen extractors, stage 3 synchronisability head.
-  quick              Fewer steps, smaller batch; a minute or two on 2 CPU
-                     cores (tests, notebook).
+                     frozen extractors, stage 3 synchronisability
+                     fine-tuning of a copy of the sync transformer.
+  quick              Fewer steps, batch 16 (issue 30: about 8 minutes on 2
+                     idle CPU cores).
   dense              AV-digits `sync_dense` (a moving digit + a tone whose
                      pitch follows it).
   random_extractors  Ablation: no stage 1; stages 2 and 3 (same steps) on
                      randomly initialised, frozen extractors.
+  time_tokens        4 time tokens per segment and modality into the sync
+                     transformer (as the official stage 2) instead of one
+                     aggregated token.
+  head_only_stage3   Ablation: stage 3 trains the 2-way head alone.
   vggsound_sparse    VGGSound-Sparse clips (manual download), paper timing:
                      4.8 s crops, 14 overlapping segments, 128 mel bins.
   lrs3               LRS3 clips (manual download), same timing.
@@ -40,19 +55,33 @@ Arguments:
   steps=N            Total training steps, split over the stages in the
                      variant's proportions.
 
-metrics.json: offset_top1, offset_top1_tol1 (chance 1/21 = 0.048 and
-61/441 = 0.138), sync_acc, sync_auc, and for sparse data
-evidence_hit_rate against evidence_random_rate (+ per-modality rates and
-evidence_clips). Plots: offset_confusion.png, evidence_*.png,
-val_offset_accuracy.png, training_curves.png.
+metrics.json: offset_top1, offset_top1_tol1 (stage 2's transformer; chance
+1/21 = 0.048 and 61/441 = 0.138), sync_acc, sync_auc (stage 3's),
+offset_top1_after_stage3 / _tol1 (stage 3's transformer with stage 2's
+offset head), reference_offset_top1 / _tol1 and reference_sync_auc (the
+non-learned reference, avjax.eval.sync_reference, on the same draws), and
+for sparse data evidence_hit_rate against evidence_random_rate (+
+per-modality rates and evidence_clips). Plots: offset_confusion.png,
+evidence_*.png, val_offset_accuracy.png, training_curves.png.
 """
 
 import ml_collections
 
+from avjax import config_utils
 from avjax.config_utils import parse_config_arg
 from avjax.config_utils import positive_int_setting
 
-_VARIANTS = {"quick", "dense", "random_extractors", "vggsound_sparse", "lrs3"}
+common = config_utils.import_sibling(__file__, "common")
+
+_VARIANTS = {
+    "quick",
+    "dense",
+    "random_extractors",
+    "time_tokens",
+    "head_only_stage3",
+    "vggsound_sparse",
+    "lrs3",
+}
 _KEYS = {"seed", "steps"}
 _NAME = "configs/synchformer.py"
 
@@ -65,15 +94,13 @@ def _stage(
     exclude: tuple[str, ...] = (),
     **optimizer,
 ) -> ml_collections.ConfigDict:
-  return ml_collections.ConfigDict(
-      {
-          "name": name,
-          "kind": kind,
-          "steps": steps,
-          "train": train,
-          "exclude": exclude,
-          "optimizer": optimizer,
-      }
+  return common.stage(
+      name,
+      steps,
+      kind=kind,
+      train=train,
+      exclude=exclude,
+      optimizer=optimizer,
   )
 
 
@@ -97,23 +124,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   datasets = variants & {"dense", "vggsound_sparse", "lrs3"}
   if len(datasets) > 1:
     raise ValueError(f"{_NAME}: choose at most one of {sorted(datasets)}")
-  config = ml_collections.ConfigDict()
-  config.method = "synchformer"
-  config.seed = int(settings.get("seed", 0))
-  # "bfloat16": encoders and heads compute in bfloat16 with float32
-  # parameters; losses, normalisation statistics and softmaxes stay float32.
-  config.compute_dtype = "float32"
-
-  config.data = ml_collections.ConfigDict()
+  config = common.base_config("synchformer", settings.get("seed", 0))
   config.data.name = "av_digits/sync"
-  config.data.data_dir = ml_collections.config_dict.placeholder(str)
-  config.data.manual_dir = ml_collections.config_dict.placeholder(str)
-  # Real datasets: skip (and count) unreadable videos instead of stopping.
-  config.data.skip_bad_files = False
   config.data.batch_size = 32
   config.data.fps = 25.0
   config.data.sample_rate = 16000
-  config.data.crop_frames = 64  # 2.56 s: 4 stage-1 / 7 stage-2 segments
+  # 4.8 s: 7 stage-1 segments, 14 half-overlapping stage-2 segments; with
+  # ±2 s offsets audio and video overlap by >= 2.8 s (the paper's geometry).
+  config.data.crop_frames = 120
   config.data.num_offsets = 21
   config.data.max_offset = 2.0
   config.data.jitter = 0.05
@@ -132,6 +150,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model = ml_collections.ConfigDict()
   config.model.segment_frames = 16  # 0.64 s
   config.model.segment_stride = 8  # stages 2/3: 50 % overlap
+  # Stages 2/3: time tokens per segment and modality entering the sync
+  # transformer (the official stage 2 keeps 8 visual / 6 audio; variant
+  # `time_tokens`: 4, 0.16 s each) or 0: one aggregated token per segment.
+  # AV-digits default 0: with 4 (or 2, or ideal event tokens) stage 2 stayed
+  # on its plateau for the whole budget where one token per segment left it
+  # (docs/results/synchformer.md).
+  config.model.time_tokens = 0
   config.model.visual = ml_collections.ConfigDict(
       {
           "width": 64,
@@ -168,33 +193,34 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       }
   )
 
-  config.contrastive = ml_collections.ConfigDict()
-  config.contrastive.temperature_init = 0.07
-  config.contrastive.temperature_min = 0.001
-  config.contrastive.temperature_max = 0.5
+  # Stage 1's segment InfoNCE.
+  config.loss = ml_collections.ConfigDict()
+  config.loss.temperature = common.temperature(0.07, 0.001, 0.5)
 
-  config.optimizer = ml_collections.ConfigDict()
   config.optimizer.name = "adamw"
-  config.optimizer.learning_rate = 1e-3
-  config.optimizer.weight_decay = 1e-4
-  config.optimizer.schedule = "warmup_cosine"
-  config.optimizer.warmup_steps = 50
-  config.optimizer.end_lr_fraction = 0.05
   config.optimizer.grad_clip_norm = 1.0
 
-  config.eval = ml_collections.ConfigDict()
-  config.eval.batch_size = 100
-  config.eval.val_max_clips = 100  # x 3 stored draws
-  config.eval.evidence_plots = 3
+  config.eval_batch_size = 100
+  # offset_top1(_tol1), sync_acc, sync_auc from stage 2's transformer, and
+  # the same offsets read through stage 3's fine-tuned copy.
+  config.evals.sync = common.sync_offset_eval(
+      offset_outputs=("offset", "offset_after_stage3")
+  )
+  # Evaluation settings of the method's own diagnostics (free to change
+  # between resumed runs).
+  config.diagnostics = ml_collections.ConfigDict()
+  config.diagnostics.val_max_clips = 100  # x 3 stored draws
+  config.diagnostics.evidence_plots = 3
+  # The non-learned reference's cue (avjax.eval.sync_reference).
+  config.diagnostics.reference_cue = "onset"
 
-  steps, fractions = 2400, (0.3, 0.55, 0.15)
-  config.log_every = 50
-  config.checkpoint_every = 200
+  steps, fractions = 4800, (0.15, 0.6, 0.25)
   config.eval_every = 200
   config.max_checkpoints_to_keep = 2
 
   if "dense" in variants:
     config.data.name = "av_digits/sync_dense"
+    config.diagnostics.reference_cue = "pitch"
   if "vggsound_sparse" in variants or "lrs3" in variants:
     config.data.name = (
         "vggsound_sparse" if "vggsound_sparse" in variants else "lrs3"
@@ -206,6 +232,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     for part in (config.model.visual, config.model.audio, config.model.sync):
       part.update({"width": 256, "num_heads": 8})
     config.model.visual.patch = 16
+    config.model.time_tokens = 8  # the official visual count
     config.model.sync.update({"num_layers": 3, "dropout": 0.1})
     steps, fractions = 60000, (0.5, 0.4, 0.1)
     config.optimizer.learning_rate = 1e-4
@@ -213,12 +240,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.eval_every = 2000
     config.checkpoint_every = 1000
   if "quick" in variants:
-    steps, fractions = 900, (0.25, 0.65, 0.1)
+    # Stage 2 leaves its plateau after a number of steps rather than of
+    # examples: batch 16 buys twice the steps of batch 32.
+    steps, fractions = 3000, (0.15, 0.6, 0.25)
+    config.data.batch_size = 16
     config.optimizer.warmup_steps = 20
     config.log_every = 25
     config.checkpoint_every = 100
     config.eval_every = 0
-    config.eval.val_max_clips = 50
+    config.diagnostics.val_max_clips = 50
 
   steps = positive_int_setting(settings, "steps", steps, _NAME)
   s1, s2, s3 = _split_steps(steps, fractions)
@@ -229,7 +259,21 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       ("visual", "audio", "temperature"),
   )
   stage2 = _stage("offset", "offset", s2, ("sync",), ("sync/sync_head",))
-  stage3 = _stage("synchronisability", "sync", s3, ("sync/sync_head",))
+  # Stage 3 fine-tunes a copy of stage 2's sync transformer with the 2-way
+  # head (the official synchronisability fine-tuning); its offset head stays
+  # frozen, so offset_top1_after_stage3 shows what the transformer keeps.
+  stage3 = _stage(
+      "synchronisability",
+      "sync",
+      s3,
+      ("synchronisability",),
+      ("synchronisability/offset_head",),
+  )
+  if "head_only_stage3" in variants:  # Ablation: the 2-way head alone.
+    stage3.train = ("synchronisability/sync_head",)
+    stage3.exclude = ()
+  if "time_tokens" in variants:  # The official layout: time tokens.
+    config.model.time_tokens = 4
   if "random_extractors" in variants:
     config.stages = (stage2, stage3)
   else:

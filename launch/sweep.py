@@ -12,7 +12,9 @@ the default config); each run uses ``<variant>,seed=<s>`` and trains in
 ``launch/main.py``. A finished run (metrics.json present) is not re-run, and
 an interrupted one resumes from its checkpoint, so a sweep can be restarted.
 The markdown table goes to stdout and to ``<workdir>/table.md``; per-run
-metrics and wall times go to ``<workdir>/runs.json``.
+metrics, wall times and the process's CPU time during the run (user +
+system over all its threads, so comparable across machine loads) go to
+``<workdir>/runs.json``.
 """
 
 from __future__ import annotations
@@ -136,6 +138,8 @@ def main(argv):
       )
       metrics_path = os.path.join(workdir, "metrics.json")
       time_path = os.path.join(workdir, "wall_seconds.json")
+      cpu_path = os.path.join(workdir, "cpu_seconds.json")
+      cpu_seconds = None
       if os.path.exists(metrics_path):
         with open(metrics_path, encoding="utf-8") as f:
           metrics = json.load(f)
@@ -143,15 +147,21 @@ def main(argv):
         if os.path.exists(time_path):
           with open(time_path, encoding="utf-8") as f:
             seconds = json.load(f)
+        if os.path.exists(cpu_path):
+          with open(cpu_path, encoding="utf-8") as f:
+            cpu_seconds = json.load(f)
       else:
         config = apply_overrides(
             config_utils.load_config_file(_CONFIG.value, arg), _OVERRIDES.value
         )
-        t0 = time.time()
+        t0, c0 = time.time(), time.process_time()
         metrics = loop.train_and_evaluate(config, workdir)
         seconds = time.time() - t0
+        cpu_seconds = time.process_time() - c0
         with open(time_path, "w", encoding="utf-8") as f:
           json.dump(seconds, f)
+        with open(cpu_path, "w", encoding="utf-8") as f:
+          json.dump(cpu_seconds, f)
       if seconds is not None:
         times[label].append(seconds)
       missing = [m for m in _METRICS.value if m not in metrics]
@@ -166,6 +176,7 @@ def main(argv):
               "variant": label,
               "seed": seed,
               "seconds": seconds,
+              "cpu_seconds": cpu_seconds,
               "metrics": metrics,
           }
       )

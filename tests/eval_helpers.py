@@ -30,3 +30,14 @@ def embeddings(
 
   state = types.SimpleNamespace(params=params, aux={})
   return evaluators.EvalContext(method, state, split).embeddings(modalities)
+
+
+def predictions(
+    method: methods.Method, params: Any, split: str, names
+) -> dict[str, Any]:
+  """The named ``predict_fns`` outputs over ``split`` plus its metadata, as
+  the method's evaluation computes them."""
+  from avjax.eval import evaluators  # pylint: disable=import-outside-toplevel
+
+  state = types.SimpleNamespace(params=params, aux={})
+  return evaluators.EvalContext(method, state, split).predictions(names)

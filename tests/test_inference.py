@@ -37,6 +37,7 @@ from avjax.train.stages import StageScheduler
 from avjax.train.state import TrainState
 
 from eval_helpers import embeddings
+from eval_helpers import predictions
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -513,7 +514,7 @@ def _tiny_sync_config(data_dir: str):
     part.update({"width": 16, "num_heads": 2})
   config.model.visual.patch_features = 8
   config.model.sync.num_layers = 1
-  config.eval.val_max_clips = 6
+  config.diagnostics.val_max_clips = 6
   return config
 
 
@@ -539,13 +540,16 @@ def test_predict_offset_equals_evaluation_and_survives_mp4(
 ):
   """Eval clips as arrays: the evaluation's probabilities (1e-6). As mp4s
   (H.264 crf 12, AAC; decoded audio 23-37 dB SNR here): probabilities within
-  0.01 (measured <= 0.0043), and the evaluation's offset class wherever its
-  top-2 logit margin is >= 0.1 — these parameters are untrained, so some
-  clips are near ties that codec noise may flip (measured margin 0.023)."""
+  0.02 (measured <= 0.0043 with 2.56 s crops, 0.0104 with 4.8 s ones), and
+  the evaluation's offset class wherever its top-2 logit margin is >= 0.1 —
+  these parameters are untrained, so some clips are near ties that codec
+  noise may flip (measured margin 0.023)."""
   model = sync_model
   method = model.method
   data = method.eval_data("validation")
-  want = method.predict_split(model.params, "validation")
+  want = predictions(method, model.params, "validation", ["sync_offsets"])[
+      "sync_offsets"
+  ]
   offsets = method.spec.offsets()
   clear, agree = 0, 0
   for n in range(len(data["offset_label"])):
@@ -568,7 +572,7 @@ def test_predict_offset_equals_evaluation_and_survives_mp4(
     )
     got = model.predict_offset(path, plot_path=str(tmp_path / f"e{n}.png"))
     assert os.path.getsize(got.plot) > 0
-    assert np.abs(got.probabilities - probs).max() < 0.01
+    assert np.abs(got.probabilities - probs).max() < 0.02
     top2 = np.sort(np.asarray(want["offset"][n]))[-2:]
     if top2[1] - top2[0] >= 0.1:
       clear += 1
@@ -580,20 +584,21 @@ def test_long_video_is_scanned_in_windows(sync_model):
   model = sync_model
   s = model.method.spec
   rng = np.random.default_rng(0)
-  frames = rng.integers(0, 255, (150, 32, 32, 1), dtype=np.uint8)
+  frames = rng.integers(0, 255, (200, 32, 32, 1), dtype=np.uint8)
   # Tones well below 8 kHz, so resampling to 44.1 kHz and back keeps them.
-  t = np.arange(150 * 640) / 16000
+  t = np.arange(200 * 640) / 16000
   tones = sum(
       np.sin(2 * np.pi * f * t) * (1 + np.sin(2 * np.pi * r * t))
       for f, r in ((300, 0.7), (1100, 1.3), (2500, 0.4))
   )
   audio = np.round(tones * 3000).astype(np.int16)
   got = model.predict_offset(_video(frames, audio), stride_frames=40)
-  starts = [0, 40, 80, 86]  # every 40 frames, plus one ending at frame 150
+  starts = [0, 40, 80]  # every 40 frames, the last ending at frame 200
+  assert s.crop_frames == 120
   assert [w.start_seconds for w in got.windows] == [x / s.fps for x in starts]
   for w, st in zip(got.windows, starts):
     one = model.predict_offset(
-        _video(frames[st : st + 64], audio[st * 640 : (st + 64) * 640])
+        _video(frames[st : st + 120], audio[st * 640 : (st + 120) * 640])
     )
     np.testing.assert_allclose(w.probabilities, one.probabilities, atol=1e-6)
   mean = np.mean([w.probabilities for w in got.windows], axis=0)
@@ -605,10 +610,63 @@ def test_long_video_is_scanned_in_windows(sync_model):
   got_fast = model.predict_offset(
       _video(fast, hi_rate, fps=50.0, rate=44100), stride_frames=40
   )
-  assert len(got_fast.windows) == 4
+  assert len(got_fast.windows) == 3
   np.testing.assert_allclose(
       got_fast.probabilities, got.probabilities, atol=0.005
   )
+
+
+@pytest.fixture(scope="module")
+def trained_sync_model(tmp_path_factory, av_digits_dir):
+  """The tiny quick config trained through the loop for 330 steps."""
+  config = _tiny_sync_config(av_digits_dir.prepare("sync"))
+  config.data.batch_size = 16
+  for stage, steps in zip(config.stages, (80, 200, 50)):
+    stage.steps = steps
+  config.checkpoint_every = 1000
+  workdir = str(tmp_path_factory.mktemp("sync_trained"))
+  metrics = loop.train_and_evaluate(config, workdir)
+  return inference.load(workdir), metrics
+
+
+@pytest.mark.slow
+def test_predict_offset_on_mp4s_of_a_trained_workdir(
+    trained_sync_model, tmp_path
+):
+  """Issue 30 item 7: test clips written as mp4 (PyAV: H.264 + AAC) and read
+  back by predict_offset give the evaluation's offsets. Tolerance: the
+  accuracy on the written clips within 2 clips of the evaluation's on the
+  same clips (codec noise can flip a near tie), and at least 90 % of the
+  clips predicted as the evaluation predicts them."""
+  model, metrics = trained_sync_model
+  method = model.method
+  data = method.eval_data("test")
+  want = predictions(method, model.params, "test", ["sync_offsets"])[
+      "sync_offsets"
+  ]
+  # The workdir's own test metric is this evaluation.
+  assert metrics["offset_top1"] == pytest.approx(
+      np.mean(np.argmax(want["offset"], 1) == data["offset_label"])
+  )
+  count = 24
+  labels = data["offset_label"][:count]
+  eval_pred = np.argmax(want["offset"][:count], 1)
+  mp4_pred = []
+  for n in range(count):
+    path = str(tmp_path / f"test{n}.mp4")
+    video_lib.write_video(
+        path,
+        data["video"][n][..., 0],
+        25.0,
+        data["audio_shifted"][n].astype(np.float32) / 32768.0,
+        16000,
+    )
+    got = model.predict_offset(path)
+    assert len(got.windows) == 1
+    mp4_pred.append(got.offset_class)
+  mp4_pred = np.asarray(mp4_pred)
+  assert np.mean(mp4_pred == eval_pred) >= 0.9, (mp4_pred, eval_pred)
+  assert abs(np.sum(mp4_pred == labels) - np.sum(eval_pred == labels)) <= 2
 
 
 def test_video_without_audio_or_too_short_is_named(sync_model, tmp_path):

@@ -76,10 +76,11 @@ def _assert_plots(run_dir: str, *names: str) -> None:
 def _check_synchformer(metrics: dict, run_dir: str) -> None:
   """The Synchformer notebook's quick run (seed 0) must learn offsets.
 
-  Measured on the 2-core CPU machine: offset_top1 0.142 (chance 1/21),
-  evidence_hit_rate 0.988 against a random rate of 0.639 (seeds 1 and 2
-  stay on the stage-2 plateau for 900 steps: README); the floors sit a
-  margin below. This notebook is the suite's one quick Synchformer run.
+  Measured on the 2-core CPU machine (issue 30 geometry, 3,000 steps):
+  offset_top1 0.242 (chance 1/21; seeds 1 and 2: 0.237, 0.212),
+  evidence_hit_rate 0.983 against a random rate of 0.637
+  (docs/results/synchformer.md); the floors sit a margin below. This
+  notebook is the suite's one quick Synchformer run.
   """
   assert metrics["offset_top1"] > 2 / 21, metrics
   assert metrics["evidence_hit_rate"] > metrics["evidence_random_rate"] + 0.2

@@ -90,6 +90,75 @@ def test_sync_transformer_heads():
   assert not np.allclose(swapped["offset"], out["offset"])
 
 
+def test_time_tokens_are_frame_outputs_pooled_in_time_order():
+  v = sync.VisualSegmentEncoder(width=16, patch=8, patch_features=8)
+  video = jax.random.uniform(jax.random.PRNGKey(0), (2, 32, 16, 16, 1))
+  pv = v.init(jax.random.PRNGKey(2), video, 16, 8)
+  one = v.apply(pv, video, 16, 8)
+  tokens = v.apply(pv, video, 16, 8, time_tokens=4)
+  assert one.shape == (2, 3, 16) and tokens.shape == (2, 3, 4, 16)
+  # Time token t of segment s pools frames s·8 + 4t .. s·8 + 4t + 3: a
+  # change confined to frames 28..31 of the clip changes only time token 3
+  # of segment 2 ... through attention every token of segment 2, but no
+  # token of segments 0 and 1 (frames 0..23).
+  changed = v.apply(pv, video.at[:, 28:].set(0.0), 16, 8, time_tokens=4)
+  np.testing.assert_allclose(changed[:, :2], tokens[:, :2], atol=1e-6)
+  assert not np.allclose(changed[:, 2], tokens[:, 2])
+  # With 16 time tokens (no pooling) the tokens are the transformer's
+  # outputs at the frame tokens; pooling by 4 is their mean in groups.
+  full = v.apply(pv, video, 16, 8, time_tokens=16)
+  np.testing.assert_allclose(
+      full.reshape(2, 3, 4, 4, 16).mean(axis=3), tokens, atol=1e-6
+  )
+  with pytest.raises(ValueError, match="do not pool into 5 time tokens"):
+    v.apply(pv, video, 16, 8, time_tokens=5)
+
+
+def test_sync_sequence_count_and_order_of_time_tokens():
+  s_v, s_a, t, d, w = 14, 14, 8, 6, 16
+  model = sync.SyncTransformer(width=w, num_layers=1, num_heads=2)
+  fv = jax.random.normal(jax.random.PRNGKey(0), (2, s_v, t, d))
+  fa = jax.random.normal(jax.random.PRNGKey(1), (2, s_a, t, d + 2))
+  params = model.init(jax.random.PRNGKey(2), fv, fa)
+  _, state = model.apply(params, fv, fa, mutable=["intermediates"])
+  (tokens,) = state["intermediates"]["tokens"]
+  n = 1 + s_v * t + 1 + s_a * t  # the official 1 + 14·8 + 1 + 14·6 layout
+  assert tokens.shape == (2, n, w)
+  assert params["params"]["positions"].shape == (n, w)
+  layout = sync.sequence_layout(fv.shape, fa.shape)
+  assert layout == {
+      "offset": slice(0, 1),
+      "visual": slice(1, 113),
+      "separator": slice(113, 114),
+      "audio": slice(114, 226),
+  }
+  p = params["params"]
+
+  def project(x, name):  # numpy LayerNorm (eps 1e-6) + Dense, per token
+    mean = x.mean(-1, keepdims=True)
+    var = x.var(-1, keepdims=True)
+    norm = p[f"{name}_norm"]
+    y = (x - mean) / np.sqrt(var + 1e-6) * norm["scale"] + norm["bias"]
+    return y @ p[f"{name}_proj"]["kernel"] + p[f"{name}_proj"]["bias"]
+
+  fv_np, fa_np, tok = np.asarray(fv), np.asarray(fa), np.asarray(tokens)
+  for s in (0, 5, 13):
+    for k in (0, 3, 7):  # token 1 + s·T + k is segment s, time token k
+      np.testing.assert_allclose(
+          tok[:, 1 + s * t + k], project(fv_np[:, s, k], "visual"), atol=1e-5
+      )
+      np.testing.assert_allclose(
+          tok[:, layout["audio"].start + s * t + k],
+          project(fa_np[:, s, k], "audio"),
+          atol=1e-5,
+      )
+  np.testing.assert_allclose(tok[0, 0], np.asarray(p["offset_token"])[0, 0])
+  np.testing.assert_allclose(
+      tok[1, layout["separator"].start],
+      np.asarray(p["separator_token"])[0, 0],
+  )
+
+
 def test_white_noise_is_standard_normal_and_keyed():
   from scipy import stats  # An independent reference for N(0, 1).
 

@@ -55,11 +55,12 @@ def tiny_config(steps=(4, 6, 2), **overrides):
     part.update({"width": 16, "num_heads": 2})
   config.model.visual.patch_features = 8
   config.model.sync.num_layers = 1
+  config.model.time_tokens = 2  # the time-token path (default: 0)
   config.optimizer.warmup_steps = 1
   config.log_every = 2
   config.checkpoint_every = 3
-  config.eval.batch_size = 9
-  config.eval.evidence_plots = 1
+  config.eval_batch_size = 9
+  config.diagnostics.evidence_plots = 1
   for stage, n in zip(config.stages, steps):
     stage.steps = n
   config.stages = config.stages[: len(steps)]
@@ -101,13 +102,19 @@ def test_segment_contrastive_loss_positives_are_same_clip_same_segment():
   assert float(worse) > float(got)
 
 
-def test_temperature_learned_and_clamped(records):
+def test_temperature_learned_clamped_and_projected(records):
   method = InMemorySynchformer(tiny_config(), records)
   params = {"temperature": {"log": jnp.log(0.07)}}
   assert float(method.temperature(params)) == pytest.approx(0.07)
   for value, clamped in ((10.0, 0.5), (1e-6, 0.001)):
-    params = {"temperature": {"log": jnp.log(value)}}
+    params = {"temperature": {"log": jnp.log(value)}, "sync": jnp.ones(2)}
     assert float(method.temperature(params)) == pytest.approx(clamped)
+    # After an update the parameter itself goes back into the bounds.
+    projected = method.project_params(params)
+    assert float(projected["temperature"]["log"]) == pytest.approx(
+        np.log(clamped)
+    )
+    np.testing.assert_array_equal(projected["sync"], params["sync"])
 
 
 def test_trainable_labels_by_path_prefix():
@@ -153,12 +160,17 @@ def test_make_optimizer_updates_only_the_stage_prefixes():
           "offset_head": {"w": jnp.ones(3)},
           "sync_head": {"w": jnp.ones(3)},
       },
+      "synchronisability": {
+          "transformer": {"w": jnp.ones(3)},
+          "offset_head": {"w": jnp.ones(3)},
+          "sync_head": {"w": jnp.ones(3)},
+      },
   }
   grads = jax.tree.map(jnp.ones_like, params)
   trained = {
       0: {"visual", "audio", "temperature"},
       1: {"sync/transformer", "sync/offset_head"},
-      2: {"sync/sync_head"},
+      2: {"synchronisability/transformer", "synchronisability/sync_head"},
   }
   txs = [method.make_optimizer(stage, 100) for stage in stages]
   assert len({id(tx) for tx in txs}) == 3  # a fresh optimiser per stage
@@ -227,18 +239,26 @@ def test_stages_freeze_what_they_do_not_train(full_run):
   _assert_same(p1["sync"]["sync_head"], p2["sync"]["sync_head"])
   assert _changed(p1["sync"]["offset_head"], p2["sync"]["offset_head"])
   assert _changed(p1["sync"]["transformer"], p2["sync"]["transformer"])
-  # Stage 3: only the 2-way head moves.
-  assert _changed(p2["sync"]["sync_head"], p3["sync"]["sync_head"])
-  rest2 = {k: v for k, v in p2["sync"].items() if k != "sync_head"}
-  rest3 = {k: v for k, v in p3["sync"].items() if k != "sync_head"}
-  _assert_same(rest2, rest3)
-  for key in ("visual", "audio", "temperature"):
+  _assert_same(p1["synchronisability"], p2["synchronisability"])
+  # Stage 3 fine-tunes a copy of stage 2's sync transformer with its 2-way
+  # head: the extractors, the temperature and stage 2's transformer stay
+  # bit-identical; the copy's transformer and 2-way head move, its offset
+  # head is stage 2's (copied at the stage's first step, then frozen).
+  for key in ("visual", "audio", "temperature", "sync"):
     _assert_same(p2[key], p3[key])
+  ft = p3["synchronisability"]
+  _assert_same(ft["offset_head"], p2["sync"]["offset_head"])
+  assert _changed(ft["offset_head"], p2["synchronisability"]["offset_head"])
+  assert _changed(ft["transformer"], p2["sync"]["transformer"])
+  assert _changed(ft["sync_head"], p2["sync"]["sync_head"])
   for key in (
       "offset_top1",
       "offset_top1_tol1",
       "sync_acc",
       "sync_auc",
+      "offset_top1_after_stage3",
+      "reference_offset_top1",
+      "reference_sync_auc",
       "evidence_hit_rate",
       "evidence_random_rate",
   ):
@@ -270,8 +290,13 @@ def test_configs_stages_steps_and_bad_arguments():
   assert [tuple(s.train) for s in full.stages] == [
       ("visual", "audio", "temperature"),
       ("sync",),
-      ("sync/sync_head",),
+      ("synchronisability",),
   ]
+  assert tuple(full.stages[2].exclude) == ("synchronisability/offset_head",)
+  assert full.data.crop_frames == 120 and full.model.time_tokens == 0
+  head_only = synchformer_config.get_config("head_only_stage3")
+  assert tuple(head_only.stages[2].train) == ("synchronisability/sync_head",)
+  assert synchformer_config.get_config("time_tokens").model.time_tokens == 4
   # The ablation: no stage 1, stages 2 and 3 with the same steps.
   ablation = synchformer_config.get_config("random_extractors")
   assert [s.kind for s in ablation.stages] == ["offset", "sync"]
@@ -349,4 +374,10 @@ def test_init_params_is_one_program(records, count_lowerings):
   with count_lowerings() as lowered:
     params = method.init_params(rng, batch)
   assert lowered.count <= 2, lowered.count
-  assert set(params) == {"visual", "audio", "sync", "temperature"}
+  assert set(params) == {
+      "visual",
+      "audio",
+      "sync",
+      "synchronisability",
+      "temperature",
+  }

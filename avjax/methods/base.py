@@ -209,8 +209,9 @@ class Method(abc.ABC):
   def eval_inputs(self, records: dict[str, Any]) -> dict[str, Any]:
     """A stacked batch of ``eval_source`` records → model inputs of every
     modality plus per-row metadata the evaluators read (labels, ids,
-    relevance groups, captions). Default: the records unchanged."""
-    return dict(records)
+    relevance groups, captions), as ``(inputs, metadata)``. Default: every
+    field is a model input, no metadata."""
+    return dict(records), {}
 
   def modality_inputs(
       self, modality: str, records: Sequence[Any]

@@ -14,15 +14,25 @@ bit-identical through the stage):
    flattened to [B·S, D]: the positive of (clip b, segment s) is the other
    modality's (b, s), every other segment of the batch — also the other
    segments of clip b — is a negative. The temperature is learned (its log
-   is a parameter, initialised at 0.07) and clamped to [0.001, 0.5].
+   is a parameter, ``config.loss.temperature``: initialised at 0.07 and
+   kept in [0.001, 0.5] by ``avjax.models.temperature``).
 2. ``offset``: extractors frozen (their outputs also pass through
    ``stop_gradient``, so no backward pass is spent on them); segments with
-   50 % overlap; the sync transformer's offset head, cross-entropy over the
+   50 % overlap, each giving ``model.time_tokens`` time tokens per modality
+   (the official stage 2 keeps each segment's time tokens; 0 = one
+   aggregated token per segment, the ablation); the sync transformer
+   (``params["sync"]``) and its offset head, cross-entropy over the
    ``num_offsets`` classes of the audio shift the pipeline applied.
-3. ``sync``: the 2-way synchronisability head on the offset token, trained
-   on the pipeline's 50/50 synchronisable (a grid offset) / unsynchronisable
-   (audio shifted by a whole crop length) windows. By default only that
-   head trains, so stage 2's offset predictions are untouched by stage 3.
+3. ``sync``: synchronisability fine-tuning, as the official code does it: a
+   second sync transformer, ``params["synchronisability"]``, starts as a
+   copy of stage 2's (copied in the stage's first step, ``train_step``) and
+   trains with its 2-way head on the offset token (extractors frozen; by
+   default its offset head too, so ``offset_top1_after_stage3`` shows how
+   much offset information the fine-tuned transformer keeps) on the
+   pipeline's 50/50 synchronisable (a grid offset) / unsynchronisable
+   (audio shifted by a whole crop length) windows. Offsets are predicted by
+   stage 2's transformer, which stage 3 leaves bit-identical. The
+   ``head_only_stage3`` ablation trains the 2-way head alone.
 
 Choices the paper leaves open (config fields):
   * extractor sizes (``config.model``): small transformers sized for 2 CPU
@@ -32,9 +42,18 @@ Choices the paper leaves open (config fields):
     optimiser state starts fresh);
   * training audio gets Gaussian noise of std U(0, ``data.audio_noise``) of
     full scale, on device (``avjax.models.sync.white_noise``);
-  * evidence attribution (``evaluate``): gradient × input at the sync
-    module's inputs, one score per segment and modality (see
+  * evidence attribution (``extra_metrics``): gradient × input at the sync
+    module's inputs, summed per segment and modality (see
     ``_attribution``).
+
+Evaluation: ``predict_fns()["sync_offsets"]`` gives, per clip, offset
+logits of stage 2's transformer ("offset") and of stage 3's
+("offset_after_stage3"), synchronisability logits, evidence scores and the
+log-mel; ``config.evals.sync`` (the shared ``sync_offset`` evaluator) turns
+them into accuracies, and ``extra_metrics`` adds the evidence hit rates, a
+non-learned reference on the same draws (``avjax.eval.sync_reference``,
+cue ``config.diagnostics.reference_cue``: what the data allow without
+training) and the plots.
 """
 
 from __future__ import annotations
@@ -55,15 +74,22 @@ from avjax import losses
 from avjax.data.pipeline import features as features_lib
 from avjax.data.pipeline import sources
 from avjax.data.pipeline import sync as sync_pipeline
-from avjax.eval import sharded
+from avjax.data.pipeline import iterators
 from avjax.eval import sync as sync_eval
+from avjax.eval import sync_reference
 from avjax.methods.base import Method
 from avjax.models import precision
 from avjax.models import sync as sync_models
+from avjax.models import temperature as temperature_lib
 from avjax.train import optim
 from avjax.train.stages import Stage
+from avjax.train.state import TrainState
 
 _KINDS = ("contrastive", "offset", "sync")
+# The parameters of the sync transformer each stage-2/3 kind reads.
+_SYNC_PARAMS = {"offset": "sync", "sync": "synchronisability"}
+# What ``eval_inputs`` passes to the model; the rest is metadata.
+_MODEL_INPUTS = ("video", "audio_shifted", "audio_check")
 
 
 def param_path(path: tuple[Any, ...]) -> str:
@@ -140,6 +166,7 @@ class Synchformer(Method):
         ),
     )
     self.segment_length = int(m.segment_frames)
+    self.time_tokens = int(m.time_tokens)
     dtype = precision.config_dtype(config)
     self.visual = sync_models.VisualSegmentEncoder(
         dtype=dtype, **dict(m.visual)
@@ -166,6 +193,9 @@ class Synchformer(Method):
             f"config.stages[{stage.name!r}].kind={kind!r} is not "
             f"one of {_KINDS}"
         )
+    self._temperature = temperature_lib.LearnedTemperature.from_config(
+        config.loss.temperature
+    )
     self._txs: dict[int, optax.GradientTransformation] = {}
     self._eval_cache: dict[str, dict[str, np.ndarray]] = {}
 
@@ -187,7 +217,7 @@ class Synchformer(Method):
     """Device inputs: video float [B, L, H, W, C], log-mel [B, F, M]."""
     video = batch["video"].astype(jnp.float32) / 255.0
     audio = batch[f"audio_{window}"].astype(jnp.float32) / 32768.0
-    noise = float(self.config.data.get("audio_noise", 0.0))
+    noise = float(self.config.data.audio_noise)
     if rng is not None and noise > 0:
       k1, k2 = jax.random.split(rng)
       std = jax.random.uniform(k1, (audio.shape[0], 1), maxval=noise)
@@ -213,19 +243,24 @@ class Synchformer(Method):
     video, mel = self._inputs(batch, "synced")
     pv = self.visual.init(kv, video, self.segment_length, self.stride)
     pa = self.audio.init(ka, mel, self.segment_length, self.stride)
-    fv = self.visual.apply(pv, video, self.segment_length, self.stride)
-    fa = self.audio.apply(pa, mel, self.segment_length, self.stride)
-    ps = self.sync.init(ks, fv, fa)
-    t0 = float(self.config.contrastive.temperature_init)
+    fv, fa = self.sync_features(
+        {"visual": pv["params"], "audio": pa["params"]}, video, mel
+    )
+    ps = self.sync.init(ks, fv, fa)["params"]
     return {
         "visual": pv["params"],
         "audio": pa["params"],
-        "sync": ps["params"],
-        "temperature": {"log": jnp.asarray(math.log(t0), jnp.float32)},
+        "sync": ps,
+        # Overwritten by a copy of "sync" when stage 3 starts.
+        "synchronisability": jax.tree.map(jnp.copy, ps),
+        "temperature": {"log": self._temperature.init_param()},
     }
 
-  def features(self, params, video, mel, stride: int, rng=None):
-    """Segment features (visual [B, S, D], audio [B, S, D])."""
+  def features(
+      self, params, video, mel, stride: int, rng=None, time_tokens: int = 0
+  ):
+    """Segment features: visual, audio [B, S, D] (``time_tokens`` 0) or
+    [B, S, time_tokens, D]."""
     train = rng is not None
     rngs = (lambda k: {"dropout": k}) if train else (lambda k: None)
     kv, ka = jax.random.split(rng) if train else (None, None)
@@ -235,6 +270,7 @@ class Synchformer(Method):
         self.segment_length,
         stride,
         train=train,
+        time_tokens=time_tokens,
         rngs=rngs(kv),
     )
     fa = self.audio.apply(
@@ -243,16 +279,27 @@ class Synchformer(Method):
         self.segment_length,
         stride,
         train=train,
+        time_tokens=time_tokens,
         rngs=rngs(ka),
     )
     return fv, fa
 
+  def sync_features(self, params, video, mel, rng=None):
+    """Stage-2/3 features: overlapping segments, ``time_tokens`` each."""
+    return self.features(
+        params, video, mel, self.stride, rng, time_tokens=self.time_tokens
+    )
+
   def temperature(self, params) -> jax.Array:
-    c = self.config.contrastive
-    return jnp.clip(
-        jnp.exp(params["temperature"]["log"]),
-        c.temperature_min,
-        c.temperature_max,
+    """Stage 1's τ (``config.loss.temperature``)."""
+    return self._temperature.value(params["temperature"]["log"])
+
+  def project_params(self, params):
+    return dict(
+        params,
+        temperature={
+            "log": self._temperature.project(params["temperature"]["log"])
+        },
     )
 
   # Each stage trains other parameters, with a fresh optimiser state.
@@ -263,9 +310,9 @@ class Synchformer(Method):
     del run  # Each stage's schedule spans the stage.
     if stage.index not in self._txs:
       cfg = ml_collections.ConfigDict(self.config.optimizer.to_dict())
-      cfg.update(dict(stage.options.get("optimizer", {})))
+      cfg.update(dict(stage.options.optimizer))
       train = tuple(stage.options.train)
-      exclude = tuple(stage.options.get("exclude", ()))
+      exclude = tuple(stage.options.exclude)
       self._txs[stage.index] = optax.multi_transform(
           {
               "train": optim.make_optimizer(cfg, stage.steps),
@@ -278,6 +325,23 @@ class Synchformer(Method):
   # Loss -------------------------------------------------------------------
   def _frozen(self, stage: Stage, name: str) -> bool:
     return not _matches(name, tuple(stage.options.train))
+
+  def train_step(
+      self, state: TrainState, batch, stage: Stage, run
+  ) -> tuple[TrainState, dict]:
+    """The default step; stage 3's first step first copies stage 2's sync
+    transformer into ``params["synchronisability"]`` (the fine-tuning
+    starts from the offset model, as in the official code)."""
+    if stage.options.kind == "sync":
+      fresh = state.step == stage.start
+      params = dict(state.params)
+      params["synchronisability"] = jax.tree.map(
+          lambda new, old: jnp.where(fresh, new, old),
+          params["sync"],
+          params["synchronisability"],
+      )
+      state = state.replace(params=params)
+    return super().train_step(state, batch, stage, run)
 
   def loss_fn(self, params, batch, rng, stage: Stage, step):
     kind = stage.options.kind
@@ -298,13 +362,17 @@ class Synchformer(Method):
     )
     video, mel = self._inputs(batch, window, k_noise)
     feat_rng = None if self._frozen(stage, "visual") else k_feat
-    fv, fa = self.features(params, video, mel, self.stride, feat_rng)
+    fv, fa = self.sync_features(params, video, mel, feat_rng)
     if self._frozen(stage, "visual"):
       fv = jax.lax.stop_gradient(fv)
     if self._frozen(stage, "audio"):
       fa = jax.lax.stop_gradient(fa)
     logits = self.sync.apply(
-        {"params": params["sync"]}, fv, fa, train=True, rngs={"dropout": k_sync}
+        {"params": params[_SYNC_PARAMS[kind]]},
+        fv,
+        fa,
+        train=True,
+        rngs={"dropout": k_sync},
     )[head]
     labels = batch[target]
     loss = jnp.mean(
@@ -315,15 +383,16 @@ class Synchformer(Method):
 
   # Eval -------------------------------------------------------------------
   def _attribution(self, params, fv, fa):
-    """Evidence per segment: |Σ_d f_sd · ∂ logit_pred / ∂ f_sd|.
+    """Evidence per segment: Σ_t |Σ_d f_std · ∂ logit_pred / ∂ f_std|.
 
-    Gradient × input at the sync module's inputs — the one feature per
-    segment and modality that the sync transformer sees — for the predicted
-    offset class. Chosen over attention rollout because it needs one
-    backward pass, covers both modalities on the same scale (the change of
-    the chosen logit), and is exactly at the granularity of the evidence
-    metric (segments); rollout through pre-LN residual blocks and the
-    per-modality projections has no such direct reading. The absolute
+    Gradient × input at the sync module's inputs — the features of each
+    segment and modality that the sync transformer sees (its time tokens t,
+    or the one aggregated token) — for the predicted offset class, summed
+    over a segment's tokens. Chosen over attention rollout because it needs
+    one backward pass, covers both modalities on the same scale (the change
+    of the chosen logit), and sums exactly to the granularity of the
+    evidence metric (segments); rollout through pre-LN residual blocks and
+    the per-modality projections has no such direct reading. The absolute
     value counts evidence against other classes too.
     """
 
@@ -333,54 +402,60 @@ class Synchformer(Method):
       return jnp.sum(jnp.take_along_axis(logits, pred[:, None], axis=1))
 
     gv, ga = jax.grad(chosen, argnums=(0, 1))(fv, fa)
-    return jnp.abs(jnp.sum(gv * fv, -1)), jnp.abs(jnp.sum(ga * fa, -1))
+
+    def per_segment(g, f):
+      score = jnp.abs(jnp.sum(g * f, -1))  # [B, S] or [B, S, T]
+      return score if score.ndim == 2 else jnp.sum(score, -1)
+
+    return per_segment(gv, fv), per_segment(ga, fa)
 
   def predict_fns(self):
     return {"sync_offsets": self.predict}
 
   def predict(self, params, batch):
-    """Offset and synchronisability logits, per-segment evidence and the
-    log-mel of a batch with "video", "audio_shifted", "audio_check"."""
+    """Per clip of a batch with "video", "audio_shifted", "audio_check":
+    offset logits of stage 2's transformer ("offset") and of stage 3's
+    ("offset_after_stage3", through the offset head it copied), the
+    synchronisability logits of the "check" window ("sync"), per-segment
+    evidence ("score_video", "score_audio") and the log-mel."""
     video, mel = self._inputs(batch, "shifted")
-    fv, fa = self.features(params, video, mel, self.stride)
+    fv, fa = self.sync_features(params, video, mel)
     offset = self.sync.apply({"params": params["sync"]}, fv, fa)["offset"]
+    tuned = {"params": params["synchronisability"]}
+    offset_tuned = self.sync.apply(tuned, fv, fa)["offset"]
     score_v, score_a = self._attribution(params, fv, fa)
     video_c, mel_c = self._inputs(batch, "check")
-    fv_c, fa_c = self.features(params, video_c, mel_c, self.stride)
-    sync = self.sync.apply({"params": params["sync"]}, fv_c, fa_c)["sync"]
+    fv_c, fa_c = self.sync_features(params, video_c, mel_c)
+    sync = self.sync.apply(tuned, fv_c, fa_c)["sync"]
     return {
         "offset": offset,
+        "offset_after_stage3": offset_tuned,
         "sync": sync,
         "score_video": score_v,
         "score_audio": score_a,
         "mel": mel,
     }
 
-  @functools.cached_property
-  def _predict(self):
-    return jax.jit(self.predict)
-
   def eval_data(self, split: str) -> dict[str, np.ndarray]:
-    """The split's fixed evaluation examples (cached)."""
+    """The split's fixed evaluation draws as arrays (cached): model inputs,
+    labels, event times and clip indices."""
     if split not in self._eval_cache:
-      e = self.config.eval
-      max_clips = e.get("val_max_clips") if split == "validation" else None
+      max_clips = (
+          self.config.diagnostics.val_max_clips
+          if split == "validation"
+          else None
+      )
       self._eval_cache[split] = sync_pipeline.load_eval(
           self._source(split), self.spec, max_clips=max_clips
       )
     return self._eval_cache[split]
 
-  def predict_split(self, params, split: str) -> dict[str, np.ndarray]:
-    """Per-clip predictions; each process predicts its block of clips."""
-    data = self.eval_data(split)
-    keys = ("video", "audio_shifted", "audio_check")
-    return sharded.sharded_map(
-        self._predict,
-        params,
-        len(data["offset_label"]),
-        lambda i, j: ({k: data[k][i:j] for k in keys}, j - i),
-        int(self.config.eval.batch_size),
-    )
+  def eval_source(self, split):
+    return iterators.ArraySource(self.eval_data(split))
+
+  def eval_inputs(self, records):
+    inputs = {k: records[k] for k in _MODEL_INPUTS}
+    return inputs, {k: v for k, v in records.items() if k not in inputs}
 
   def segment_spans(self) -> np.ndarray:
     spec = self.spec
@@ -391,36 +466,63 @@ class Synchformer(Method):
         count, self.segment_length / spec.fps, self.stride / spec.fps
     )
 
-  def evaluate(self, state, split, run, plot_dir=None):
+  def reference_scores(self, split: str) -> dict[str, np.ndarray]:
+    """The non-learned reference on the split's draws (cached).
+
+    Returns:
+      offset [N, num_offsets] correlation per class of the shifted window;
+      sync [N] best correlation of the stage-3 window (its synchronisability
+      score).
+    """
+    key = f"reference/{split}"
+    if key not in self._eval_cache:
+      data = self.eval_data(split)
+      cue = str(self.config.diagnostics.reference_cue)
+      ref = functools.partial(
+          sync_reference.offset_scores,
+          fps=self.spec.fps,
+          sample_rate=self.spec.sample_rate,
+          offsets=self.spec.offsets(),
+          cue=cue,
+      )
+      self._eval_cache[key] = {
+          "offset": ref(data["video"], data["audio_shifted"]),
+          "sync": ref(data["video"], data["audio_check"]).max(axis=1),
+      }
+    return self._eval_cache[key]
+
+  def extra_metrics(self, context, run):
+    """The non-learned reference's accuracies on the same draws, evidence
+    hit rates (sparse data) and, with a plot dir, the plots."""
     del run
-    params = state.params
-    data = self.eval_data(split)
-    pred = self.predict_split(params, split)
-    probs = jax.nn.softmax(pred["sync"], axis=-1)[:, 1]
+    split = context.split
+    out = context.predictions(["sync_offsets"])
+    pred = out["sync_offsets"]
+    labels = out["offset_label"]
+    reference = self.reference_scores(split)
     result = {
-        "offset_top1": sync_eval.offset_accuracy(
-            pred["offset"], data["offset_label"]
+        "reference_offset_top1": sync_eval.offset_accuracy(
+            reference["offset"], labels
         ),
-        "offset_top1_tol1": sync_eval.offset_accuracy(
-            pred["offset"], data["offset_label"], tolerance=1
+        "reference_offset_top1_tol1": sync_eval.offset_accuracy(
+            reference["offset"], labels, tolerance=1
         ),
-        "sync_acc": float(
-            np.mean((np.argmax(pred["sync"], 1) == data["sync_label"]))
+        "reference_sync_auc": sync_eval.roc_auc(
+            reference["sync"], out["sync_label"]
         ),
-        "sync_auc": sync_eval.roc_auc(np.asarray(probs), data["sync_label"]),
     }
     spans = self.segment_spans()
     evidence = sync_eval.evidence_hits(
         pred["score_video"],
         pred["score_audio"],
-        data["video_events"],
-        data["audio_events"],
+        out["video_events"],
+        out["audio_events"],
         spans,
     )
     if evidence["evidence_clips"] > 0:
       result.update(evidence)
-    if plot_dir:
-      self._plots(data, pred, spans, plot_dir)
+    if context.plot_dir:
+      self._plots(self.eval_data(split), pred, spans, context.plot_dir)
     return result
 
   def _plots(self, data, pred, spans, plot_dir: str) -> None:
@@ -438,7 +540,7 @@ class Synchformer(Method):
         os.path.join(plot_dir, "offset_confusion.png"),
         title=f"Offset classes, {self.config.data.name} (test)",
     )
-    count = int(self.config.eval.get("evidence_plots", 3))
+    count = int(self.config.diagnostics.evidence_plots)
     has_event = np.isfinite(data["video_events"]).any(axis=1)
     chosen = (
         np.flatnonzero(has_event)[:count]

@@ -6,10 +6,15 @@ M mel bins, D extractor width, W sync-transformer width.
 * ``segment``: cuts [B, T, ...] into [B, S, F, ...] windows of ``length``
   steps every ``stride`` steps (S = (T - length) // stride + 1; trailing
   steps that do not fill a window are left out).
-* ``VisualSegmentEncoder``: a clip's frames → one token per frame (a small
-  CNN pooled over space) → segments of tokens → a small pre-LN transformer
+* ``VisualSegmentEncoder``: a clip's frames → one token per frame (patch
+  embeddings mapped to D) → segments of tokens → a small pre-LN transformer
   per segment with learned positions and a learned aggregation token
-  prepended → that token's output, one [D] feature per segment.
+  prepended → either that token's output, one [D] feature per segment
+  (``time_tokens=0``: stage 1, and the one-token ablation), or the outputs
+  at the frame tokens mean-pooled to ``time_tokens`` [D] features per
+  segment, in time order ([B, S, T, D]: stages 2 and 3, as the official
+  stage 2, whose temporal aggregation is the identity: Motionformer's 8
+  per segment there).
 * ``AudioSegmentEncoder``: a clip's log-mel → one token per ``patch`` mel
   frames (a strided 1-D convolution with the bins as channels; on CPU much
   cheaper than 2-D patches) → segments → the same aggregation transformer.
@@ -18,14 +23,17 @@ M mel bins, D extractor width, W sync-transformer width.
   The paper uses Motionformer / AST with 768-wide features; these are small
   stand-ins of the same shape of computation (tokens → transformer →
   per-segment aggregation), sized for 2 CPU cores.
-* ``SyncTransformer``: visual and audio segment features, each through its
-  own LayerNorm + linear map to W, form the sequence
-  [offset token, v_1..v_S, separator, a_1..a_S] with one learned position
-  embedding over the whole sequence (no modality embedding; papers.md §4),
-  dropout, a pre-LN transformer, and two linear heads on the offset token's
-  output: ``offset_head`` (``num_offsets`` classes, stage 2) and ``sync_head``
-  (2 classes, stage 3). Both heads always exist, so the parameter tree is
-  the same in every stage; a stage chooses which head it reads and trains.
+* ``SyncTransformer``: visual and audio segment features ([B, S, D] or
+  [B, S, T, D] with T time tokens per segment), each through its own
+  LayerNorm + linear map to W, form the sequence
+  [offset token, v_1,1..v_1,T, .., v_S,T, separator, a_1,1..a_S,T]
+  (segment-major, time-minor; ``sequence_layout``) with one learned
+  position embedding over the whole sequence (no modality embedding;
+  papers.md §4), dropout, a pre-LN transformer, and two linear heads on the
+  offset token's output: ``offset_head`` (``num_offsets`` classes, stage 2)
+  and ``sync_head`` (2 classes, stage 3). Both heads always exist, so the
+  parameter tree is the same in every stage; a stage chooses which head it
+  reads and trains.
 
 Each module computes in its ``dtype`` with float32 parameters and returns
 float32 (``avjax.models.precision``); the log-mel stays float32.
@@ -38,6 +46,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from avjax.data.pipeline import features as features_lib
 from avjax.models.transformer import TransformerEncoder
@@ -91,7 +100,10 @@ class _AggregationTransformer(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, tokens: jax.Array, *, train: bool) -> jax.Array:
+  def __call__(
+      self, tokens: jax.Array, *, train: bool, time_tokens: int = 0
+  ) -> jax.Array:
+    """[N, K, D] → [N, D] (``time_tokens`` 0) or [N, time_tokens, D]."""
     n, k, d = tokens.shape
     pos = self.param("positions", token_init(), (k, d))
     agg = self.param("aggregation_token", token_init(), (1, 1, d))
@@ -106,7 +118,20 @@ class _AggregationTransformer(nn.Module):
         self.dtype,
         name="transformer",
     )(x, train=train)
-    return x[:, 0]
+    if not time_tokens:
+      return x[:, 0]
+    return pool_time(x[:, 1:], time_tokens)
+
+
+def pool_time(x: jax.Array, count: int) -> jax.Array:
+  """[N, K, D] → [N, count, D]: means of ``K // count`` consecutive steps."""
+  n, k, d = x.shape
+  if count < 1 or k % count:
+    raise ValueError(
+        f"{k} tokens per segment do not pool into {count} time tokens "
+        "(time_tokens must divide the segment length)"
+    )
+  return x.reshape((n, count, k // count, d)).mean(axis=2)
 
 
 class VisualSegmentEncoder(nn.Module):
@@ -138,8 +163,15 @@ class VisualSegmentEncoder(nn.Module):
 
   @nn.compact
   def __call__(
-      self, video: jax.Array, length: int, stride: int, *, train: bool = False
+      self,
+      video: jax.Array,
+      length: int,
+      stride: int,
+      *,
+      train: bool = False,
+      time_tokens: int = 0,
   ) -> jax.Array:
+    """[B, T, H, W, C] → [B, S, D] (``time_tokens`` 0) or [B, S, T', D]."""
     b, t, h, w, c = video.shape
     p = self.patch
     if h % p or w % p:
@@ -162,8 +194,8 @@ class VisualSegmentEncoder(nn.Module):
         self.dropout,
         self.dtype,
         name="aggregate",
-    )(tokens.reshape((b * s, length, -1)), train=train)
-    return out.reshape((b, s, self.width))
+    )(tokens.reshape((b * s, length, -1)), train=train, time_tokens=time_tokens)
+    return out.reshape((b, s) + out.shape[1:])
 
 
 class AudioSegmentEncoder(nn.Module):
@@ -191,8 +223,15 @@ class AudioSegmentEncoder(nn.Module):
 
   @nn.compact
   def __call__(
-      self, log_mel: jax.Array, length: int, stride: int, *, train: bool = False
+      self,
+      log_mel: jax.Array,
+      length: int,
+      stride: int,
+      *,
+      train: bool = False,
+      time_tokens: int = 0,
   ) -> jax.Array:
+    """[B, F, M] → [B, S, D] (``time_tokens`` 0) or [B, S, T', D]."""
     b, f = log_mel.shape[:2]
     if f % self.patch:
       raise ValueError(
@@ -223,8 +262,31 @@ class AudioSegmentEncoder(nn.Module):
         self.dropout,
         self.dtype,
         name="aggregate",
-    )(tokens.reshape((b * s, length, -1)), train=train)
-    return out.reshape((b, s, self.width))
+    )(tokens.reshape((b * s, length, -1)), train=train, time_tokens=time_tokens)
+    return out.reshape((b, s) + out.shape[1:])
+
+
+def sequence_layout(
+    visual_shape: tuple[int, ...], audio_shape: tuple[int, ...]
+) -> dict[str, slice]:
+  """Where each part sits in the sync transformer's token sequence.
+
+  Args:
+    visual_shape, audio_shape: [B, S, D] or [B, S, T, D] feature shapes.
+
+  Returns:
+    {"offset": slice, "visual": slice, "separator": slice, "audio": slice}
+    over positions of [offset, S·T visual tokens, separator, S'·T' audio
+    tokens]; within a modality token s·T + t is segment s, time token t.
+  """
+  count = lambda shape: int(np.prod(shape[1:-1]))
+  nv, na = count(visual_shape), count(audio_shape)
+  return {
+      "offset": slice(0, 1),
+      "visual": slice(1, 1 + nv),
+      "separator": slice(1 + nv, 2 + nv),
+      "audio": slice(2 + nv, 2 + nv + na),
+  }
 
 
 class SyncTransformer(nn.Module):
@@ -249,16 +311,20 @@ class SyncTransformer(nn.Module):
   def __call__(
       self, visual: jax.Array, audio: jax.Array, *, train: bool = False
   ) -> dict[str, jax.Array]:
-    """visual [B, S, Dv], audio [B, S', Da] → logits and the token sequence.
+    """visual [B, S(, T), Dv], audio [B, S'(, T'), Da] → logits.
+
+    The input sequence (``sequence_layout``) is sown as
+    ``intermediates/tokens`` [B, N, W] (before position embeddings).
 
     Returns:
       {"offset": [B, num_offsets], "sync": [B, 2]}.
     """
     b = visual.shape[0]
+    flat = lambda x: x.reshape((b, -1, x.shape[-1]))
     dense = lambda n, name: nn.Dense(n, dtype=self.dtype, name=name)
     norm = lambda name: nn.LayerNorm(dtype=self.dtype, name=name)
-    v = dense(self.width, "visual_proj")(norm("visual_norm")(visual))
-    a = dense(self.width, "audio_proj")(norm("audio_norm")(audio))
+    v = dense(self.width, "visual_proj")(norm("visual_norm")(flat(visual)))
+    a = dense(self.width, "audio_proj")(norm("audio_norm")(flat(audio)))
     init = token_init()
     off = self.param("offset_token", init, (1, 1, self.width))
     sep = self.param("separator_token", init, (1, 1, self.width))
@@ -271,6 +337,7 @@ class SyncTransformer(nn.Module):
         ],
         axis=1,
     )
+    self.sow("intermediates", "tokens", x)
     pos = self.param("positions", init, x.shape[1:])
     x = nn.Dropout(self.dropout, deterministic=not train)(x + pos)
     x = TransformerEncoder(

@@ -109,6 +109,7 @@ RESUME_FREE_KEYS = (
     "max_checkpoints_to_keep",
     "eval_batch_size",
     "evals",
+    "diagnostics",
     "data.data_dir",
     "data.manual_dir",
     "data.image_root",

@@ -23,7 +23,12 @@ exactly the same crops):
   * three int16 audio windows of L seconds: ``synced``
     (o = 0, stage 1), ``shifted`` (o, stage 2) and ``sync_check`` (stage 3:
     with probability ½ the shifted window, label 1 "synchronisable",
-    otherwise the audio shifted by ± the whole crop length, label 0).
+    otherwise the audio shifted by ± the whole crop length, label 0). The
+    unsynchronisable shift is jittered too, as in the official code, by
+    U(0, jitter) towards the crop (the AV-digits margins are exactly one
+    crop long): were only the synchronisable windows jittered, their sound
+    onsets alone would fall off the frame grid, a cue that tells the labels
+    apart in training and not in evaluation (which has no jitter).
 Evaluation (``eval_examples``) replaces every random draw by the record's
 stored ``eval_offsets`` / ``eval_starts`` (no jitter): draw r of
 record i is unsynchronisable in stage 3 when i + r is odd, shifted by +L
@@ -76,7 +81,7 @@ class SyncSpec:
 
   fps: float = 25.0
   sample_rate: int = 16000
-  crop_frames: int = 64
+  crop_frames: int = 120
   num_offsets: int = 21
   max_offset: float = 2.0
   jitter: float = 0.05
@@ -333,6 +338,11 @@ def make_example(
   }
 
 
+def _unsync_jitter(spec: SyncSpec, rng: np.random.Generator) -> float:
+  """U(0, jitter) seconds off an unsynchronisable shift's magnitude."""
+  return float(rng.uniform(0.0, spec.jitter)) if spec.jitter else 0.0
+
+
 class TrainCrops(grain.transforms.RandomMap):
   """Random crop, offset (+ jitter) and stage-3 label per example."""
 
@@ -356,8 +366,9 @@ class TrainCrops(grain.transforms.RandomMap):
       )
       unsync = bool(rng.integers(2))
       sign = 1 if rng.integers(2) else -1
+      seconds = spec.crop_seconds - _unsync_jitter(spec, rng)
       return make_example(
-          element, spec, start, offset_class, jitter, unsync, sign
+          element, spec, start, offset_class, jitter, unsync, sign, seconds
       )
     # A short real clip (e.g. 10 s VGGSound): draw the shifts first, then a
     # crop where this example's windows fit; an unsynchronisable shift
@@ -374,6 +385,9 @@ class TrainCrops(grain.transforms.RandomMap):
       sign, seconds = fit_unsync_shift(
           spec, len(video), len(audio), lead, shift, sign, clip
       )
+      # Jittered, but still beyond every synchronisable shift.
+      room = seconds - (spec.max_offset + spec.jitter)
+      seconds -= min(_unsync_jitter(spec, rng), room / 2)
     needed = (shift, sign * seconds) if unsync else (shift,)
     lo, hi = start_range(spec, len(video), len(audio), lead, clip, needed)
     start = int(rng.integers(lo, hi + 1))

@@ -9,9 +9,11 @@ Configs:
 - `captions` (CMD): a 64x64 canvas of 2-4 digits and the spoken sequence of
   its digits in reading order (see `canvas` for the precise order).
   20,000 / 500 / 500 examples (`AvDigitsConfig.caption_split_sizes`).
-- `sync`, `sync_dense` (Synchformer): 3.2 s videos at 25 fps with a longer
-  soundtrack, sparse flashes + spoken digits or a moving digit + a tone
-  following it; 1,600 / 200 / 200 and 800 / 100 / 100 examples (see `sync`).
+- `sync`, `sync_dense` (Synchformer): 6.4 s videos at 25 fps with a
+  soundtrack 4.8 s longer on each side, sparse flashes + spoken digits or a
+  moving digit + a tone following it; 1,000 / 200 / 200 and 800 / 100 / 100
+  examples (see `sync`). These two configs carry their own version
+  (`SYNC_VERSION`), so changing them rebuilds no other config.
 - `video_text`, `video_text_noise20`, `video_text_noise40`,
   `video_text_longtail` (MAMA): 8-frame 32x32 videos of 1-3 moving digits
   with generated captions and paraphrases, 0 / 20 / 40 % noisy train pairs
@@ -363,6 +365,21 @@ def _captions_features() -> dict[str, tfds.features.FeatureConnector]:
   }
 
 
+# `sync` and `sync_dense` are versioned on their own (a BuilderConfig's
+# version overrides the builder's): their changes rebuild only them.
+SYNC_VERSION = "2.0.0"
+SYNC_RELEASE_NOTES = {
+    "1.3.0": "As `AvDigits.VERSION` 1.3.0 (3.2 s videos, 2.6 s margins).",
+    "2.0.0": (
+        "The paper's geometry: 6.4 s videos and 4.8 s audio margins, so a "
+        "4.8 s crop holds every offset of ±2 s (overlap >= 2.8 s) and a "
+        "whole-crop unsynchronisable shift in real signal; up to 32 events "
+        "per clip; eval_starts in [0, 40]; `sync` has 1,000 training clips "
+        "(1,600 shorter ones before)."
+    ),
+}
+
+
 class AvDigits(tfds.core.GeneratorBasedBuilder):
   """AV-digits: scikit-learn handwritten digits with espeak-ng speech."""
 
@@ -414,18 +431,23 @@ class AvDigits(tfds.core.GeneratorBasedBuilder):
       ),
       AvDigitsConfig(
           name="sync",
+          version=SYNC_VERSION,
+          release_notes=SYNC_RELEASE_NOTES,
           description=(
-              "3.2 s videos in which digits flash at sparse "
+              "6.4 s videos in which digits flash at sparse "
               "moments, the spoken digit at exactly those "
-              "moments, in a soundtrack 2.6 s longer on each "
+              "moments, in a soundtrack 4.8 s longer on each "
               "side (Synchformer; see av_digits/sync.py)."
           ),
       ),
       AvDigitsConfig(
           name="sync_dense",
+          version=SYNC_VERSION,
+          release_notes=SYNC_RELEASE_NOTES,
           description=(
-              "3.2 s videos of a moving digit with a tone whose "
-              "pitch follows its height (Synchformer)."
+              "6.4 s videos of a moving digit with a tone whose "
+              "pitch follows its height, in a soundtrack 4.8 s "
+              "longer on each side (Synchformer)."
           ),
       ),
       *[

@@ -5,14 +5,19 @@ soundtrack is shifted against its video. These two configs give it clips
 whose audio-visual evidence is, as in VGGSound-Sparse, either **sparse**
 (`sync`) or **dense** (`sync_dense`).
 
-Timeline. A clip is ``VIDEO_FRAMES`` grey frames of ``FRAME_SIZE``² pixels at
-``FPS`` (3.2 s), and a soundtrack at ``SAMPLE_RATE`` Hz that starts
-``AUDIO_MARGIN_SECONDS`` (2.6 s) before frame 0 and ends as long after the
-last frame (8.4 s). Audio sample ``n`` is at video time
-``n / SAMPLE_RATE - AUDIO_MARGIN_SECONDS``. The margins let the training
+Timeline (version 2.0.0: the paper's geometry). A clip is ``VIDEO_FRAMES``
+grey frames of ``FRAME_SIZE``² pixels at ``FPS`` (6.4 s), and a soundtrack at
+``SAMPLE_RATE`` Hz that starts ``AUDIO_MARGIN_SECONDS`` (4.8 s) before frame 0
+and ends as long after the last frame (16 s). Audio sample ``n`` is at video
+time ``n / SAMPLE_RATE - AUDIO_MARGIN_SECONDS``. Synchformer crops
+``CROP_FRAMES`` frames (4.8 s, 14 half-overlapping segments of 0.64 s) at any
+of ``VIDEO_FRAMES - CROP_FRAMES + 1`` starts; the margins let the training
 pipeline shift the audio by any offset of ±2.0 s (plus jitter) and by a whole
-crop length (stage 3) with real signal, never padding: events are generated
-over the whole soundtrack's time span, the video shows those inside it.
+crop length (stage 3's unsynchronisable windows) with real signal, never
+padding, so audio and video overlap by at least 4.8 - 2.0 = 2.8 s for every
+offset class. Events are generated over the whole soundtrack's time span;
+the video shows those inside it. (Versions 1.x: 3.2 s videos with 2.6 s
+margins for a 2.56 s crop, whose overlap fell to 0.56 s at ±2 s.)
 
 `sync` (sparse): at a few random moments a handwritten digit (16×16, at a
 random place) flashes for ``EVENT_FRAMES`` frames (0.24 s), and the digit's
@@ -63,10 +68,12 @@ KIND_IDS = {"sync": 20, "sync_dense": 21}
 
 FPS = 25
 FRAME_SIZE = 32
-VIDEO_FRAMES = 80  # 3.2 s
+CROP_FRAMES = 120  # 4.8 s: the crop the data are made for
+VIDEO_FRAMES = 160  # 6.4 s: 41 crop starts
 SAMPLE_RATE = speech.SAMPLE_RATE
 SAMPLES_PER_FRAME = SAMPLE_RATE // FPS  # 640
-AUDIO_MARGIN_FRAMES = 65  # 2.6 s on each side of the video
+MAX_OFFSET_SECONDS = 2.0  # offset classes span ±2 s
+AUDIO_MARGIN_FRAMES = CROP_FRAMES  # 4.8 s: a whole-crop shift fits
 AUDIO_MARGIN_SECONDS = AUDIO_MARGIN_FRAMES / FPS
 AUDIO_MARGIN_SAMPLES = AUDIO_MARGIN_FRAMES * SAMPLES_PER_FRAME
 AUDIO_SAMPLES = (VIDEO_FRAMES + 2 * AUDIO_MARGIN_FRAMES) * SAMPLES_PER_FRAME
@@ -74,7 +81,7 @@ AUDIO_SAMPLES = (VIDEO_FRAMES + 2 * AUDIO_MARGIN_FRAMES) * SAMPLES_PER_FRAME
 DIGIT_SIZE = 16
 EVENT_FRAMES = 6
 EVENT_GAP_FRAMES = (15, 35)  # inclusive range between onsets
-MAX_EVENTS = 16
+MAX_EVENTS = 32
 SPEECH_PEAK = 0.7  # of int16 full scale, per word
 SPEAKERS_PER_SPLIT = {"train": 24, "validation": 8, "test": 8}
 
@@ -83,11 +90,14 @@ DENSE_PITCH_HZ = (300.0, 1200.0)
 DENSE_LOUDNESS = (0.15, 0.45)  # of full scale, left → right
 
 NUM_EVAL_DRAWS = 3
-MAX_EVAL_START = 16  # = VIDEO_FRAMES - 64, the default crop of 2.56 s
+MAX_EVAL_START = VIDEO_FRAMES - CROP_FRAMES
 NUM_OFFSET_CLASSES = 21
 
+# Train splits stay under tfds's 1 GB in-memory shuffle buffer (beyond it
+# tfds spills to disk through TensorFlow, which avjax never imports): a
+# `sync` clip takes 676 kB (16 s of int16 audio, 160 frames of 32×32).
 SPLIT_SIZES = {
-    "sync": {"train": 1600, "validation": 200, "test": 200},
+    "sync": {"train": 1000, "validation": 200, "test": 200},
     "sync_dense": {"train": 800, "validation": 100, "test": 100},
 }
 
