@@ -908,10 +908,78 @@ def _warm(fn, note: list[str], what: str) -> bool:
     return False
 
 
-def bench_one(spec: str) -> dict[str, Any]:
-  """Agreement and interleaved timings of one config."""
+def _tstl_ca_twin(method, state, batch, config, lr, notes):
+  """(agreement, {variant: torch step}, step name, batch description)."""
   import jax  # pylint: disable=import-outside-toplevel
 
+  agreement = tstl_ca_agreement(method, state.params, batch)
+  twin = TSTLCATwin(
+      flatten(jax.device_get(state.params)), float(config.loss.margin)
+  )
+  load(twin, flatten(jax.device_get(state.params)))
+  eager = tstl_ca_torch_step(twin, batch, lr)
+  torch_steps = {"eager": eager}
+  if _TORCH_COMPILE.value:
+    compiled = _compiled(twin, notes)
+    if compiled is not None:
+      torch_steps["torch.compile"] = lambda: eager(compiled)
+  return (
+      agreement,
+      torch_steps,
+      "TSTL-CA stage 1 (semi-hard)",
+      config.data.batch_size,
+  )
+
+
+def _mama_config(config) -> None:
+  """The twin is Meta-Weight-Net's loop: a virtual SGD step at the model's
+  learning rate and the plain weighted mean; avjax is timed on the same."""
+  config.meta.virtual_step = "sgd"
+  config.meta.virtual_lr = float(config.optimizer.learning_rate)
+  config.meta.normalize = False
+
+
+def _mama_twin(method, state, batch, config, lr, notes):
+  """(agreement, {variant: torch step}, step name, batch description)."""
+  del notes
+  import jax  # pylint: disable=import-outside-toplevel
+
+  from avjax.train import bilevel  # pylint: disable=import-outside-toplevel
+
+  agreement = mama_agreement(method, state, batch, lr)
+  params = dict(jax.device_get(state.params))
+  params[WEIGHT_NET] = jax.device_get(state.aux[bilevel.META_KEY]["params"])
+
+  def step(compiled: bool):
+    model, weights = mama_twins(method, params)
+    if compiled:
+      model = torch.compile(model)
+    return mama_torch_step(
+        model, weights, batch["train"], batch["meta"], lr, config
+    )
+
+  torch_steps = {"eager": step(False)}
+  if _TORCH_COMPILE.value:
+    torch_steps["torch.compile"] = step(True)
+  meta_batch = config.meta.batch_size or config.data.batch_size
+  return (
+      agreement,
+      torch_steps,
+      "MAMA bilevel",
+      f"{config.data.batch_size} + meta {meta_batch}",
+  )
+
+
+def _twins() -> dict[type, tuple[Any, Any]]:
+  """Method class → (config adjustment or None, twin builder)."""
+  from avjax.methods.mama import MAMA  # pylint: disable=import-outside-toplevel
+  from avjax.methods.tstl_ca import TSTLCA  # pylint: disable=import-outside-toplevel
+
+  return {TSTLCA: (None, _tstl_ca_twin), MAMA: (_mama_config, _mama_twin)}
+
+
+def bench_one(spec: str) -> dict[str, Any]:
+  """Agreement and interleaved timings of one config."""
   from avjax import config_utils  # pylint: disable=import-outside-toplevel
   from avjax import methods  # pylint: disable=import-outside-toplevel
 
@@ -919,59 +987,25 @@ def bench_one(spec: str) -> dict[str, Any]:
   config = config_utils.load_config_file(path, arg or None)
   if _DATA_DIR.value:
     config.data.data_dir = _DATA_DIR.value
-  if config.method not in ("tstl_ca", "mama"):
-    raise ValueError(f"--configs {spec!r}: only TSTL-CA and MAMA have twins")
-  if config.method == "mama":
-    # The twin is Meta-Weight-Net's loop: a virtual SGD step at the model's
-    # learning rate and the plain weighted mean; time avjax on the same.
-    config.meta.virtual_step = "sgd"
-    config.meta.virtual_lr = float(config.optimizer.learning_rate)
-    config.meta.normalize = False
+  twins = _twins()
+  cls = methods.method_class(config.method)
+  if cls not in twins:
+    raise ValueError(
+        f"--configs {spec!r}: only {sorted(c.__name__ for c in twins)} "
+        "have PyTorch twins"
+    )
+  adjust, build = twins[cls]
+  if adjust is not None:
+    adjust(config)
   method = methods.get_method(config)
   iterator = method.train_iterator(config.data.batch_size, config.seed, 0, 1)
   batch = next(iterator)
   step, state = _loop_state(method, config, batch)
   lr = float(config.optimizer.learning_rate)
   notes: list[str] = []
-  if config.method == "tstl_ca":
-    agreement = tstl_ca_agreement(method, state.params, batch)
-    twin = TSTLCATwin(
-        flatten(jax.device_get(state.params)), float(config.loss.margin)
-    )
-    load(twin, flatten(jax.device_get(state.params)))
-    eager = tstl_ca_torch_step(twin, batch, lr)
-    torch_steps = {"eager": eager}
-    if _TORCH_COMPILE.value:
-      compiled = _compiled(twin, notes)
-      if compiled is not None:
-        torch_steps["torch.compile"] = lambda: eager(compiled)
-    name, b = "TSTL-CA stage 1 (semi-hard)", config.data.batch_size
-  else:
-    agreement = mama_agreement(method, state, batch, lr)
-    from avjax.methods import mama  # pylint: disable=import-outside-toplevel
-    from avjax.train import bilevel  # pylint: disable=import-outside-toplevel
-
-    params = dict(jax.device_get(state.params))
-    params[WEIGHT_NET] = jax.device_get(state.aux[bilevel.META_KEY]["params"])
-    model, weights = mama_twins(method, params)
-    torch_steps = {
-        "eager": mama_torch_step(
-            model, weights, batch["train"], batch["meta"], lr, config
-        )
-    }
-    if _TORCH_COMPILE.value:
-      model_c, weights_c = mama_twins(method, params)
-      compiled_step = mama_torch_step(
-          torch.compile(model_c),
-          weights_c,
-          batch["train"],
-          batch["meta"],
-          lr,
-          config,
-      )
-      torch_steps["torch.compile"] = compiled_step
-    name = "MAMA bilevel"
-    b = f"{config.data.batch_size} + meta {config.meta.batch_size or config.data.batch_size}"
+  agreement, torch_steps, name, b = build(
+      method, state, batch, config, lr, notes
+  )
   runners = {"avjax": _avjax_runner(step, state, batch)}
   for variant, fn in torch_steps.items():
     warm_notes: list[str] = []

@@ -140,7 +140,7 @@ def stack_records(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
   }
 
 
-def _pad_rows(x: np.ndarray, size: int) -> np.ndarray:
+def pad_rows(x: np.ndarray, size: int) -> np.ndarray:
   """[n, ...] → [size, ...] by repeating the last row (n <= size)."""
   n = len(x)
   if n >= size:
@@ -197,9 +197,7 @@ def map_split(
     keep = (j - i) if spans else 0
     stacked = stack_records([source[k] for k in range(i, j)])
     inputs, metadata = prepare(stacked)
-    padded = {
-        k: _pad_rows(np.asarray(v), batch_size) for k, v in inputs.items()
-    }
+    padded = {k: pad_rows(np.asarray(v), batch_size) for k, v in inputs.items()}
     outputs.append(
         jax.tree.map(
             lambda v, keep=keep: np.asarray(v)[:keep],

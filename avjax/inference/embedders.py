@@ -14,17 +14,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from avjax.eval.sharded import pad_rows
 from avjax.methods import base
 
 PyTree = Any
-
-
-def pad_rows(x: np.ndarray, size: int) -> np.ndarray:
-  """[n, ...] -> [size, ...] by repeating the last row (n <= size)."""
-  n = len(x)
-  if n >= size:
-    return x
-  return np.concatenate([x, np.repeat(x[-1:], size - n, axis=0)])
 
 
 def embed_records(

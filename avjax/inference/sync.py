@@ -27,6 +27,7 @@ import numpy as np
 
 from avjax.data.io import audio as audio_io
 from avjax.data.io import video as video_lib
+from avjax.eval import sharded
 from avjax.inference import readers
 from avjax.inference import records as records_lib
 from avjax.methods import base
@@ -220,9 +221,7 @@ def predict_offset(
   outs: dict[str, list[np.ndarray]] = {}
   for i in range(0, len(starts), batch_size):
     n = len(clips[i : i + batch_size])
-    pad = lambda x: np.concatenate(
-        [x, np.repeat(x[-1:], batch_size - len(x), axis=0)]
-    )
+    pad = lambda x: sharded.pad_rows(x, batch_size)
     batch = {
         "video": pad(clips[i : i + batch_size]),
         "audio_shifted": pad(windows[i : i + batch_size]),
