@@ -130,6 +130,7 @@ def main(argv: list[str]) -> None:
         _INIT_TIMEOUT.value,
         heartbeat_timeout_s=_HEARTBEAT_TIMEOUT.value,
     )
+  from avjax.train import checkpoint as checkpoint_lib
   from avjax.train import logging_utils
   from avjax.train import loop
 
@@ -153,6 +154,11 @@ def main(argv: list[str]) -> None:
           _COORDINATOR.value,
           workdir,
       )
+    if isinstance(e, checkpoint_lib.CheckpointMismatch):
+      # A refused resume is the user's to resolve, not a crash: the message
+      # names the workdir and every changed key; no traceback.
+      logging.error("%s", e)
+      sys.exit(1)
     raise
   if jax.process_index() == 0:
     print("Final test metrics:")
