@@ -418,6 +418,14 @@ def test_bad_options_and_state_are_named():
     bilevel.BilevelOptions("sgd", -1.0)
   with pytest.raises(ValueError, match="config.meta.optimizer.name"):
     bilevel.make_weight_optimizer({"name": "lamb"})
+  with pytest.raises(ValueError, match="config.meta.optimizer lacks the field"):
+    bilevel.make_weight_optimizer({"name": "adam", "learning_rate": 1e-3})
+  with pytest.raises(
+      ValueError, match="config.meta lacks the field 'normalize'"
+  ):
+    bilevel.BilevelOptions.from_config(
+        {"virtual_step": "sgd", "virtual_lr": None, "meta_every": 1}
+    )
   state = TrainState.create(
       {"theta": jnp.zeros(3)}, optax.sgd(0.1), jax.random.PRNGKey(0)
   )

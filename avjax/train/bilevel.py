@@ -152,15 +152,23 @@ class BilevelOptions:
 
   @classmethod
   def from_config(cls, cfg: ml_collections.ConfigDict) -> "BilevelOptions":
-    """From ``config.meta`` (fields as the attributes; missing: defaults)."""
-    lr = cfg.get("virtual_lr", None)
+    """From ``config.meta`` (every attribute a field of it)."""
+    get = lambda key: _field(cfg, key, "config.meta")
+    lr = get("virtual_lr")
     return cls(
-        virtual_step=str(cfg.get("virtual_step", "sgd")),
+        virtual_step=str(get("virtual_step")),
         virtual_lr=None if lr is None else float(lr),
-        meta_every=cfg.get("meta_every", 1),
-        normalize=bool(cfg.get("normalize", False)),
-        meta_start=cfg.get("meta_start", 0),
+        meta_every=get("meta_every"),
+        normalize=bool(get("normalize")),
+        meta_start=get("meta_start"),
     )
+
+
+def _field(cfg, key: str, where: str):
+  """``cfg[key]``, or an error naming the missing field."""
+  if key not in cfg:
+    raise ValueError(f"{where} lacks the field {key!r} (has {sorted(cfg)})")
+  return cfg[key]
 
 
 def make_weight_optimizer(
@@ -172,18 +180,19 @@ def make_weight_optimizer(
   L2 added to the gradient as PyTorch's Adam does) or "sgd" (with
   ``momentum``), constant learning rate.
   """
-  name = cfg.get("name", "adam")
-  lr = float(cfg.get("learning_rate", 1e-3))
-  decay = float(cfg.get("weight_decay", 0.0) or 0.0)
-  if name == "adam":
-    opt = optax.adam(lr)
-  elif name == "sgd":
-    opt = optax.sgd(lr, momentum=cfg.get("momentum", 0.0) or None)
-  else:
+  where = "config.meta.optimizer"
+  name = _field(cfg, "name", where)
+  if name not in _WEIGHT_OPTIMIZERS:
     raise ValueError(
         f"config.meta.optimizer.name={name!r} is not one of "
         f"{list(_WEIGHT_OPTIMIZERS)}"
     )
+  lr = float(_field(cfg, "learning_rate", where))
+  decay = float(_field(cfg, "weight_decay", where) or 0.0)
+  if name == "adam":
+    opt = optax.adam(lr)
+  else:
+    opt = optax.sgd(lr, momentum=_field(cfg, "momentum", where) or None)
   if decay > 0:
     opt = optax.chain(optax.add_decayed_weights(decay), opt)
   return opt
