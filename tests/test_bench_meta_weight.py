@@ -1,15 +1,12 @@
 """launch/bench_meta_weight.py: the noisy digits split, and a short run of
 Meta-Weight-Net's setting that down-weights the flipped labels."""
 
-import os
-import sys
-
 import numpy as np
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "launch"))
-import bench_meta_weight  # pylint: disable=wrong-import-position
+from launch_modules import load  # pylint: disable=wrong-import-position
+
+bench_meta_weight = load("bench_meta_weight")
 
 
 def test_split_and_flipped_labels():

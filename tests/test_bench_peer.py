@@ -5,7 +5,6 @@ on tiny shapes."""
 from __future__ import annotations
 
 import os
-import sys
 import types
 
 import jax
@@ -17,9 +16,10 @@ from avjax import methods
 from avjax.train.state import TrainState
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "launch"))
 
-import bench_peer  # pylint: disable=g-import-not-at-top,wrong-import-position
+from launch_modules import load  # pylint: disable=wrong-import-position
+
+bench_peer = load("bench_peer")
 
 
 @pytest.mark.parametrize("size", [5, 6, 7, 8, 101])

@@ -10,8 +10,9 @@ import jax.numpy as jnp
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "launch"))
-import bench_train  # pylint: disable=wrong-import-position
+from launch_modules import load  # pylint: disable=wrong-import-position
+
+bench_train = load("bench_train")
 
 
 def test_matmul_flops_by_hand():

@@ -76,6 +76,7 @@ it = method.train_iterator(32, 0, 0, 1)
 batches = [next(it) for _ in range(3)]
 params = method.init_params(jax.random.PRNGKey(0), batches[0])
 scheduler = StageScheduler(config.stages)
+run = methods.RunInfo.from_config(config)
 
 
 whole_batch_loss = method.loss_fn
@@ -99,12 +100,12 @@ for name, n in (("one", 1), ("four", 4), ("four_per_shard", 4)):
     method.loss_fn = per_shard_loss(mesh)
   for stage in scheduler:
     state = TrainState.create(
-        params, method.make_optimizer(stage, scheduler.total_steps),
+        params, method.make_optimizer(stage, run),
         jax.random.PRNGKey(1))
     # Run the stage's own loss at the stage's first step.
     state = state.replace(step=jax.numpy.int32(stage.start))
     state = jax.device_put(state, NamedSharding(mesh, P()))
-    step = jax.jit(functools.partial(method.train_step, stage=stage))
+    step = jax.jit(functools.partial(method.train_step, stage=stage, run=run))
     losses = []
     for batch in batches:
       batch = jax.device_put(batch, NamedSharding(mesh, P("data")))

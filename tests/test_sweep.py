@@ -1,19 +1,11 @@
 """launch/sweep.py: the README tables' aggregation and overrides."""
 
-import importlib.util
-import os
-
 import ml_collections
 import pytest
 
-_PATH = os.path.join(
-    os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-    "launch",
-    "sweep.py",
-)
-_spec = importlib.util.spec_from_file_location("sweep", _PATH)
-sweep = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(sweep)
+from launch_modules import load
+
+sweep = load("sweep")
 
 
 def test_format_table_mean_std():

@@ -53,6 +53,7 @@ def toy_config(**overrides) -> ml_collections.ConfigDict:
               "end_lr_fraction": 0.0,
               "b1": 0.9,
               "b2": 0.999,
+              "eps_root": 0.0,
               "grad_clip_norm": 0.0,
           },
           "stages": (
