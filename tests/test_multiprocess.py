@@ -153,13 +153,20 @@ def test_two_processes_evaluate_a_checkpoint_as_one_does(
     tmp_path, av_digits_pairs_dir, one_process_run
 ):
   """The 2-process command on the finished 1-process workdir restores its
-  last checkpoint, trains no step, and evaluates: the same metrics."""
+  last checkpoint, trains no step, and evaluates: the same metrics up to
+  float rounding. Each process embeds its half of the split in a padded
+  batch where its rows sit at other positions than in one process's batch,
+  and XLA:CPU's results for a row depend on its position in the batch at
+  the last bits (measured: map_mean 0.1448796 against 0.1448791)."""
   workdir = tmp_path / "copy"
   shutil.copytree(one_process_run, workdir)
   os.remove(workdir / "metrics.json")
   (out0, _), _ = _run_two_processes(workdir, av_digits_pairs_dir)
   assert "Final test metrics" in out0
-  assert _metrics(workdir) == _metrics(one_process_run)
+  got, want = _metrics(workdir), _metrics(one_process_run)
+  assert set(got) == set(want)
+  for key in want:
+    assert got[key] == pytest.approx(want[key], rel=1e-5, abs=1e-7), key
 
 
 @pytest.mark.parametrize(

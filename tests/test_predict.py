@@ -176,9 +176,9 @@ def test_offsets_from_the_command_line(av_digits_dir, tmp_path):
   video = str(tmp_path / "long.mp4")
   video_lib.write_video(
       video,
-      rng.integers(0, 255, (120, 32, 32), dtype=np.uint8),
+      rng.integers(0, 255, (200, 32, 32), dtype=np.uint8),
       25.0,
-      rng.normal(0, 0.1, 120 * 640).astype(np.float32),
+      rng.normal(0, 0.1, 200 * 640).astype(np.float32),
       16000,
   )
   plots = tmp_path / "plots"
@@ -194,8 +194,8 @@ def test_offsets_from_the_command_line(av_digits_dir, tmp_path):
   assert out.returncode == 0, out.stderr[-3000:]
   with open(out_json, encoding="utf-8") as f:
     (row,) = json.load(f)["results"]
-  # 120 frames, windows of 64 every 32 frames: starts 0, 32 and 56.
-  assert [w["start_seconds"] for w in row["windows"]] == [0.0, 1.28, 2.24]
+  # 200 frames, windows of 120 (4.8 s) every 60 frames: starts 0, 60, 80.
+  assert [w["start_seconds"] for w in row["windows"]] == [0.0, 2.4, 3.2]
   assert len(row["probabilities"]) == 21
   assert abs(sum(row["probabilities"]) - 1.0) < 1e-6
   assert (

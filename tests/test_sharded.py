@@ -87,7 +87,9 @@ def test_single_process_map_split_equals_plain_loop():
   assert len(calls) == 5 and all(c["audio"] == (5, 4) for c in calls)
 
 
-def test_a_split_shorter_than_the_batch_is_one_unpadded_call():
+def test_a_split_shorter_than_the_batch_is_padded_to_the_batch():
+  # One call shape for every split length and process count (the padded
+  # shape is what keeps P processes' evaluation equal to one's).
   rows = _records(7)
   calls = []
 
@@ -96,8 +98,13 @@ def test_a_split_shorter_than_the_batch_is_one_unpadded_call():
     return _toy_embed(p, inputs)
 
   params = {"w": jnp.ones((4, 3))}
-  out = sharded.map_split(embed, params, rows, _prepare, 512)
-  assert calls == [(7, 4)] and out["audio"].shape == (7, 3)
+  out = sharded.map_split(embed, params, rows, _prepare, 16)
+  assert calls == [(16, 4)] and out["audio"].shape == (7, 3)
+  np.testing.assert_allclose(  # float rounding of another batch shape
+      out["audio"],
+      _toy_embed(params, _prepare(sharded.stack_records(rows))[0])["audio"],
+      rtol=1e-6,
+  )
 
 
 def test_stack_records_decodes_text_and_stacks_arrays():

@@ -20,7 +20,6 @@ from typing import Any, Sequence
 import jax
 import numpy as np
 from jax.experimental import multihost_utils
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 PyTree = Any
 
@@ -55,16 +54,23 @@ class RowSlice:
 
 
 def local_replica(params: PyTree) -> PyTree:
-  """``params`` replicated over this process's devices only.
+  """``params`` as one copy on this process's first local device.
 
   A global array that spans other processes' devices cannot enter a
   computation that only this process runs; its (replicated) value can.
+  Evaluation inputs are not split over a process's devices, so one device
+  does the work that a replicated program would repeat on each of them,
+  and the program is the same whatever the layout (4 devices in one
+  process or 2 in each of two).
   """
-  if jax.process_count() == 1:
-    return params
-  mesh = Mesh(np.asarray(jax.local_devices()), ("data",))
-  host = jax.tree.map(lambda x: np.asarray(x.addressable_data(0)), params)
-  return jax.device_put(host, NamedSharding(mesh, P()))
+  device = jax.local_devices()[0]
+  host = jax.tree.map(
+      lambda x: np.asarray(
+          x.addressable_data(0) if isinstance(x, jax.Array) else x
+      ),
+      params,
+  )
+  return jax.device_put(host, device)
 
 
 def gather_rows(tree: PyTree, n: int) -> PyTree:
@@ -161,7 +167,7 @@ def map_split(
   read in batches of ``batch_size`` records, stacked (``stack_records``)
   and turned into model inputs by ``prepare``; every input array is padded
   to ``batch_size`` rows by repeating its last row, so ``fn`` compiles once
-  (a process's block of fewer rows is one batch of its own size).
+  (also when the split or a process's block is shorter).
 
   Args:
     fn: ``(params, inputs) -> {name: [batch_size, ...] or a dict of
@@ -187,9 +193,8 @@ def map_split(
   # An empty block computes row 0 and keeps none of it, so that every
   # process knows the output shapes for the gather.
   spans = [(i, min(i + batch_size, hi)) for i in range(lo, hi, batch_size)]
-  # Padded to one size per process: a block shorter than ``batch_size`` is
-  # one unpadded call (as ``avjax.inference`` embeds such a list).
-  batch_size = max(1, min(batch_size, hi - lo))
+  # Every call has ``batch_size`` rows, whatever the split's length and the
+  # process count, so ``fn`` compiles once per run.
   outputs: list[PyTree] = []
   arrays: dict[str, list[np.ndarray]] = {}
   texts: dict[str, list[str]] = {}
