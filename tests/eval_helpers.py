@@ -21,15 +21,19 @@ def evaluate(
   return method.evaluate(state, split, run, plot_dir=plot_dir)
 
 
+def _context(method: methods.Method, params: Any, split: str):
+  from avjax.eval import evaluators  # pylint: disable=import-outside-toplevel
+
+  state = types.SimpleNamespace(params=params, aux={})
+  return evaluators.EvalContext(method, state, split)
+
+
 def embeddings(
     method: methods.Method, params: Any, split: str, modalities
 ) -> dict[str, Any]:
   """The evaluators' embeddings of ``split`` (``{modality: [N, E]}`` plus
   the split's metadata), as the method's evaluation computes them."""
-  from avjax.eval import evaluators  # pylint: disable=import-outside-toplevel
-
-  state = types.SimpleNamespace(params=params, aux={})
-  return evaluators.EvalContext(method, state, split).embeddings(modalities)
+  return _context(method, params, split).embeddings(modalities)
 
 
 def predictions(
@@ -37,7 +41,4 @@ def predictions(
 ) -> dict[str, Any]:
   """The named ``predict_fns`` outputs over ``split`` plus its metadata, as
   the method's evaluation computes them."""
-  from avjax.eval import evaluators  # pylint: disable=import-outside-toplevel
-
-  state = types.SimpleNamespace(params=params, aux={})
-  return evaluators.EvalContext(method, state, split).predictions(names)
+  return _context(method, params, split).predictions(names)

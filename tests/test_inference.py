@@ -525,6 +525,18 @@ def sync_model(tmp_path_factory, av_digits_dir):
   return inference.load(workdir)
 
 
+def _write_eval_clip(data, n: int, path: str) -> str:
+  """Evaluation draw ``n`` (its frames and shifted audio) as an mp4."""
+  video_lib.write_video(
+      path,
+      data["video"][n][..., 0],
+      25.0,
+      data["audio_shifted"][n].astype(np.float32) / 32768.0,
+      16000,
+  )
+  return path
+
+
 def _video(frames, audio_int16, fps=25.0, rate=16000):
   return video_lib.Video(
       frames=frames,
@@ -562,14 +574,7 @@ def test_predict_offset_equals_evaluation_and_survives_mp4(
     assert got.offset_seconds == offsets[np.argmax(probs)]
     if n >= 6:
       continue
-    path = str(tmp_path / f"clip{n}.mp4")
-    video_lib.write_video(
-        path,
-        data["video"][n][..., 0],
-        25.0,
-        data["audio_shifted"][n].astype(np.float32) / 32768.0,
-        16000,
-    )
+    path = _write_eval_clip(data, n, str(tmp_path / f"clip{n}.mp4"))
     got = model.predict_offset(path, plot_path=str(tmp_path / f"e{n}.png"))
     assert os.path.getsize(got.plot) > 0
     assert np.abs(got.probabilities - probs).max() < 0.02
@@ -653,14 +658,7 @@ def test_predict_offset_on_mp4s_of_a_trained_workdir(
   eval_pred = np.argmax(want["offset"][:count], 1)
   mp4_pred = []
   for n in range(count):
-    path = str(tmp_path / f"test{n}.mp4")
-    video_lib.write_video(
-        path,
-        data["video"][n][..., 0],
-        25.0,
-        data["audio_shifted"][n].astype(np.float32) / 32768.0,
-        16000,
-    )
+    path = _write_eval_clip(data, n, str(tmp_path / f"test{n}.mp4"))
     got = model.predict_offset(path)
     assert len(got.windows) == 1
     mp4_pred.append(got.offset_class)
