@@ -36,17 +36,24 @@ def _click_flash(rng, offset_frames, crop=CROP, margin=60):
   )
 
 
+def _every_offset(make, rng, repeats: int):
+  """(videos, audios, labels): ``repeats`` tracks of each offset class."""
+  tracks = [
+      (make(rng, int(round(seconds * FPS))), label)
+      for label, seconds in enumerate(OFFSETS)
+      for _ in range(repeats)
+  ]
+  videos = np.stack([v for (v, _), _ in tracks])
+  audios = np.stack([a for (_, a), _ in tracks])
+  return videos, audios, np.array([label for _, label in tracks])
+
+
 def test_onset_reference_recovers_click_flash_offsets_exactly():
-  rng = np.random.default_rng(0)
-  videos, audios, labels = [], [], []
-  for label, seconds in enumerate(OFFSETS):
-    for _ in range(3):
-      v, a = _click_flash(rng, int(round(seconds * FPS)))
-      videos.append(v)
-      audios.append(a)
-      labels.append(label)
+  videos, audios, labels = _every_offset(
+      _click_flash, np.random.default_rng(0), 3
+  )
   scores = sync_reference.offset_scores(
-      np.stack(videos), np.stack(audios), FPS, SR, OFFSETS, cue="onset"
+      videos, audios, FPS, SR, OFFSETS, cue="onset"
   )
   assert scores.shape == (len(labels), 21)
   np.testing.assert_array_equal(np.argmax(scores, 1), labels)
@@ -89,15 +96,11 @@ def _tone_blob(rng, offset_frames, crop=CROP, margin=60):
 
 
 def test_pitch_reference_recovers_tone_height_offsets():
-  rng = np.random.default_rng(2)
-  videos, audios, labels = [], [], []
-  for label, seconds in enumerate(OFFSETS):
-    v, a = _tone_blob(rng, int(round(seconds * FPS)))
-    videos.append(v)
-    audios.append(a)
-    labels.append(label)
+  videos, audios, labels = _every_offset(
+      _tone_blob, np.random.default_rng(2), 1
+  )
   scores = sync_reference.offset_scores(
-      np.stack(videos), np.stack(audios), FPS, SR, OFFSETS, cue="pitch"
+      videos, audios, FPS, SR, OFFSETS, cue="pitch"
   )
   np.testing.assert_array_equal(np.argmax(scores, 1), labels)
 
