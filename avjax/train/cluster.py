@@ -210,7 +210,7 @@ def exit_after_error(
   this process failed, and that rerunning resumes; exits at once.
   """
   traceback.print_exception(error)
-  if is_peer_failure(error):
+  if is_peer_failure(error) or coordinator_gone(process_id, address):
     what = (
         f"Process {process_id} of {num_processes} stopped because another "
         "process of the run died or became unreachable (see its log; "
@@ -222,6 +222,62 @@ def exit_after_error(
         "the other processes of the run stop too."
     )
   _exit(f"{what} {_rerun_hint(workdir)}")
+
+
+def coordinator_gone(process_id: int | None, address: str | None) -> bool:
+  """Whether process ``process_id`` (not 0) can no longer reach the
+  coordinator at ``address``: then process 0, which hosts it, is gone.
+
+  False for process 0 and for an auto-detected (unknown) address.
+  """
+  if not process_id or not address:
+    return False
+  try:
+    with socket.create_connection(parse_address(address), timeout=2.0):
+      return False
+  except (OSError, ValueError):
+    return True
+
+
+def describe_signal_end(
+    sig: int,
+    process_id: int | None,
+    num_processes: int | None,
+    address: str | None,
+) -> str:
+  """Says why the child running process ``process_id`` was ended by ``sig``.
+
+  A peer's death reaches the other processes as JAX's C++ abort, which is
+  SIGABRT or, when the abort races Python's fault handler, SIGSEGV right
+  after "Fatal Python error: Aborted". Where the coordinator no longer
+  answers, process 0 is gone whatever the signal.
+  """
+  name = signal.Signals(sig).name
+  me = f"Process {process_id} of {num_processes}"
+  coordinator = (
+      f"process 0 hosts the coordinator at {address or 'auto-detected'}"
+  )
+  if coordinator_gone(process_id, address):
+    return (
+        f"{me} was ended by {name} after the coordinator at {address} "
+        "stopped answering: another process of the run died or became "
+        "unreachable (see process 0's log)."
+    )
+  if sig == signal.SIGABRT:
+    return (
+        f"{me} was stopped by JAX's distributed runtime ({name}; its "
+        "message is above): most likely another process of the run died or "
+        f"became unreachable (see its log; {coordinator})."
+    )
+  if sig == signal.SIGSEGV:
+    return (
+        f"{me} crashed ({name}). In a multi-process run this most often "
+        "happens while JAX's distributed runtime aborts the process because "
+        "another process of the run died or became unreachable: look above "
+        'for "the JAX distributed service detected fatal errors" and in '
+        f"the other processes' logs ({coordinator})."
+    )
+  return f"{me} was ended by {name}."
 
 
 def _die_with_parent(parent: int) -> None:
@@ -244,8 +300,9 @@ def supervise(
   """Forks; the child returns and runs the process, the parent waits.
 
   The parent passes the child's exit status on. When the child is ended by
-  a signal (JAX's C++ abort: exit 134), it prints what happened and that
-  rerunning the command resumes, and exits with ``FAILURE_EXIT_CODE``.
+  a signal (JAX's C++ abort: exit 134), it prints what happened
+  (``describe_signal_end``) and that rerunning the command resumes, and
+  exits with ``FAILURE_EXIT_CODE``.
   SIGTERM and SIGHUP are forwarded to the child; SIGINT reaches both (the
   terminal's process group), so the parent ignores it. No-op where
   ``os.fork`` does not exist.
@@ -265,16 +322,7 @@ def supervise(
   _, status = os.waitpid(child, 0)
   if os.WIFEXITED(status):
     os._exit(os.WEXITSTATUS(status))  # pylint: disable=protected-access
-  sig = os.WTERMSIG(status)
-  name = signal.Signals(sig).name
-  me = f"Process {process_id} of {num_processes}"
-  if sig == signal.SIGABRT:
-    what = (
-        f"{me} was stopped by JAX's distributed runtime ({name}; its "
-        "message is above): most likely another process of the run died or "
-        "became unreachable (see its log; process 0 hosts the coordinator "
-        f"at {address or 'auto-detected'})."
-    )
-  else:
-    what = f"{me} was ended by {name}."
+  what = describe_signal_end(
+      os.WTERMSIG(status), process_id, num_processes, address
+  )
   _exit(f"{what} {_rerun_hint(workdir)}")
