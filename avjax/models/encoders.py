@@ -119,6 +119,32 @@ class MLPEncoder(nn.Module):
     return nn.Dense(self.embed_dim, dtype=self.dtype)(x).astype(jnp.float32)
 
 
+def frame_patches(frames: jax.Array, patch: int, setting: str) -> jax.Array:
+  """Cuts frames into non-overlapping square patches, flattened in place.
+
+  Args:
+    frames: [N, H, W, C].
+    patch: p, the patch side in pixels (must divide H and W).
+    setting: the config key of ``patch``, named in the error.
+
+  Returns:
+    [N, H/p, W/p, p·p·C]: each patch's pixels, row-major then channel.
+
+  Raises:
+    ValueError: naming the frame size and ``setting`` when p does not
+      divide it.
+  """
+  n, h, w, c = frames.shape
+  if h % patch or w % patch:
+    raise ValueError(
+        f"frames of {h}x{w} are not divisible by {setting}={patch}"
+    )
+  x = frames.reshape(n, h // patch, patch, w // patch, patch, c)
+  return x.transpose(0, 1, 3, 2, 4, 5).reshape(
+      n, h // patch, w // patch, patch * patch * c
+  )
+
+
 def make_encoder(
     kind: str, embed_dim: int, dtype: Any = jnp.float32, **kwargs
 ) -> nn.Module:

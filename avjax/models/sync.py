@@ -49,6 +49,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from avjax.data.pipeline import features as features_lib
+from avjax.models.encoders import frame_patches
 from avjax.models.transformer import TransformerEncoder
 
 
@@ -172,16 +173,12 @@ class VisualSegmentEncoder(nn.Module):
       time_tokens: int = 0,
   ) -> jax.Array:
     """[B, T, H, W, C] → [B, S, D] (``time_tokens`` 0) or [B, S, T', D]."""
-    b, t, h, w, c = video.shape
-    p = self.patch
-    if h % p or w % p:
-      raise ValueError(
-          f"frames of {h}×{w} are not divisible into " f"{p}×{p} patches"
-      )
-    x = video.reshape((b * t, h // p, p, w // p, p, c))
-    x = x.transpose((0, 1, 3, 2, 4, 5)).reshape(
-        (b * t, (h // p) * (w // p), p * p * c)
-    )
+    b, t = video.shape[:2]
+    x = frame_patches(
+        video.reshape((b * t,) + video.shape[2:]),
+        self.patch,
+        "config.model.visual.patch",
+    ).reshape((b * t, -1, self.patch**2 * video.shape[-1]))
     dense = lambda n, name: nn.Dense(n, dtype=self.dtype, name=name)
     x = nn.gelu(dense(self.patch_features, "patch_embed")(x))
     x = dense(self.width, "token_proj")(x.reshape((b * t, -1)))

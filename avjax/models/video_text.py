@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 
 from avjax.models import transformer
+from avjax.models.encoders import frame_patches
 
 
 def frames_to_float(frames: jax.Array) -> jax.Array:
@@ -103,18 +104,12 @@ class VideoEncoder(nn.Module):
           f"videos have {num_frames} frames, more than "
           f"config.model.video.max_frames={self.max_frames}"
       )
-    height, width, channels = frames.shape[2:]
-    p = self.patch_size
-    if height % p or width % p:
-      raise ValueError(
-          f"frames of {height}x{width} are not divisible by "
-          f"config.model.video.patch_size={p}"
-      )
-    x = frames_to_float(frames).reshape(
-        batch * num_frames, height // p, p, width // p, p, channels
-    )
-    x = x.transpose(0, 1, 3, 2, 4, 5).reshape(
-        batch * num_frames, height // p, width // p, p * p * channels
+    x = frame_patches(
+        frames_to_float(frames).reshape(
+            (batch * num_frames,) + frames.shape[2:]
+        ),
+        self.patch_size,
+        "config.model.video.patch_size",
     )
     dense = lambda n, name: nn.Dense(n, dtype=self.dtype, name=name)
     x = nn.gelu(dense(self.patch_features, "patch_embed")(x))
