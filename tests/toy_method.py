@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 
-import grain
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -19,6 +18,7 @@ import optax
 
 from avjax import config_utils
 from avjax import losses
+from avjax.data.pipeline import iterators
 from avjax.methods import base
 
 
@@ -93,14 +93,9 @@ class ToyRegression(base.Method):
 
   def train_iterator(self, batch_size, seed, process_index, process_count):
     src = [{"x": self.x[i], "y": self.y[i]} for i in range(len(self.x))]
-    ds = (
-        grain.MapDataset.source(src)[process_index::process_count]
-        .seed(seed)
-        .shuffle()
-        .repeat()
-        .batch(batch_size, drop_remainder=True)
+    return iterators.make_train_iterator(
+        src, batch_size, seed, None, process_index, process_count
     )
-    return iter(ds.to_iter_dataset())
 
   def init_params(self, rng, batch):
     return {"w": jax.random.normal(rng, (batch["x"].shape[1],)) * 0.1}
@@ -225,14 +220,9 @@ class ToyRetrieval(base.Method):
 
   def train_iterator(self, batch_size, seed, process_index, process_count):
     rows = toy_pairs("train", self.config.data.num_classes)
-    ds = (
-        grain.MapDataset.source(rows)[process_index::process_count]
-        .seed(seed)
-        .shuffle()
-        .repeat()
-        .batch(batch_size, drop_remainder=True)
+    return iterators.make_train_iterator(
+        rows, batch_size, seed, None, process_index, process_count
     )
-    return iter(ds.to_iter_dataset())
 
   def init_params(self, rng, batch):
     dim, width = batch["a"].shape[1], int(self.config.model.embed_dim)
