@@ -124,7 +124,7 @@ def _check_choice(value: str, valid: tuple[str, ...], field: str) -> None:
     raise ValueError(f"{field}={value!r} is not one of {list(valid)}")
 
 
-class AVC(base.Method):
+class AVC(base.AudioVisualEmbedding, base.Method):
   """Audio-visual correspondence with configurable partner sampling."""
 
   def __init__(self, config: ml_collections.ConfigDict):
@@ -388,14 +388,6 @@ class AVC(base.Method):
     return 0.5 * (pos_loss + neg_loss), dict(metrics, avc_acc=acc)
 
   # Prediction and evaluation -------------------------------------------------
-  def embed(self, params, modality, inputs):
-    a, v = self.encode(
-        params,
-        inputs["audio"] if modality == "audio" else None,
-        inputs["visual"] if modality == "visual" else None,
-    )
-    return a if modality == "audio" else v
-
   def eval_source(self, split):
     return iterators.ArraySource(self.split_arrays(split))
 

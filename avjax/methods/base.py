@@ -272,6 +272,21 @@ class Method(abc.ABC):
 _JITTED: "weakref.WeakKeyDictionary[Method, dict]" = weakref.WeakKeyDictionary()
 
 
+class AudioVisualEmbedding:
+  """``embed`` for a method whose ``encode(params, audio, visual)`` returns
+  (audio [B, E], visual [B, E]) embeddings and accepts None for a tower it
+  should not run: it embeds one modality (``"audio"`` or ``"visual"``)
+  without computing the other. Mix in before ``Method``."""
+
+  def embed(self, params: PyTree, modality: str, inputs: Batch) -> jax.Array:
+    audio, visual = self.encode(
+        params,
+        inputs["audio"] if modality == "audio" else None,
+        inputs["visual"] if modality == "visual" else None,
+    )
+    return audio if modality == "audio" else visual
+
+
 def jitted_predictions(
     method: Method, names: Sequence[str]
 ) -> Callable[[PyTree, Batch], dict[str, Any]]:

@@ -72,7 +72,7 @@ def _batch_transform(data_cfg: ml_collections.ConfigDict):
   return transform
 
 
-class TSTLCA(base.Method):
+class TSTLCA(base.AudioVisualEmbedding, base.Method):
   """Cross-modal triplet retrieval with the two-stage curriculum."""
 
   def __init__(self, config: ml_collections.ConfigDict):
@@ -134,14 +134,6 @@ class TSTLCA(base.Method):
         train=train,
         rngs={"dropout": rng} if train else None,
     )
-
-  def embed(self, params, modality, inputs):
-    a, v = self.encode(
-        params,
-        inputs["audio"] if modality == "audio" else None,
-        inputs["visual"] if modality == "visual" else None,
-    )
-    return a if modality == "audio" else v
 
   # Loss -------------------------------------------------------------------
   def loss_fn(self, params, batch, rng, stage: Stage, step):
