@@ -36,6 +36,18 @@ def listening_address():
     yield f"127.0.0.1:{server.getsockname()[1]}"
 
 
+def _run_python(code: str) -> subprocess.CompletedProcess:
+  """Runs ``code`` in a fresh interpreter; its output captured as text."""
+  return subprocess.run(
+      [sys.executable, "-c", code],
+      cwd=ROOT,
+      env={**os.environ, "PYTHONPATH": ROOT},
+      capture_output=True,
+      text=True,
+      timeout=60,
+  )
+
+
 def _supervised_child_killed_by(sig, process_id, address, workdir):
   """Runs ``supervise`` in a fresh interpreter whose child then ends by
   ``sig``; returns the parent's completed process."""
@@ -46,14 +58,7 @@ def _supervised_child_killed_by(sig, process_id, address, workdir):
       signal.signal({int(sig)}, signal.SIG_DFL)
       os.kill(os.getpid(), {int(sig)})
       """)
-  return subprocess.run(
-      [sys.executable, "-c", code],
-      cwd=ROOT,
-      env={**os.environ, "PYTHONPATH": ROOT},
-      capture_output=True,
-      text=True,
-      timeout=60,
-  )
+  return _run_python(code)
 
 
 @pytest.mark.parametrize(
@@ -92,14 +97,7 @@ def test_child_exit_status_passes_through(tmp_path, listening_address):
       cluster.supervise(1, 2, {listening_address!r}, {str(tmp_path)!r})
       sys.exit(7)
       """)
-  out = subprocess.run(
-      [sys.executable, "-c", code],
-      cwd=ROOT,
-      env={**os.environ, "PYTHONPATH": ROOT},
-      capture_output=True,
-      text=True,
-      timeout=60,
-  )
+  out = _run_python(code)
   assert out.returncode == 7, out.stderr
   assert "Error:" not in out.stderr
 
@@ -145,14 +143,7 @@ def test_exit_after_error_blames_a_peer_when_the_coordinator_is_gone(
           RuntimeError("INTERNAL: something in a collective"),
           1, 2, {address!r}, {str(tmp_path)!r})
       """)
-  out = subprocess.run(
-      [sys.executable, "-c", code],
-      cwd=ROOT,
-      env={**os.environ, "PYTHONPATH": ROOT},
-      capture_output=True,
-      text=True,
-      timeout=60,
-  )
+  out = _run_python(code)
   assert out.returncode == cluster.FAILURE_EXIT_CODE, out.stderr
   assert "INTERNAL: something in a collective" in out.stderr  # traceback
   assert PEER_DIED in out.stderr

@@ -176,7 +176,9 @@ def build_groups(
   return groups
 
 
-class Flickr8kAudio(manual.ManualDownloadBuilder):
+class Flickr8kAudio(
+    spoken_captions.SpokenCaptionExamples, manual.ManualDownloadBuilder
+):
   """Flickr8k Audio Captions: one example per spoken caption (40,000)."""
 
   name = "flickr8k_audio"
@@ -225,17 +227,3 @@ class Flickr8kAudio(manual.ManualDownloadBuilder):
         split: self._generate_examples(groups[split], size, split)
         for split in SPLIT_FILES
     }
-
-  def _generate_examples(
-      self,
-      groups: list[spoken_captions.ImageGroup],
-      image_size: int,
-      split: str,
-  ):
-    return spoken_captions.generate_examples(
-        groups, image_size, self._bad_file_log(split), self.data_dir, split
-    )
-
-  def wrap_data_source(self, source: Any, split: str) -> Any:
-    """Adds each record's decoded "image" (see ``spoken_captions``)."""
-    return spoken_captions.wrap_data_source(self, source, split)

@@ -268,3 +268,20 @@ def generate_examples(
       }
   images.close()
   bad.report(kept)
+
+
+class SpokenCaptionExamples:
+  """What the spoken-caption builders (Flickr8k Audio, SpokenCOCO) share:
+  ``_generate_examples`` over their image groups and ``wrap_data_source``
+  adding decoded images. Mix in before ``manual.ManualDownloadBuilder``."""
+
+  def _generate_examples(
+      self, groups: list[ImageGroup], image_size: int, split: str
+  ) -> Iterator[tuple[int, dict[str, Any]]]:
+    return generate_examples(
+        groups, image_size, self._bad_file_log(split), self.data_dir, split
+    )
+
+  def wrap_data_source(self, source: Any, split: str) -> with_images:
+    """Adds each record's decoded "image" (``with_images``)."""
+    return wrap_data_source(self, source, split)

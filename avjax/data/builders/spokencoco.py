@@ -217,7 +217,9 @@ def build_groups(
   return splits
 
 
-class Spokencoco(manual.ManualDownloadBuilder):
+class Spokencoco(
+    spoken_captions.SpokenCaptionExamples, manual.ManualDownloadBuilder
+):
   """SpokenCOCO: one example per spoken caption.
 
   Args:
@@ -295,17 +297,3 @@ class Spokencoco(manual.ManualDownloadBuilder):
         split: self._generate_examples(g, size, split)
         for split, g in groups.items()
     }
-
-  def _generate_examples(
-      self,
-      groups: list[spoken_captions.ImageGroup],
-      image_size: int,
-      split: str,
-  ):
-    return spoken_captions.generate_examples(
-        groups, image_size, self._bad_file_log(split), self.data_dir, split
-    )
-
-  def wrap_data_source(self, source: Any, split: str) -> Any:
-    """Adds each record's decoded "image" (see ``spoken_captions``)."""
-    return spoken_captions.wrap_data_source(self, source, split)
