@@ -133,8 +133,12 @@ def test_retrieval_outputs_identical_without_head(tiny):
     np.testing.assert_array_equal(got[key], got0[key])
 
 
-def test_cmd_gradients_reach_both_encoders(tiny):
-  method, batch = tiny.method, tiny.batch
+def _speech_from_image_encoder_grads(method, tiny, encode_rng=None):
+  """Gradients of the CMD (speech-from-image denoising) loss alone with
+  respect to each encoder tower, at the tiny run's parameters with a
+  perturbed head: its zero-initialised output layer would block the
+  gradient at init, any trained head passes it on."""
+  batch = tiny.batch
 
   def cmd_only(p):
     s, i = method.encode(
@@ -142,7 +146,7 @@ def test_cmd_gradients_reach_both_encoders(tiny):
         batch["audio"],
         batch["audio_mask"],
         batch["image"],
-        rng=jax.random.PRNGKey(1),
+        rng=encode_rng,
     )
     loss, _ = method._denoising_loss(  # pylint: disable=protected-access
         p["cmd_head"],
@@ -154,14 +158,18 @@ def test_cmd_gradients_reach_both_encoders(tiny):
     )
     return loss
 
-  # The zero-initialised output layer blocks the gradient at init; any
-  # trained head passes it on.
   p = dict(tiny.params)
   p["cmd_head"] = jax.tree.map(
       lambda x: x + 0.05 * jax.random.normal(jax.random.PRNGKey(3), x.shape),
       p["cmd_head"],
   )
-  grads = jax.jit(jax.grad(cmd_only))(p)["encoders"]["params"]
+  return jax.jit(jax.grad(cmd_only))(p)["encoders"]["params"]
+
+
+def test_cmd_gradients_reach_both_encoders(tiny):
+  grads = _speech_from_image_encoder_grads(
+      tiny.method, tiny, encode_rng=jax.random.PRNGKey(1)
+  )
   for tower in ("speech", "image"):
     norm = optax.global_norm(grads[tower])
     assert np.isfinite(norm) and norm > 0, tower
@@ -301,28 +309,7 @@ def test_stop_gradient_input_cuts_the_speech_encoder_off(tiny):
   encoder (`test_cmd_gradients_reach_both_encoders`); stopping the gradient
   on the head's input (the target is already stopped) leaves it none."""
   method = cmd_lib.CMD(_tiny_config("quick,stop_gradient_input"))
-  batch = tiny.batch
-
-  def cmd_only(p):
-    s, i = method.encode(
-        p["encoders"], batch["audio"], batch["audio_mask"], batch["image"]
-    )
-    loss, _ = method._denoising_loss(  # pylint: disable=protected-access
-        p["cmd_head"],
-        s,
-        i,
-        "speech_from_image",
-        method.config.cmd.speech_corruption,
-        jax.random.PRNGKey(2),
-    )
-    return loss
-
-  p = dict(tiny.params)
-  p["cmd_head"] = jax.tree.map(
-      lambda x: x + 0.05 * jax.random.normal(jax.random.PRNGKey(3), x.shape),
-      p["cmd_head"],
-  )
-  grads = jax.jit(jax.grad(cmd_only))(p)["encoders"]["params"]
+  grads = _speech_from_image_encoder_grads(method, tiny)
   assert float(optax.global_norm(grads["image"])) > 0
   assert float(optax.global_norm(grads["speech"])) == 0.0
 
