@@ -58,6 +58,19 @@ def _args(workdir, data_dir):
   ]
 
 
+def _main(args, devices, timeout):
+  """Runs launch/main.py (``args`` from ``_args`` plus flags) on
+  ``devices`` CPU devices; its output captured as text."""
+  return subprocess.run(
+      args,
+      cwd=ROOT,
+      env=_env(devices),
+      capture_output=True,
+      text=True,
+      timeout=timeout,
+  )
+
+
 def _run_two_processes(workdir, data_dir):
   port = _free_port()
   procs = [
@@ -97,14 +110,7 @@ def _metrics(workdir):
 @pytest.fixture(scope="module")
 def one_process_run(tmp_path_factory, av_digits_pairs_dir):
   workdir = tmp_path_factory.mktemp("one_process")
-  out = subprocess.run(
-      _args(workdir, av_digits_pairs_dir),
-      cwd=ROOT,
-      env=_env(4),
-      capture_output=True,
-      text=True,
-      timeout=900,
-  )
+  out = _main(_args(workdir, av_digits_pairs_dir), devices=4, timeout=900)
   assert out.returncode == 0, out.stderr[-3000:]
   return workdir
 
@@ -203,28 +209,14 @@ def test_two_processes_evaluate_a_checkpoint_as_one_does(
     ],
 )
 def test_bad_process_flags_are_named(tmp_path, flags, message):
-  out = subprocess.run(
-      _args(tmp_path, tmp_path) + flags,
-      cwd=ROOT,
-      env=_env(1),
-      capture_output=True,
-      text=True,
-      timeout=120,
-  )
+  out = _main(_args(tmp_path, tmp_path) + flags, devices=1, timeout=120)
   assert out.returncode == 1 and message in out.stderr, out.stderr[-2000:]
 
 
 def test_workdir_that_is_a_file_is_a_flag_error(tmp_path):
   workdir = tmp_path / "file"
   workdir.write_text("not a directory")
-  out = subprocess.run(
-      _args(workdir, tmp_path),
-      cwd=ROOT,
-      env=_env(1),
-      capture_output=True,
-      text=True,
-      timeout=120,
-  )
+  out = _main(_args(workdir, tmp_path), devices=1, timeout=120)
   assert out.returncode == 1, out.stderr[-2000:]
   assert f"--workdir={workdir} is a file" in out.stderr
 
@@ -237,7 +229,7 @@ def test_lonely_process_0_stops_in_time_naming_the_address(tmp_path):
   timeout = 10
   address = f"127.0.0.1:{_free_port()}"
   start = time.monotonic()
-  out = subprocess.run(
+  out = _main(
       _args(tmp_path / "w", tmp_path)
       + [
           f"--coordinator_address={address}",
@@ -245,10 +237,7 @@ def test_lonely_process_0_stops_in_time_naming_the_address(tmp_path):
           "--process_id=0",
           f"--distributed_timeout_s={timeout}",
       ],
-      cwd=ROOT,
-      env=_env(1),
-      capture_output=True,
-      text=True,
+      devices=1,
       timeout=120,
   )
   elapsed = time.monotonic() - start
@@ -325,7 +314,7 @@ def test_survivor_of_a_dead_peer_says_so_in_bounded_time(
 
 def test_silent_coordinator_is_an_error_naming_it(tmp_path):
   address = f"127.0.0.1:{_free_port()}"  # nobody listens there
-  out = subprocess.run(
+  out = _main(
       _args(tmp_path, tmp_path)
       + [
           f"--coordinator_address={address}",
@@ -333,10 +322,7 @@ def test_silent_coordinator_is_an_error_naming_it(tmp_path):
           "--process_id=1",
           "--distributed_timeout_s=3",
       ],
-      cwd=ROOT,
-      env=_env(1),
-      capture_output=True,
-      text=True,
+      devices=1,
       timeout=120,
   )
   assert out.returncode != 0
