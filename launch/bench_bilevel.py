@@ -42,29 +42,6 @@ def _count(tree) -> int:
   return int(sum(np.size(x) for x in jax.tree.leaves(tree)))
 
 
-def _build(config, batch):
-  """(jitted step, initial state) of one variant."""
-  import jax  # pylint: disable=import-outside-toplevel
-
-  from avjax.methods import base  # pylint: disable=import-outside-toplevel
-  from avjax.methods import mama  # pylint: disable=import-outside-toplevel
-  from avjax.train import loop  # pylint: disable=import-outside-toplevel
-  from avjax.train.state import TrainState  # pylint: disable=import-outside-toplevel
-
-  method = mama.MAMA(config)
-  run = base.RunInfo.from_config(config)
-  rng = jax.random.PRNGKey(config.seed)
-  params = method.init_params(rng, batch)
-  state = TrainState.create(
-      params,
-      method.make_optimizer(run.stages[0], run),
-      jax.random.PRNGKey(config.seed + 1),
-      aux=method.init_aux(rng, params),
-  )
-  step = jax.jit(loop.checked_train_step(method, run.stages[0], run))
-  return step, state
-
-
 def main(argv):
   del argv
   import jax  # pylint: disable=import-outside-toplevel
@@ -72,6 +49,8 @@ def main(argv):
   from avjax import config_utils  # pylint: disable=import-outside-toplevel
   from avjax.train import timing  # pylint: disable=import-outside-toplevel
   from avjax.methods import mama  # pylint: disable=import-outside-toplevel
+  from avjax.train import bilevel  # pylint: disable=import-outside-toplevel
+  from avjax.train import loop  # pylint: disable=import-outside-toplevel
 
   path, _, arg = _CONFIG.value.partition(":")
   config = config_utils.load_config_file(path, arg or None)
@@ -90,8 +69,10 @@ def main(argv):
   batch = jax.device_put(next(iterator))
 
   variants = {
-      "bilevel": _build(config, batch),
-      "plain": _build(plain_config, batch),
+      "bilevel": loop.first_stage_step(mama.MAMA(config), config, batch),
+      "plain": loop.first_stage_step(
+          mama.MAMA(plain_config), plain_config, batch
+      ),
   }
   timed = timing.interleaved_step_times(
       variants, batch, _ROUNDS.value, _STEPS.value

@@ -857,26 +857,6 @@ _DATA_DIR = flags.DEFINE_string(
 _OUT = flags.DEFINE_string("out", None, "Optional JSON output path.")
 
 
-def _loop_state(method, config, batch):
-  """(the loop's jitted step, its initial state) for stage 0."""
-  import jax  # pylint: disable=import-outside-toplevel
-
-  from avjax import methods  # pylint: disable=import-outside-toplevel
-  from avjax.train import loop  # pylint: disable=import-outside-toplevel
-  from avjax.train.state import TrainState  # pylint: disable=import-outside-toplevel
-
-  run = methods.RunInfo.from_config(config)
-  rng = jax.random.PRNGKey(config.seed)
-  params = method.init_params(rng, batch)
-  state = TrainState.create(
-      params,
-      loop.stage_optimizers(method, run)[0][0],
-      jax.random.PRNGKey(config.seed + 1),
-      aux=method.init_aux(rng, params),
-  )
-  return jax.jit(loop.checked_train_step(method, run.stages[0], run)), state
-
-
 def _avjax_runner(step, state, batch) -> Callable[[], None]:
   import jax  # pylint: disable=import-outside-toplevel
 
@@ -982,6 +962,7 @@ def bench_one(spec: str) -> dict[str, Any]:
   """Agreement and interleaved timings of one config."""
   from avjax import config_utils  # pylint: disable=import-outside-toplevel
   from avjax import methods  # pylint: disable=import-outside-toplevel
+  from avjax.train import loop  # pylint: disable=import-outside-toplevel
 
   path, _, arg = spec.partition(":")
   config = config_utils.load_config_file(path, arg or None)
@@ -1000,7 +981,7 @@ def bench_one(spec: str) -> dict[str, Any]:
   method = methods.get_method(config)
   iterator = method.train_iterator(config.data.batch_size, config.seed, 0, 1)
   batch = next(iterator)
-  step, state = _loop_state(method, config, batch)
+  step, state = loop.first_stage_step(method, config, batch)
   lr = float(config.optimizer.learning_rate)
   notes: list[str] = []
   agreement, torch_steps, name, b = build(

@@ -5,6 +5,8 @@ config down-weights the noisy pairs."""
 import json
 import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 
@@ -60,3 +62,36 @@ def test_quick_noise40_down_weights_the_noisy_pairs(av_digits_dir, tmp_path):
   metrics = loop.train_and_evaluate(config, str(tmp_path / "run"))
   assert metrics["weight_noisy"] < metrics["weight_clean"]
   assert metrics["weight_auc"] > 0.7
+
+
+@pytest.mark.slow
+def test_bench_bilevel_reports_both_steps_and_their_ratio(
+    av_digits_dir, tmp_path
+):
+  """launch/bench_bilevel.py end to end (1 round of 2 steps each)."""
+  result = tmp_path / "bench.json"
+  out = subprocess.run(
+      [
+          sys.executable,
+          os.path.join(ROOT, "launch", "bench_bilevel.py"),
+          "--config=configs/mama.py:quick",
+          "--rounds=1",
+          "--steps=2",
+          f"--out={result}",
+          f"--data_dir={av_digits_dir.prepare('video_text_noise40')}",
+      ],
+      cwd=ROOT,
+      capture_output=True,
+      text=True,
+      timeout=900,
+  )
+  assert out.returncode == 0, out.stderr[-3000:]
+  with open(result) as f:
+    bench = json.load(f)
+  # Meta-Weight-Net's 1 → 100 → 1 MLP: 100 + 100 + 100 + 1 parameters.
+  assert bench["weight_net_params"] == 301
+  assert bench["encoder_params"] > 10 * bench["weight_net_params"]
+  assert bench["bilevel_step_ms"] > 0 and bench["plain_step_ms"] > 0
+  assert bench["step_time_ratio"] == pytest.approx(
+      bench["bilevel_step_ms"] / bench["plain_step_ms"]
+  )

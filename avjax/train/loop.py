@@ -16,7 +16,7 @@ import math
 import os
 import secrets
 import time
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -318,6 +318,27 @@ def checked_train_step(
     return new_state, dict(metrics, **{_STATE_FINITE: finite})
 
   return step
+
+
+def first_stage_step(
+    method: methods.Method, config: ml_collections.ConfigDict, batch: Any
+) -> tuple[Callable[[TrainState, Any], tuple[TrainState, dict]], TrainState]:
+  """(jitted ``checked_train_step`` of the first stage, an initial state):
+  what the loop runs, on one device, for benchmarks that time a step.
+
+  Parameters and aux are initialised from ``config.seed`` with ``batch``
+  (host arrays) for shapes; the state's rng is ``PRNGKey(seed + 1)``.
+  """
+  run = methods.RunInfo.from_config(config)
+  rng = jax.random.PRNGKey(config.seed)
+  params = method.init_params(rng, batch)
+  state = TrainState.create(
+      params,
+      stage_optimizers(method, run)[0][0],
+      jax.random.PRNGKey(config.seed + 1),
+      aux=method.init_aux(rng, params),
+  )
+  return jax.jit(checked_train_step(method, run.stages[0], run)), state
 
 
 def train_and_evaluate(
