@@ -21,13 +21,19 @@ from __future__ import annotations
 
 from absl import app
 from absl import flags
+from ml_collections import config_flags
 
-from avjax import config_utils
 from avjax.eval.audio_classifier import predicted_labels
 from avjax.eval.audio_classifier import write_labels
 from avjax.methods.avc import AVC
 
-_CONFIG = flags.DEFINE_string("config", None, "AVC config file[:args].")
+_CONFIG = config_flags.DEFINE_config_file(
+    "config",
+    None,
+    "AVC config file[:args]; fields can be overridden as in launch/main.py "
+    "(e.g. --config.data.data_dir=...).",
+    lock_config=True,
+)
 _OUT = flags.DEFINE_string("out", None, "CSV file to write.")
 _FIT_SPLIT = flags.DEFINE_string(
     "fit_split", "validation", "Labelled split the classifier is fitted on."
@@ -38,10 +44,8 @@ flags.mark_flags_as_required(["config", "out"])
 
 def main(argv):
   del argv
-  path, _, arg = _CONFIG.value.partition(":")
-  config = config_utils.load_config_file(path, arg or None)
   ids, pred, accuracy = predicted_labels(
-      AVC(config), _FIT_SPLIT.value, _L2.value
+      AVC(_CONFIG.value), _FIT_SPLIT.value, _L2.value
   )
   write_labels(_OUT.value, ids, pred)
   print(

@@ -1,9 +1,17 @@
 """avjax.eval.audio_classifier: a classifier's labels for the AVC samplers."""
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 
+from avjax.config_utils import load_config_file
 from avjax.data.io import labels_file
 from avjax.eval import audio_classifier
+from avjax.methods.avc import AVC
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 class _FakeAVC:
@@ -44,3 +52,33 @@ def test_audio_features_pool_time():
   assert feats.shape == (2, 6 * 3)
   np.testing.assert_allclose(feats[:, :3], mel.mean(1))
   np.testing.assert_allclose(feats[:, 6:9], mel[:, :2].mean(1))
+
+
+def test_script_writes_a_label_per_training_clip(av_digits_pairs_dir, tmp_path):
+  """launch/classifier_labels.py on the built AV-digits pairs: one label
+  per training clip, and the accuracy it prints is the file's agreement
+  with the annotation."""
+  out_csv = tmp_path / "predicted.csv"
+  out = subprocess.run(
+      [
+          sys.executable,
+          os.path.join(ROOT, "launch", "classifier_labels.py"),
+          f"--config={os.path.join(ROOT, 'configs', 'avc.py')}:quick",
+          f"--config.data.data_dir={av_digits_pairs_dir}",
+          f"--out={out_csv}",
+      ],
+      cwd=ROOT,
+      capture_output=True,
+      text=True,
+      timeout=600,
+  )
+  assert out.returncode == 0, out.stderr[-3000:]
+  config = load_config_file(os.path.join(ROOT, "configs", "avc.py"), "quick")
+  config.data.data_dir = av_digits_pairs_dir
+  train = AVC(config).split_arrays("train")
+  ids = np.asarray(train["id"])
+  labels = labels_file.labels_for_clips(str(out_csv), ids, 10)
+  assert len(labels) == len(ids)
+  agreement = float(np.mean(labels == np.asarray(train["true_label"])))
+  assert f"accuracy against the annotation: {agreement:.3f}" in out.stdout
+  assert agreement > 0.5  # the spoken digit is in the log-mel
