@@ -118,6 +118,29 @@ def test_correlate_against_a_loop_over_the_overlap():
       assert got[n, c] == pytest.approx(want, abs=1e-12), (n, s)
 
 
+def test_correlate_features_as_one_centred_signal():
+  """[N, L, D] features: every dimension centred over the overlap, then the
+  cosine of the two centred blocks, written out per pair of frames."""
+  rng = np.random.default_rng(4)
+  v, a = rng.standard_normal((2, 20, 3)), rng.standard_normal((2, 20, 3))
+  shifts = np.array([-5, 0, 3])
+  got = sync_reference.correlate(v, a, shifts)
+  for n in range(2):
+    for c, s in enumerate(shifts):
+      frames = [f for f in range(20) if 0 <= f - s < 20]
+      x = np.array([v[n, f] for f in frames])
+      y = np.array([a[n, f - s] for f in frames])
+      x, y = x - x.mean(axis=0), y - y.mean(axis=0)
+      want = np.sum(x * y) / np.sqrt(np.sum(x * x) * np.sum(y * y))
+      assert got[n, c] == pytest.approx(want, abs=1e-12), (n, s)
+  # D = 1 is the envelope case.
+  np.testing.assert_allclose(
+      sync_reference.correlate(v[..., :1], a[..., :1], shifts),
+      sync_reference.correlate(v[..., 0], a[..., 0], shifts),
+      atol=1e-12,
+  )
+
+
 def test_bad_inputs_are_named():
   video = np.zeros((2, 10, 4, 4), np.uint8)
   with pytest.raises(ValueError, match="unknown reference cue 'edges'"):

@@ -116,18 +116,24 @@ def correlate(
   """Pearson correlation [N, C] of visual[f] with audio[f - shift_c].
 
   Over the overlap f in [max(0, s), min(L, L + s)); 0 where an envelope is
-  constant there (or the overlap is under 2 frames).
+  constant there (or the overlap is under 2 frames). Feature sequences
+  [N, L, D] are correlated as one signal: each dimension centred over the
+  overlap, products and squares summed over f and the D dimensions.
 
   Args:
-    visual, audio: float [N, L] envelopes on the video's frame grid.
+    visual, audio: float [N, L] envelopes (or [N, L, D] features) on the
+      video's frame grid.
     shifts: int [C] candidate shifts in frames (audio frame k ↔ video frame
       k + shift).
   """
   visual, audio = np.asarray(visual), np.asarray(audio)
-  if visual.shape != audio.shape or visual.ndim != 2:
+  if visual.shape != audio.shape or visual.ndim not in (2, 3):
     raise ValueError(
-        f"envelopes must both be [N, L], got {visual.shape} and {audio.shape}"
+        "envelopes must both be [N, L] (or features [N, L, D]), got "
+        f"{visual.shape} and {audio.shape}"
     )
+  if visual.ndim == 2:
+    visual, audio = visual[..., None], audio[..., None]
   length = visual.shape[1]
   out = np.zeros((visual.shape[0], len(shifts)))
   for c, shift in enumerate(np.asarray(shifts, int)):
@@ -137,9 +143,9 @@ def correlate(
     v = visual[:, lo:hi] - visual[:, lo:hi].mean(axis=1, keepdims=True)
     a = audio[:, lo - shift : hi - shift]
     a = a - a.mean(axis=1, keepdims=True)
-    norm = np.sqrt((v**2).sum(axis=1) * (a**2).sum(axis=1))
+    norm = np.sqrt((v**2).sum(axis=(1, 2)) * (a**2).sum(axis=(1, 2)))
     with np.errstate(invalid="ignore", divide="ignore"):
-      out[:, c] = np.where(norm > 1e-12, (v * a).sum(axis=1) / norm, 0.0)
+      out[:, c] = np.where(norm > 1e-12, (v * a).sum(axis=(1, 2)) / norm, 0.0)
   return out
 
 
