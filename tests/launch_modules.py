@@ -15,14 +15,14 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
+import subprocess
 import sys
 import types
 
 from absl import flags
 
-LAUNCH = os.path.join(
-    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "launch"
-)
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LAUNCH = os.path.join(ROOT, "launch")
 _DEFINE = re.compile(r'flags\.DEFINE_\w+\(\s*"(\w+)"')
 
 
@@ -42,3 +42,15 @@ def load(name: str) -> types.ModuleType:
   sys.modules[name] = module
   spec.loader.exec_module(module)
   return module
+
+
+def run(name: str, *args: str, timeout: float) -> subprocess.CompletedProcess:
+  """``python launch/<name>.py *args`` in its own interpreter from the
+  repository root, stdout and stderr captured as text."""
+  return subprocess.run(
+      [sys.executable, os.path.join(LAUNCH, f"{name}.py"), *args],
+      cwd=ROOT,
+      capture_output=True,
+      text=True,
+      timeout=timeout,
+  )

@@ -1,8 +1,6 @@
 """avjax.eval.audio_classifier: a classifier's labels for the AVC samplers."""
 
 import os
-import subprocess
-import sys
 
 import numpy as np
 
@@ -10,6 +8,8 @@ from avjax.config_utils import load_config_file
 from avjax.data.io import labels_file
 from avjax.eval import audio_classifier
 from avjax.methods.avc import AVC
+
+import launch_modules
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -59,17 +59,11 @@ def test_script_writes_a_label_per_training_clip(av_digits_pairs_dir, tmp_path):
   per training clip, and the accuracy it prints is the file's agreement
   with the annotation."""
   out_csv = tmp_path / "predicted.csv"
-  out = subprocess.run(
-      [
-          sys.executable,
-          os.path.join(ROOT, "launch", "classifier_labels.py"),
-          f"--config={os.path.join(ROOT, 'configs', 'avc.py')}:quick",
-          f"--config.data.data_dir={av_digits_pairs_dir}",
-          f"--out={out_csv}",
-      ],
-      cwd=ROOT,
-      capture_output=True,
-      text=True,
+  out = launch_modules.run(
+      "classifier_labels",
+      f"--config={os.path.join(ROOT, 'configs', 'avc.py')}:quick",
+      f"--config.data.data_dir={av_digits_pairs_dir}",
+      f"--out={out_csv}",
       timeout=600,
   )
   assert out.returncode == 0, out.stderr[-3000:]

@@ -10,9 +10,9 @@ import jax.numpy as jnp
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-from launch_modules import load  # pylint: disable=wrong-import-position
+import launch_modules  # pylint: disable=wrong-import-position
 
-bench_train = load("bench_train")
+bench_train = launch_modules.load("bench_train")
 
 
 def test_matmul_flops_by_hand():
@@ -88,24 +88,18 @@ def test_bad_flag_values_name_the_flag(flag):
 @pytest.mark.slow
 def test_bench_runs_on_a_quick_config(tmp_path, av_digits_pairs_dir):
   out_json = tmp_path / "bench.json"
-  out = subprocess.run(
-      [
-          sys.executable,
-          os.path.join(ROOT, "launch", "bench_train.py"),
-          "--configs=configs/tstl_ca.py:quick",
-          "--rounds=2",
-          "--steps=1",
-          "--pipeline_batches=3",
-          "--peak_n=256",
-          f"--data_dir={av_digits_pairs_dir}",
-          f"--out={out_json}",
-          f"--profile_dir={tmp_path / 'traces'}",
-          "--profile_steps=1",
-          "--batch_size=24",
-      ],
-      cwd=ROOT,
-      capture_output=True,
-      text=True,
+  out = launch_modules.run(
+      "bench_train",
+      "--configs=configs/tstl_ca.py:quick",
+      "--rounds=2",
+      "--steps=1",
+      "--pipeline_batches=3",
+      "--peak_n=256",
+      f"--data_dir={av_digits_pairs_dir}",
+      f"--out={out_json}",
+      f"--profile_dir={tmp_path / 'traces'}",
+      "--profile_steps=1",
+      "--batch_size=24",
       timeout=900,
   )
   assert out.returncode == 0, out.stderr[-3000:]

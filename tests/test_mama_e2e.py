@@ -5,14 +5,13 @@ config down-weights the noisy pairs."""
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import pytest
 
 from avjax.config_utils import load_config_file
 from avjax.train import loop
 
+import launch_modules
 from test_mama import small_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -70,19 +69,13 @@ def test_bench_bilevel_reports_both_steps_and_their_ratio(
 ):
   """launch/bench_bilevel.py end to end (1 round of 2 steps each)."""
   result = tmp_path / "bench.json"
-  out = subprocess.run(
-      [
-          sys.executable,
-          os.path.join(ROOT, "launch", "bench_bilevel.py"),
-          "--config=configs/mama.py:quick",
-          "--rounds=1",
-          "--steps=2",
-          f"--out={result}",
-          f"--data_dir={av_digits_dir.prepare('video_text_noise40')}",
-      ],
-      cwd=ROOT,
-      capture_output=True,
-      text=True,
+  out = launch_modules.run(
+      "bench_bilevel",
+      "--config=configs/mama.py:quick",
+      "--rounds=1",
+      "--steps=2",
+      f"--out={result}",
+      f"--data_dir={av_digits_dir.prepare('video_text_noise40')}",
       timeout=900,
   )
   assert out.returncode == 0, out.stderr[-3000:]
