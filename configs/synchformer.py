@@ -183,6 +183,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # of 1,000 steps; without it the plateau was ~100 steps and the accuracy
   # after 1,000 steps the same or better (0.15 vs 0.15) — measured on cached
   # features, B=32, lr 1e-3. Real-data variants use 0.1.
+  # positions: "sequence" (the official code's, one per place) or
+  # "shared_time" (a visual token and its audio twin share one time
+  # embedding): on ideal tokens it left the plateau sooner, on learned ones
+  # it did not raise the offset accuracy (docs/results/synchformer.md).
   config.model.sync = ml_collections.ConfigDict(
       {
           "width": 64,
@@ -190,6 +194,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
           "num_heads": 4,
           "mlp_ratio": 2.0,
           "dropout": 0.0,
+          "positions": "sequence",
       }
   )
 

@@ -90,6 +90,65 @@ def test_sync_transformer_heads():
   assert not np.allclose(swapped["offset"], out["offset"])
 
 
+def _added_positions(positions, visual, audio):
+  """[B, N, W] the sync transformer adds to its token sequence: the input
+  of its first dropout minus the sown tokens, with random parameters (not
+  the small init) so that equalities are not trivial."""
+  model = sync.SyncTransformer(width=16, num_heads=2, positions=positions)
+  params = model.init(jax.random.PRNGKey(0), visual, audio)
+  leaves, tree = jax.tree.flatten(params)
+  keys = jax.random.split(jax.random.PRNGKey(1), len(leaves))
+  params = tree.unflatten(
+      [jax.random.normal(k, x.shape) for k, x in zip(keys, leaves)]
+  )
+  _, state = model.apply(
+      params,
+      visual,
+      audio,
+      capture_intermediates=True,
+      mutable=["intermediates"],
+  )
+  inter = state["intermediates"]
+  return np.asarray(inter["Dropout_0"]["__call__"][0] - inter["tokens"][0])
+
+
+@pytest.mark.parametrize("shape", [(7,), (3, 4)])
+def test_shared_time_positions_pair_the_visual_and_audio_token_of_a_time(
+    shape,
+):
+  visual = jax.random.normal(jax.random.PRNGKey(2), (2, *shape, 8))
+  audio = jax.random.normal(jax.random.PRNGKey(3), (2, *shape, 6))
+  layout = sync.sequence_layout(visual.shape, audio.shape)
+  pos = _added_positions("shared_time", visual, audio)
+  pv, pa = pos[:, layout["visual"]], pos[:, layout["audio"]]
+  np.testing.assert_array_equal(pos[:, layout["offset"]], 0.0)
+  np.testing.assert_array_equal(pos[:, layout["separator"]], 0.0)
+  # Token i of both modalities: one time embedding, so their difference is
+  # the same (modality) vector at every time ...
+  diff = pv - pa
+  np.testing.assert_allclose(
+      diff, np.broadcast_to(diff[:, :1], diff.shape), atol=1e-5
+  )
+  # ... while different times have different embeddings.
+  assert not np.allclose(pv[:, 0], pv[:, 1], atol=0.1)
+  # The official layout: a position per place, no such pairing.
+  pos = _added_positions("sequence", visual, audio)
+  diff = pos[:, layout["visual"]] - pos[:, layout["audio"]]
+  assert not np.allclose(diff[:, 0], diff[:, 1], atol=0.1)
+
+
+def test_shared_time_positions_errors_name_the_config_key():
+  visual = jnp.zeros((1, 7, 8))
+  with pytest.raises(ValueError, match=r"positions='shared_time'.*7 visual"):
+    sync.SyncTransformer(positions="shared_time").init(
+        jax.random.PRNGKey(0), visual, jnp.zeros((1, 6, 8))
+    )
+  with pytest.raises(ValueError, match=r"config.model.sync.positions='time'"):
+    sync.SyncTransformer(positions="time").init(
+        jax.random.PRNGKey(0), visual, visual
+    )
+
+
 def test_time_tokens_are_frame_outputs_pooled_in_time_order():
   v = sync.VisualSegmentEncoder(width=16, patch=8, patch_features=8)
   video = jax.random.uniform(jax.random.PRNGKey(0), (2, 32, 16, 16, 1))

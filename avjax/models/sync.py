@@ -294,6 +294,12 @@ class SyncTransformer(nn.Module):
     num_layers, num_heads, mlp_ratio, dropout: the transformer (dropout
       also on the summed token + position inputs).
     num_offsets: classes of ``offset_head``.
+    positions: ``"sequence"``: one learned position embedding per place in
+      the whole sequence (the official code's); ``"shared_time"``: visual
+      token i and audio token i (the same nominal time) share one learned
+      time embedding and each modality adds its own learned embedding; the
+      offset and separator tokens, unique already, get none. Needs as many
+      visual as audio tokens.
   """
 
   width: int = 64
@@ -302,6 +308,7 @@ class SyncTransformer(nn.Module):
   mlp_ratio: float = 2.0
   dropout: float = 0.1
   num_offsets: int = 21
+  positions: str = "sequence"
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -335,8 +342,9 @@ class SyncTransformer(nn.Module):
         axis=1,
     )
     self.sow("intermediates", "tokens", x)
-    pos = self.param("positions", init, x.shape[1:])
-    x = nn.Dropout(self.dropout, deterministic=not train)(x + pos)
+    x = nn.Dropout(self.dropout, deterministic=not train)(
+        x + self._position_embeddings(v.shape[1], a.shape[1])
+    )
     x = TransformerEncoder(
         self.num_layers,
         self.num_heads,
@@ -352,6 +360,30 @@ class SyncTransformer(nn.Module):
         ),
         "sync": dense(2, "sync_head")(cls).astype(jnp.float32),
     }
+
+  def _position_embeddings(self, num_visual: int, num_audio: int) -> jax.Array:
+    """[1 + Nv + 1 + Na, W] added to the token sequence."""
+    init = token_init()
+    if self.positions == "sequence":
+      return self.param(
+          "positions", init, (num_visual + num_audio + 2, self.width)
+      )
+    if self.positions != "shared_time":
+      raise ValueError(
+          f"config.model.sync.positions={self.positions!r} is not one of "
+          "('sequence', 'shared_time')"
+      )
+    if num_visual != num_audio:
+      raise ValueError(
+          "config.model.sync.positions='shared_time' needs as many visual as "
+          f"audio tokens; got {num_visual} visual and {num_audio} audio"
+      )
+    time = self.param("time_positions", init, (num_visual, self.width))
+    modality = self.param("modality_embeddings", init, (2, self.width))
+    none = jnp.zeros((1, self.width), time.dtype)
+    return jnp.concatenate(
+        [none, time + modality[0], none, time + modality[1]], axis=0
+    )
 
 
 def log_mel(waveform: jax.Array, mel: features_lib.MelSpec) -> jax.Array:

@@ -14,7 +14,7 @@ freshly initialised extractors (what the architecture gives unlearned).
 
 Prints offset top-1 / ±1 class of the feature correlation, of the
 hand-made reference and of the model's stage-2 transformer on the same
-draws.
+draws, and each one's top-1 by the size of the offset.
 """
 
 from __future__ import annotations
@@ -95,13 +95,24 @@ def main(argv):
   )
   what = "random extractors" if _RANDOM.value else "trained extractors"
   print(f"{n} {_SPLIT.value} draws of {_WORKDIR.value}")
+  magnitude = np.round(np.abs(offsets[labels]), 1)
+  bins = np.unique(magnitude)
+  print(
+      f"  {'':45s} {'':24s} top-1 by |offset| (s): "
+      + " ".join(f"{b:4.1f}" for b in bins)
+  )
   for name, scores in (
       (f"feature correlation, {what}", learned),
       ("hand-made reference (sync_reference)", reference),
       ("stage-2 transformer", logits),
   ):
     top1, tol1 = _accuracy(scores, labels)
-    print(f"  {name:45s} top-1 {top1:.3f}  ±1 class {tol1:.3f}")
+    hit = scores.argmax(axis=1) == labels
+    by_bin = " ".join(f"{hit[magnitude == b].mean():4.2f}" for b in bins)
+    print(
+        f"  {name:45s} top-1 {top1:.3f}  ±1 class {tol1:.3f}"
+        f"                        {by_bin}"
+    )
 
 
 if __name__ == "__main__":
