@@ -30,6 +30,9 @@ evidence_hit_rate,evidence_random_rate
   python launch/sweep.py --config configs/synchformer.py \
       --variants ';dense' --seeds 0,1,2 \
       --workdir runs/tables/synchformer_default --metrics ...
+  python launch/sweep.py --config configs/synchformer.py --seeds 0,1,2 \
+      --variants 'quick,steps=6000;quick,steps=6000,stage1_steps=2700' \
+      --workdir runs/tables/synchformer_stage1 --metrics ...
 
 Arguments:
   (none)             AV-digits `sync` (sparse flashes + spoken digits),
@@ -54,6 +57,9 @@ Arguments:
   seed=N             Random seed (init, data order, offsets).
   steps=N            Total training steps, split over the stages in the
                      variant's proportions.
+  stage1_steps=N     Stage 1's steps instead of its share of `steps` (the
+                     other stages keep theirs): a longer segment
+                     contrastive stage (docs/results/synchformer.md).
 
 metrics.json: offset_top1, offset_top1_tol1 (stage 2's transformer; chance
 1/21 = 0.048 and 61/441 = 0.138), sync_acc, sync_auc (stage 3's),
@@ -82,7 +88,7 @@ _VARIANTS = {
     "vggsound_sparse",
     "lrs3",
 }
-_KEYS = {"seed", "steps"}
+_KEYS = {"seed", "steps", "stage1_steps"}
 _NAME = "configs/synchformer.py"
 
 
@@ -257,6 +263,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   steps = positive_int_setting(settings, "steps", steps, _NAME)
   s1, s2, s3 = _split_steps(steps, fractions)
+  s1 = positive_int_setting(settings, "stage1_steps", s1, _NAME)
+  if "stage1_steps" in settings and "random_extractors" in variants:
+    raise ValueError(f"{_NAME}: random_extractors has no stage 1 to set")
   stage1 = _stage(
       "segment_contrastive",
       "contrastive",

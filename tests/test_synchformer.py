@@ -305,6 +305,10 @@ def test_configs_stages_steps_and_bad_arguments():
   ]
   short = synchformer_config.get_config("quick,steps=100,seed=3")
   assert sum(s.steps for s in short.stages) == 100 and short.seed == 3
+  longer = synchformer_config.get_config("quick,steps=6000,stage1_steps=2700")
+  assert [s.steps for s in longer.stages] == [2700, 3600, 1500]
+  with pytest.raises(ValueError, match="no stage 1"):
+    synchformer_config.get_config("random_extractors,stage1_steps=10")
   assert synchformer_config.get_config("dense").data.name == (
       "av_digits/sync_dense"
   )
