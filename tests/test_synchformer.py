@@ -294,6 +294,10 @@ def test_configs_stages_steps_and_bad_arguments():
   ]
   assert tuple(full.stages[2].exclude) == ("synchronisability/offset_head",)
   assert full.data.crop_frames == 120 and full.model.time_tokens == 0
+  # Sparse data get a 3x longer stage 1 than dense data (solved there).
+  assert [s.steps for s in full.stages] == [2160, 2880, 1200]
+  dense = synchformer_config.get_config("dense")
+  assert [s.steps for s in dense.stages] == [720, 2880, 1200]
   head_only = synchformer_config.get_config("head_only_stage3")
   assert tuple(head_only.stages[2].train) == ("synchronisability/sync_head",)
   assert synchformer_config.get_config("time_tokens").model.time_tokens == 4
@@ -309,9 +313,7 @@ def test_configs_stages_steps_and_bad_arguments():
   assert [s.steps for s in longer.stages] == [2700, 3600, 1500]
   with pytest.raises(ValueError, match="no stage 1"):
     synchformer_config.get_config("random_extractors,stage1_steps=10")
-  assert synchformer_config.get_config("dense").data.name == (
-      "av_digits/sync_dense"
-  )
+  assert dense.data.name == "av_digits/sync_dense"
   assert synchformer_config.get_config("lrs3").data.crop_frames == 120
   with pytest.raises(ValueError, match="steps=0"):
     synchformer_config.get_config("steps=0")
