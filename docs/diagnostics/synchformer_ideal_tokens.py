@@ -14,10 +14,14 @@ depth and heads) is trained on fresh draws with AdamW (lr 1e-3, warm-up 50
 steps, cosine decay, clipping at 1 as the config's stage 2) and its offset
 top-1 on 1,000 fixed draws printed every ``--every`` steps: if it learns
 slowly here, the transformer, not the extractors, is what holds stage 2
-back.
+back. With ``--data dense`` the timeline is `sync_dense`'s instead: per
+frame, video [height, across] of the moving digit and audio [log pitch,
+loudness] of its tone, both in [-1, 1] (``smooth_path``, the builder's
+own paths), so every frame carries the offset and nothing marks an event.
 
   python docs/diagnostics/synchformer_ideal_tokens.py --positions sequence
   python docs/diagnostics/synchformer_ideal_tokens.py --positions shared_time
+  python docs/diagnostics/synchformer_ideal_tokens.py --data dense
 """
 
 from __future__ import annotations
@@ -30,8 +34,12 @@ import optax
 from absl import app
 from absl import flags
 
+from avjax.data.builders.av_digits import sync as sync_data
 from avjax.models import sync
 
+_DATA = flags.DEFINE_enum(
+    "data", "sparse", ["sparse", "dense"], "Timeline: `sync` or `sync_dense`."
+)
 _POSITIONS = flags.DEFINE_enum(
     "positions", "sequence", ["sequence", "shared_time"], "model.sync.positions"
 )
@@ -50,8 +58,25 @@ FLASH_FRAMES, WORD_FRAMES, MARGIN = 6, 12, 60
 NOISE = 0.1
 
 
+def dense_features(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+  """Per-frame video [L, 2] and audio [L, 2] features of a dense timeline.
+
+  Video: the digit's height and horizontal place in [-1, 1]; audio: the
+  tone's log pitch and loudness mapped back to [-1, 1] (the builder maps
+  height and place affinely to them), i.e. the same two curves.
+  """
+  times = np.arange(CROP + 2 * MARGIN) / 25.0
+  video = np.stack(
+      [sync_data.smooth_path(rng, times), sync_data.smooth_path(rng, times)],
+      axis=1,
+  ).astype(np.float32)
+  return video, video.copy()
+
+
 def clip_features(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
   """Per-frame video [L, 11] and audio [L, 12] features of one timeline."""
+  if _DATA.value == "dense":
+    return dense_features(rng)
   length = CROP + 2 * MARGIN
   video = np.zeros((length, 11), np.float32)
   audio = np.zeros((length, 12), np.float32)
@@ -150,7 +175,8 @@ def main(argv):
     if i % _EVERY.value == 0:
       curve.append(f"{i}: {float(accuracy(params)):.3f}")
   print(
-      f"positions={_POSITIONS.value} time_tokens={t} seed={_SEED.value} "
+      f"data={_DATA.value} positions={_POSITIONS.value} time_tokens={t} "
+      f"seed={_SEED.value} "
       f"({time.time() - start:.0f} s): offset top-1 by step " + ", ".join(curve)
   )
 
