@@ -227,12 +227,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # The non-learned reference's cue (avjax.eval.sync_reference).
   config.diagnostics.reference_cue = "onset"
 
-  # Stage steps at batch 32. Sparse: stage 1 gets 2,160 steps, three times
-  # its former 15 % share, where its segment retrieval was still climbing
-  # steeply; the longer stage 1 lifted sparse synchronisability AUC from
-  # 0.57 to 0.86 and offsets from 0.24 to 0.31 (docs/results/synchformer.md).
-  # Dense keeps 720: its stage 1 is solved by then (retrieval 0.98), and a
-  # longer one lowered its synchronisability AUC.
+  # Steps of stages 1, 2, 3 (`steps=N` rescales them in proportion). Sparse
+  # stage 1 is three times dense's: at 720 steps its segment retrieval was
+  # still climbing steeply, and the longer stage 1 raised sparse offsets and
+  # synchronisability; dense stage 1 is solved by 720 steps
+  # (docs/results/synchformer.md).
   stage_steps = (2160, 2880, 1200)
   config.eval_every = 200
   config.max_checkpoints_to_keep = 2
@@ -241,8 +240,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.name = "av_digits/sync_dense"
     config.diagnostics.reference_cue = "pitch"
     stage_steps = (720, 2880, 1200)
-  steps = sum(stage_steps)
-  fractions = tuple(s / steps for s in stage_steps)
   if "vggsound_sparse" in variants or "lrs3" in variants:
     config.data.name = (
         "vggsound_sparse" if "vggsound_sparse" in variants else "lrs3"
@@ -256,7 +253,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.visual.patch = 16
     config.model.time_tokens = 8  # the official visual count
     config.model.sync.update({"num_layers": 3, "dropout": 0.1})
-    steps, fractions = 60000, (0.5, 0.4, 0.1)
+    stage_steps = (30000, 24000, 6000)
     config.optimizer.learning_rate = 1e-4
     config.optimizer.warmup_steps = 1000
     config.eval_every = 2000
@@ -264,7 +261,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if "quick" in variants:
     # Stage 2 leaves its plateau after a number of steps rather than of
     # examples: batch 16 buys twice the steps of batch 32.
-    steps, fractions = 3000, (0.15, 0.6, 0.25)
+    stage_steps = (450, 1800, 750)
     config.data.batch_size = 16
     config.optimizer.warmup_steps = 20
     config.log_every = 25
@@ -272,8 +269,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.eval_every = 0
     config.diagnostics.val_max_clips = 50
 
-  steps = positive_int_setting(settings, "steps", steps, _NAME)
-  s1, s2, s3 = _split_steps(steps, fractions)
+  total = sum(stage_steps)
+  steps = positive_int_setting(settings, "steps", total, _NAME)
+  s1, s2, s3 = _split_steps(steps, tuple(s / total for s in stage_steps))
   s1 = positive_int_setting(settings, "stage1_steps", s1, _NAME)
   if "stage1_steps" in settings and "random_extractors" in variants:
     raise ValueError(f"{_NAME}: random_extractors has no stage 1 to set")
