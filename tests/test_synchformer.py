@@ -296,8 +296,14 @@ def test_configs_stages_steps_and_bad_arguments():
   assert full.data.crop_frames == 120 and full.model.time_tokens == 0
   # Sparse data get a 3x longer stage 1 than dense data (solved there).
   assert [s.steps for s in full.stages] == [2160, 2880, 1200]
+  # Dense data: a short stage 1 and a stage 2 of 384k examples at batch 64
+  # (it leaves its plateau only after ~180k); `quick` keeps its own budget.
   dense = synchformer_config.get_config("dense")
-  assert [s.steps for s in dense.stages] == [720, 2880, 1200]
+  assert [s.steps for s in dense.stages] == [720, 6000, 600]
+  assert dense.data.batch_size == 64 and full.data.batch_size == 32
+  quick_dense = synchformer_config.get_config("quick,dense")
+  assert [s.steps for s in quick_dense.stages] == [450, 1800, 750]
+  assert quick_dense.data.batch_size == 16
   head_only = synchformer_config.get_config("head_only_stage3")
   assert tuple(head_only.stages[2].train) == ("synchronisability/sync_head",)
   assert synchformer_config.get_config("time_tokens").model.time_tokens == 4

@@ -10,18 +10,25 @@ s apart) is cut into 14 half-overlapping segments of 16 frames as in stage
 2; a segment's token is its 16 frames' features flattened (so the timing
 inside a segment is there), or with ``--time_tokens T`` T tokens of 16 / T
 frames each. ``avjax.models.sync.SyncTransformer`` (the AV-digits width,
-depth and heads) is trained on fresh draws with AdamW (lr 1e-3, warm-up 50
-steps, cosine decay, clipping at 1 as the config's stage 2) and its offset
-top-1 on 1,000 fixed draws printed every ``--every`` steps: if it learns
-slowly here, the transformer, not the extractors, is what holds stage 2
-back. With ``--data dense`` the timeline is `sync_dense`'s instead: per
-frame, video [height, across] of the moving digit and audio [log pitch,
-loudness] of its tone, both in [-1, 1] (``smooth_path``, the builder's
-own paths), so every frame carries the offset and nothing marks an event.
+depth and heads) is trained on fresh draws with AdamW (lr 1e-3, warm-up
+50 steps, cosine decay to lr / 20, clipping at 1 as the config's stage 2)
+and its offset top-1 on 1,000 fixed draws printed every ``--every`` steps:
+if it learns slowly here, the transformer, not the extractors, is what
+holds stage 2 back. With ``--data dense`` the timeline is `sync_dense`'s
+instead: per frame, video [height, across] of the moving digit and audio
+[log pitch, loudness] of its tone, both in [-1, 1] (``smooth_path``, the
+builder's own paths), so every frame carries the offset and nothing marks
+an event.
 
   python docs/diagnostics/synchformer_ideal_tokens.py --positions sequence
   python docs/diagnostics/synchformer_ideal_tokens.py --positions shared_time
   python docs/diagnostics/synchformer_ideal_tokens.py --data dense
+  python docs/diagnostics/synchformer_ideal_tokens.py --data dense \
+      --steps 6000 --batch 64
+
+``--lr``, ``--width``, ``--layers`` and ``--heads`` change the peak
+learning rate and the transformer's size (docs/results/synchformer.md,
+"Dense offsets: examples, not steps").
 """
 
 from __future__ import annotations
@@ -50,6 +57,10 @@ _STEPS = flags.DEFINE_integer("steps", 3000, "Training steps.")
 _BATCH = flags.DEFINE_integer("batch", 32, "Batch size.")
 _SEED = flags.DEFINE_integer("seed", 0, "Init and training-draw seed.")
 _EVERY = flags.DEFINE_integer("every", 250, "Evaluate every this many steps.")
+_LR = flags.DEFINE_float("lr", 1e-3, "Peak learning rate.")
+_WIDTH = flags.DEFINE_integer("width", 64, "Sync transformer width.")
+_LAYERS = flags.DEFINE_integer("layers", 2, "Sync transformer layers.")
+_HEADS = flags.DEFINE_integer("heads", 4, "Sync transformer heads.")
 
 CROP, SEGMENT, STRIDE = 120, 16, 8
 NUM_SEGMENTS = (CROP - SEGMENT) // STRIDE + 1  # 14
@@ -132,9 +143,9 @@ def main(argv):
   del argv
   t = _TIME_TOKENS.value
   model = sync.SyncTransformer(
-      width=64,
-      num_layers=2,
-      num_heads=4,
+      width=_WIDTH.value,
+      num_layers=_LAYERS.value,
+      num_heads=_HEADS.value,
       mlp_ratio=2.0,
       dropout=0.0,
       num_offsets=NUM_OFFSETS,
@@ -143,7 +154,9 @@ def main(argv):
   test_v, test_a, test_y = draw(np.random.default_rng(999), 1000, t)
   params = model.init(jax.random.key(_SEED.value), test_v[:2], test_a[:2])
   steps = _STEPS.value
-  schedule = optax.warmup_cosine_decay_schedule(0.0, 1e-3, 50, steps, 5e-5)
+  schedule = optax.warmup_cosine_decay_schedule(
+      0.0, _LR.value, 50, steps, _LR.value / 20
+  )
   tx = optax.chain(
       optax.clip_by_global_norm(1.0),
       optax.adamw(schedule, weight_decay=1e-4),
@@ -176,6 +189,7 @@ def main(argv):
       curve.append(f"{i}: {float(accuracy(params)):.3f}")
   print(
       f"data={_DATA.value} positions={_POSITIONS.value} time_tokens={t} "
+      f"lr={_LR.value} width={_WIDTH.value} layers={_LAYERS.value} "
       f"seed={_SEED.value} "
       f"({time.time() - start:.0f} s): offset top-1 by step " + ", ".join(curve)
   )
