@@ -57,6 +57,30 @@ def pytest_configure(config):
     )
 
 
+def pytest_collection_modifyitems(session, config, items):
+  """Runs the modules with the most ``slow`` tests first.
+
+  pytest-xdist's ``worksteal`` hands each worker a contiguous part of this
+  order and an idle worker steals from the end of another's queue, so
+  starting the minutes-long runs first leaves short tests for the end,
+  where they balance the two workers, instead of one long run finishing
+  alone. Each module's tests stay together and in order (module-scoped
+  fixtures are built once per worker as before).
+  """
+  del session, config
+  module = lambda item: item.nodeid.split("::", 1)[0]
+  slow_count: dict[str, int] = {}
+  first_index: dict[str, int] = {}
+  for i, item in enumerate(items):
+    first_index.setdefault(module(item), i)
+    slow_count[module(item)] = slow_count.get(module(item), 0) + (
+        item.get_closest_marker("slow") is not None
+    )
+  items.sort(
+      key=lambda item: (-slow_count[module(item)], first_index[module(item)])
+  )
+
+
 def pytest_unconfigure(config):
   del config
   for path in _OWNED_CACHE:

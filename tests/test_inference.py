@@ -6,6 +6,8 @@ CMD and Synchformer get a workdir as the loop writes it holding their
 initial parameters (``_init_only_workdir``): their tests compare inference
 with the method's own evaluation code on the same parameters, which needs
 no training, and one CMD training step takes a minute to compile here.
+A trained Synchformer workdir read through mp4 files is checked on the
+Synchformer notebook's quick run (tests/test_notebooks.py), the suite's one.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from avjax.train.state import TrainState
 
 from eval_helpers import embeddings
 from eval_helpers import predictions
+from sync_helpers import write_eval_clip
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -525,18 +528,6 @@ def sync_model(tmp_path_factory, av_digits_dir):
   return inference.load(workdir)
 
 
-def _write_eval_clip(data, n: int, path: str) -> str:
-  """Evaluation draw ``n`` (its frames and shifted audio) as an mp4."""
-  video_lib.write_video(
-      path,
-      data["video"][n][..., 0],
-      25.0,
-      data["audio_shifted"][n].astype(np.float32) / 32768.0,
-      16000,
-  )
-  return path
-
-
 def _video(frames, audio_int16, fps=25.0, rate=16000):
   return video_lib.Video(
       frames=frames,
@@ -574,7 +565,7 @@ def test_predict_offset_equals_evaluation_and_survives_mp4(
     assert got.offset_seconds == offsets[np.argmax(probs)]
     if n >= 6:
       continue
-    path = _write_eval_clip(data, n, str(tmp_path / f"clip{n}.mp4"))
+    path = write_eval_clip(data, n, str(tmp_path / f"clip{n}.mp4"))
     got = model.predict_offset(path, plot_path=str(tmp_path / f"e{n}.png"))
     assert os.path.getsize(got.plot) > 0
     assert np.abs(got.probabilities - probs).max() < 0.02
@@ -619,52 +610,6 @@ def test_long_video_is_scanned_in_windows(sync_model):
   np.testing.assert_allclose(
       got_fast.probabilities, got.probabilities, atol=0.005
   )
-
-
-@pytest.fixture(scope="module")
-def trained_sync_model(tmp_path_factory, av_digits_dir):
-  """The tiny quick config trained through the loop for 330 steps."""
-  config = _tiny_sync_config(av_digits_dir.prepare("sync"))
-  config.data.batch_size = 16
-  for stage, steps in zip(config.stages, (80, 200, 50)):
-    stage.steps = steps
-  config.checkpoint_every = 1000
-  workdir = str(tmp_path_factory.mktemp("sync_trained"))
-  metrics = loop.train_and_evaluate(config, workdir)
-  return inference.load(workdir), metrics
-
-
-@pytest.mark.slow
-def test_predict_offset_on_mp4s_of_a_trained_workdir(
-    trained_sync_model, tmp_path
-):
-  """Issue 30 item 7: test clips written as mp4 (PyAV: H.264 + AAC) and read
-  back by predict_offset give the evaluation's offsets. Tolerance: the
-  accuracy on the written clips within 2 clips of the evaluation's on the
-  same clips (codec noise can flip a near tie), and at least 90 % of the
-  clips predicted as the evaluation predicts them."""
-  model, metrics = trained_sync_model
-  method = model.method
-  data = method.eval_data("test")
-  want = predictions(method, model.params, "test", ["sync_offsets"])[
-      "sync_offsets"
-  ]
-  # The workdir's own test metric is this evaluation.
-  assert metrics["offset_top1"] == pytest.approx(
-      np.mean(np.argmax(want["offset"], 1) == data["offset_label"])
-  )
-  count = 24
-  labels = data["offset_label"][:count]
-  eval_pred = np.argmax(want["offset"][:count], 1)
-  mp4_pred = []
-  for n in range(count):
-    path = _write_eval_clip(data, n, str(tmp_path / f"test{n}.mp4"))
-    got = model.predict_offset(path)
-    assert len(got.windows) == 1
-    mp4_pred.append(got.offset_class)
-  mp4_pred = np.asarray(mp4_pred)
-  assert np.mean(mp4_pred == eval_pred) >= 0.9, (mp4_pred, eval_pred)
-  assert abs(np.sum(mp4_pred == labels) - np.sum(eval_pred == labels)) <= 2
 
 
 def test_video_without_audio_or_too_short_is_named(sync_model, tmp_path):

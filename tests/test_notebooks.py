@@ -20,6 +20,10 @@ import pytest
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
+from avjax import inference
+
+import sync_helpers
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOKS = sorted(
     glob.glob(os.path.join(ROOT, "launch", "notebooks", "*.ipynb"))
@@ -80,13 +84,27 @@ def _check_synchformer(metrics: dict, run_dir: str) -> None:
   offset_top1 0.242 (chance 1/21; seeds 1 and 2: 0.237, 0.212),
   evidence_hit_rate 0.983 against a random rate of 0.637
   (docs/results/synchformer.md); the floors sit a margin below. This
-  notebook is the suite's one quick Synchformer run.
+  notebook is the suite's one quick Synchformer run, so its workdir is
+  also the trained one that ``predict_offset`` reads mp4 files with.
   """
   assert metrics["offset_top1"] > 2 / 21, metrics
   assert metrics["evidence_hit_rate"] > metrics["evidence_random_rate"] + 0.2
   _assert_plots(
       run_dir, "offset_confusion.png", "evidence_0.png", "training_curves.png"
   )
+  # The same trained workdir through files: test clips as mp4s.
+  sync_helpers.assert_mp4_offsets_match_evaluation(
+      inference.load(run_dir), metrics, os.path.join(run_dir, "mp4_check")
+  )
+
+
+def _check_mama(metrics: dict, run_dir: str) -> None:
+  """The MAMA notebook's quick run (noise=40, seed 0) down-weights the
+  noisy pairs (issue 31): the learned weights of noisy pairs sit below
+  those of clean pairs, and rank them apart (AUC > 0.7)."""
+  del run_dir
+  assert metrics["weight_noisy"] < metrics["weight_clean"], metrics
+  assert metrics["weight_auc"] > 0.7, metrics
 
 
 def _check_cmd(metrics: dict, run_dir: str) -> None:
@@ -128,6 +146,7 @@ def _check_cmd(metrics: dict, run_dir: str) -> None:
 # Extra checks of what a notebook's training run produced, by notebook.
 RUN_CHECKS = {
     "cmd.ipynb": _check_cmd,
+    "mama.ipynb": _check_mama,
     "synchformer.ipynb": _check_synchformer,
 }
 
