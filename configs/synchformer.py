@@ -265,8 +265,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.eval_every = 2000
     config.checkpoint_every = 1000
   if "quick" in variants:
-    # Stage 2 leaves its plateau after a number of steps rather than of
-    # examples: batch 16 buys twice the steps of batch 32.
+    # On sparse cues stage 2 leaves its plateau after a number of steps
+    # rather than of examples: batch 16 buys twice the steps of batch 32
+    # (dense cues need examples, which a few minutes cannot buy).
     stage_steps = (450, 1800, 750)
     config.data.batch_size = 16
     config.optimizer.warmup_steps = 20
