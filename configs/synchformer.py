@@ -240,7 +240,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.name = "av_digits/sync_dense"
     config.diagnostics.reference_cue = "pitch"
     # On dense cues stage 2 leaves its plateau after a number of examples,
-    # not of steps (about 110-130k on ideal tokens at batch 32, 64 or 128,
+    # not of steps (about 110-160k on ideal tokens at batch 32, 64 or 128,
     # about 180k on the learned features), and climbs faster after it at a
     # larger batch: batch 64 and a 6,000-step stage 2 (384k examples); stage
     # 3 keeps its examples (docs/results/synchformer.md).
