@@ -90,6 +90,40 @@ def test_resume_equals_uninterrupted(tmp_path):
   assert resumed == full
 
 
+def _stages(first_batch=None, second_batch=None):
+  stages = [
+      {"name": "first", "steps": 6, "scale": 1.0},
+      {"name": "second", "steps": 6, "scale": 2.0},
+  ]
+  for stage, size in zip(stages, (first_batch, second_batch)):
+    if size:
+      stage["batch_size"] = size
+  return tuple(stages)
+
+
+def test_stage_batch_size_trains_on_consecutive_data_batches(tmp_path):
+  # Both stages at 16 examples per step, drawn as two batches of 8, train
+  # exactly as a run whose data pipeline batches 16 (the same example
+  # stream, grouped differently).
+  drawn, method = _run(tmp_path / "drawn", stages=_stages(16, 16))
+  assert method.rows == {"first": 16, "second": 16}
+  plain, method = _run(tmp_path / "plain", **{"data.batch_size": 16})
+  assert method.rows == {"first": 16, "second": 16}
+  assert drawn == plain
+  # Stage 2 alone at 16: stage 1 steps on 8 rows, and a run resumed inside
+  # stage 2 (from step 8) ends where the uninterrupted one does.
+  mixed, method = _run(tmp_path / "mixed", stages=_stages(None, 16))
+  assert method.rows == {"first": 8, "second": 16}
+  assert mixed not in (drawn, _run(tmp_path / "eights")[0])
+  part = tmp_path / "part"
+  _run(part, stages=_stages(None, 16))
+  shutil.rmtree(part / "checkpoints" / "12")
+  os.remove(part / "metrics.json")
+  resumed, method = _run(part, stages=_stages(None, 16))
+  assert method.seen_stages == {"second"}
+  assert resumed == mixed
+
+
 def test_damaged_newest_checkpoint_falls_back(tmp_path, caplog):
   full, _ = _run(tmp_path / "full")
   run = tmp_path / "run"

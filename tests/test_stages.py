@@ -3,7 +3,7 @@ import jax.numpy as jnp
 import ml_collections
 import pytest
 
-from avjax.train.stages import StageScheduler
+from avjax.train.stages import StageScheduler, batches_per_step
 
 
 def _scheduler():
@@ -43,3 +43,23 @@ def test_progress_python_and_traced():
 def test_bad_stages(stages, match):
   with pytest.raises(ValueError, match=match):
     StageScheduler(stages)
+
+
+def test_batches_per_step_from_each_stages_batch_size():
+  s = StageScheduler(
+      [{"name": "a", "steps": 2}, {"name": "b", "steps": 2, "batch_size": 96}]
+  )
+  assert batches_per_step(s, 32) == (1, 3)
+  assert batches_per_step(s, 96) == (1, 1)
+
+
+@pytest.mark.parametrize("size", [48, 16, 0])
+def test_stage_batch_size_not_a_multiple_names_the_key(size):
+  s = StageScheduler(
+      [{"name": "a", "steps": 2}, {"name": "b", "steps": 2, "batch_size": size}]
+  )
+  with pytest.raises(ValueError) as err:
+    batches_per_step(s, 32)
+  msg = str(err.value)
+  assert f"config.stages[1].batch_size={size}" in msg
+  assert "config.data.batch_size=32" in msg and "'b'" in msg

@@ -90,6 +90,7 @@ class ToyRegression(base.Method):
     self.x = rng.normal(size=(64, 3)).astype(np.float32)
     self.y = self.x @ np.array([1.0, -2.0, 0.5], np.float32)
     self.seen_stages = set()
+    self.rows = {}  # stage name -> rows of the batch its step traced with
 
   def train_iterator(self, batch_size, seed, process_index, process_count):
     src = [{"x": self.x[i], "y": self.y[i]} for i in range(len(self.x))]
@@ -102,6 +103,7 @@ class ToyRegression(base.Method):
 
   def loss_fn(self, params, batch, rng, stage, step):
     self.seen_stages.add(stage.name)
+    self.rows[stage.name] = batch["x"].shape[0]
     err = batch["x"] @ params["w"] - batch["y"]
     loss = stage.options.scale * jnp.mean(err**2)
     nan_at = self.nan_loss_at

@@ -34,6 +34,7 @@ from avjax.train import logging_utils
 from avjax.train import multihost
 from avjax.train import optim
 from avjax.train import sharding
+from avjax.train import stages as stages_lib
 from avjax.train.stages import StageScheduler
 from avjax.train.state import TrainState
 
@@ -44,6 +45,15 @@ def _peek(iterator: Any) -> Any:
   batch = next(iterator)
   iterator.set_state(saved)
   return batch
+
+
+def _next_batch(iterator: Any, count: int) -> Any:
+  """``count`` consecutive batches of ``iterator``, concatenated in order
+  along the batch axis (a stage's ``batch_size`` over the data's)."""
+  if count == 1:
+    return next(iterator)
+  parts = [next(iterator) for _ in range(count)]
+  return jax.tree.map(lambda *xs: np.concatenate(xs, axis=0), *parts)
 
 
 def _iterator_states(train_iter: Any) -> dict[str, Any]:
@@ -370,6 +380,7 @@ def train_and_evaluate(
   method = method or methods.get_method(config)
   scheduler = StageScheduler(config.stages)
   total_steps = scheduler.total_steps
+  draws = stages_lib.batches_per_step(scheduler, int(config.data.batch_size))
   mesh = sharding.make_mesh()
   local_batch_size = sharding.check_batch_size(config.data.batch_size, mesh)
   fingerprint = run_fingerprint(config)
@@ -460,7 +471,9 @@ def train_and_evaluate(
         step_fns[stage.index] = jax.jit(
             checked_train_step(method, stage, run), donate_argnums=0
         )
-      batch = sharding.shard_batch(next(train_iter), mesh)
+      batch = sharding.shard_batch(
+          _next_batch(train_iter, draws[stage.index]), mesh
+      )
       state, metrics = step_fns[stage.index](state, batch)
       pending.add(step, metrics)
       done = step + 1

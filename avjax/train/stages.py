@@ -1,8 +1,9 @@
 """Curriculum stages: which phase of training a global step belongs to.
 
 ``config.stages`` is a sequence of ConfigDicts, each with at least ``name``
-and ``steps``; every other field (loss, mining, augmentation schedule, …) is
-read by the method. The loop jits one step function per stage (the stage
+and ``steps``; an optional ``batch_size`` (global examples per step, a
+multiple of ``config.data.batch_size``) is read by the loop, every other
+field (loss, mining, augmentation schedule, …) by the method. The loop jits one step function per stage (the stage
 index is a static argument), so switching stage never retraces within a stage,
 and the stage index is saved in the checkpoint so a resumed run continues in
 the right stage.
@@ -95,3 +96,35 @@ class StageScheduler:
       if step < stage.end:
         return stage
     return self.stages[-1]
+
+
+def batches_per_step(
+    scheduler: StageScheduler, data_batch_size: int
+) -> tuple[int, ...]:
+  """How many consecutive data batches each stage's step trains on.
+
+  A stage's optional ``batch_size`` is its global number of examples per
+  step; the data pipeline batches ``data_batch_size`` (``config.data.
+  batch_size``) examples, so the loop concatenates ``batch_size //
+  data_batch_size`` of its batches. A stage without ``batch_size`` takes one.
+
+  Raises:
+    ValueError: naming ``config.stages[i].batch_size`` when it is not a
+      positive multiple of ``data_batch_size``.
+  """
+  counts = []
+  for stage in scheduler.stages:
+    size = stage.options.get("batch_size", None)
+    if size is None:
+      counts.append(1)
+      continue
+    size = int(size)
+    if size < data_batch_size or size % data_batch_size:
+      raise ValueError(
+          f"config.stages[{stage.index}].batch_size={size} (stage "
+          f"{stage.name!r}) must be a positive multiple of "
+          f"config.data.batch_size={data_batch_size}: a stage's step "
+          "concatenates whole batches of the data pipeline."
+      )
+    counts.append(size // data_batch_size)
+  return tuple(counts)
