@@ -294,8 +294,10 @@ def test_configs_stages_steps_and_bad_arguments():
   ]
   assert tuple(full.stages[2].exclude) == ("synchronisability/offset_head",)
   assert full.data.crop_frames == 120 and full.model.time_tokens == 0
-  # Sparse data get a 3x longer stage 1 than dense data (solved there).
-  assert [s.steps for s in full.stages] == [2160, 2880, 1200]
+  # Sparse data get a 3x longer stage 1 than dense data (solved there) and
+  # a stage 2 of 384k examples: 6,000 steps of two data batches of 32.
+  assert [s.steps for s in full.stages] == [2160, 6000, 1200]
+  assert [s.get("batch_size") for s in full.stages] == [None, 64, None]
   # Dense data: a short stage 1 and a stage 2 of 384k examples at batch 64
   # (it leaves its plateau only after ~180k); `quick` keeps its own budget.
   dense = synchformer_config.get_config("dense")
@@ -304,6 +306,9 @@ def test_configs_stages_steps_and_bad_arguments():
   quick_dense = synchformer_config.get_config("quick,dense")
   assert [s.steps for s in quick_dense.stages] == [450, 1800, 750]
   assert quick_dense.data.batch_size == 16
+  for arg in ("dense", "quick", "quick,dense", "lrs3"):
+    stages = synchformer_config.get_config(arg).stages
+    assert [s.get("batch_size") for s in stages] == [None] * 3, arg
   head_only = synchformer_config.get_config("head_only_stage3")
   assert tuple(head_only.stages[2].train) == ("synchronisability/sync_head",)
   assert synchformer_config.get_config("time_tokens").model.time_tokens == 4
@@ -313,6 +318,12 @@ def test_configs_stages_steps_and_bad_arguments():
   assert [s.steps for s in ablation.stages] == [
       s.steps for s in full.stages[1:]
   ]
+  # Few steps still give every stage one (rounding alone left the last 0).
+  for steps in (3, 4, 5):
+    tiny = synchformer_config.get_config(f"steps={steps}").stages
+    assert (
+        sum(s.steps for s in tiny) == steps and min(s.steps for s in tiny) >= 1
+    )
   short = synchformer_config.get_config("quick,steps=100,seed=3")
   assert sum(s.steps for s in short.stages) == 100 and short.seed == 3
   longer = synchformer_config.get_config("quick,steps=6000,stage1_steps=2700")
