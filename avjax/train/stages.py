@@ -3,10 +3,10 @@
 ``config.stages`` is a sequence of ConfigDicts, each with at least ``name``
 and ``steps``; an optional ``batch_size`` (global examples per step, a
 multiple of ``config.data.batch_size``) is read by the loop, every other
-field (loss, mining, augmentation schedule, …) by the method. The loop jits one step function per stage (the stage
-index is a static argument), so switching stage never retraces within a stage,
-and the stage index is saved in the checkpoint so a resumed run continues in
-the right stage.
+field (loss, mining, augmentation schedule, …) by the method. The loop jits
+one step function per stage (the stage index is a static argument), so
+switching stage never retraces within a stage, and the stage index is saved
+in the checkpoint so a resumed run continues in the right stage.
 """
 
 from __future__ import annotations
